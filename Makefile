@@ -1,0 +1,31 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup dataset demo test lint zoo-report
+
+setup: $(VENV)/.installed dataset
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip
+	$(VENV)/bin/pip install -e '.[dev]'
+	touch $@
+
+# Debian's Fashion-MNIST (IDX files); installed only when missing.
+dataset:
+	@test -f $(FMNIST_DIR)/t10k-images-idx3-ubyte.gz || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; }
+
+demo: setup
+	$(VENV)/bin/fewprune demo
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+
+zoo-report: setup
+	$(VENV)/bin/fewprune zoo report --out benchmarks/ZOO.md

@@ -1,0 +1,222 @@
+"""The ``fewprune`` command line: eval, train, zoo, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import data, metrics, models
+from .models import zoo
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None, allow_pickle: bool = False,
+                   adapt: bool = False):
+    """A model from a CLI spec, shaped for the dataset described by ``info``."""
+    model = models.build(spec, num_classes=info.num_classes, in_channels=info.input_shape[0],
+                         image_size=info.input_shape[1], weights=weights, allow_pickle=allow_pickle, adapt=adapt)
+    return model.eval()
+
+
+def measure(model: torch.nn.Module, dataset, example: torch.Tensor, progress: bool = True,
+            latency_batches=(1, 64)) -> dict:
+    """Accuracy on ``dataset`` plus MACs, params and latency of ``model``: the numbers every table shows."""
+    result = metrics.evaluate(model, dataset, progress=progress)
+    result["macs"] = metrics.macs(model, example[:1])
+    result["params"] = metrics.params(model)
+    result["latency"] = {
+        f"batch{b}": metrics.latency(model, example[:1].expand(b, *example.shape[1:]).contiguous())
+        for b in latency_batches
+    }
+    return result
+
+
+def metrics_table(rows: dict[str, dict], title: str = ""):
+    """A rich table with one column per model (``rows`` maps a label to the output of :func:`measure`)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("")
+    for label in rows:
+        table.add_column(label, justify="right")
+    first = next(iter(rows.values()))
+
+    def line(name, fn):
+        table.add_row(name, *[fn(r) for r in rows.values()])
+
+    line("test accuracy", lambda r: f"{100 * r['accuracy']:.2f}%  ({r['samples']} images)")
+    line("MACs", lambda r: f"{r['macs'] / 1e6:.2f} M")
+    line("params", lambda r: f"{r['params'] / 1e6:.3f} M")
+    for key in first["latency"]:
+        lat = first["latency"][key]
+        line(f"latency {key.replace('batch', 'batch ')} ({lat['threads']} threads)",
+             lambda r, k=key: f"{r['latency'][k]['median_ms']:.2f} ms "
+                              f"[{r['latency'][k]['p25_ms']:.2f}–{r['latency'][k]['p75_ms']:.2f}]")
+    return table
+
+
+def _subset(dataset, limit: int | None):
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return data.few_shot(dataset, n=limit, seed=0)
+
+
+def cmd_eval(args) -> int:
+    dataset = _subset(data.load(args.data, args.split, root=args.data_root), args.limit)
+    model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt)
+    example = dataset[0][0].unsqueeze(0)
+    result = measure(model, dataset, example, progress=not args.quiet)
+    result.update(model=args.model, data=args.data, split=args.split, versions=metrics.versions())
+    _console().print(metrics_table({args.model: result}, title=f"{args.model} on {args.data} ({args.split})"))
+    if args.json:
+        _write_json_atomic(Path(args.json), result)
+    return 0
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def cmd_train(args) -> int:
+    from .models.recipes import train_teacher
+
+    out = Path(args.out or f"runs/train/{args.recipe}")
+    manifest = train_teacher(args.recipe, out, epochs=args.epochs)
+    if args.install:
+        import shutil
+
+        target = zoo.WEIGHTS_DIR
+        shutil.copy2(out / manifest["weights"], target / manifest["weights"])
+        _write_json_atomic(target / f"{args.recipe}.json", manifest)
+        print(f"installed {args.recipe} into {target}")
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from rich.table import Table
+
+    names = zoo.list()
+    if args.action == "list":
+        table = Table(title="fewprune zoo")
+        for col in ("teacher", "architecture", "dataset", "test accuracy", "MACs", "params", "trained"):
+            table.add_column(col)
+        for name in names:
+            m = zoo.manifest(name)
+            table.add_row(name, m["architecture"], m["dataset"], f"{100 * m['test_accuracy']:.2f}%",
+                          f"{m['macs'] / 1e6:.1f} M", f"{m['params'] / 1e6:.3f} M", f"{m['train_seconds'] / 60:.0f} min")
+        _console().print(table)
+        return 0
+    # report: a markdown page with freshly measured latency
+    lines = [
+        "# Zoo: the shipped teachers",
+        "",
+        "Accuracy is on the full test split and was recorded when each teacher finished training; "
+        "MACs, params and latency are measured anew by the command below.",
+        "",
+        "Regenerate: `fewprune zoo report --out benchmarks/ZOO.md`",
+        "",
+        "| teacher | test accuracy | MACs | params | latency b1 (ms) | latency b64 (ms) | train time | trained by |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        m = zoo.manifest(name)
+        model = zoo.load(name)
+        x = torch.zeros(1, m["in_channels"], m["image_size"], m["image_size"])
+        b1 = metrics.latency(model, x)
+        b64 = metrics.latency(model, x.expand(64, -1, -1, -1).contiguous())
+        lines.append(
+            f"| {name} | {100 * m['test_accuracy']:.2f}% | {metrics.macs(model, x) / 1e6:.2f} M | "
+            f"{metrics.params(model) / 1e6:.3f} M | {b1['median_ms']:.2f} | {b64['median_ms']:.2f} | "
+            f"{m['train_seconds'] / 60:.0f} min | `{m['command']}` (seed {m['seed']}) |"
+        )
+    v = metrics.versions()
+    lines += ["", f"Measured with {torch.get_num_threads()} threads; versions: "
+              + ", ".join(f"{k} {val}" for k, val in v.items()) + "."]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    names = zoo.list()
+    if not names:
+        print("no teacher is shipped yet", file=sys.stderr)
+        return 1
+    name = args.teacher or ("resnet56-fmnist" if "resnet56-fmnist" in names else names[0])
+    ns = argparse.Namespace(model=f"zoo:{name}", data=zoo.manifest(name)["dataset"], split="test", data_root=None,
+                            limit=args.limit, weights=None, allow_pickle=False, adapt=False, quiet=False, json=None)
+    return cmd_eval(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fewprune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(p):
+        p.add_argument("--model", required=True,
+                       help="zoo:NAME, a registered name, torchvision:NAME or path/to/file.py:factory")
+        p.add_argument("--weights", help="safetensors file, or a torch checkpoint (loaded with weights_only=True)")
+        p.add_argument("--allow-pickle", action="store_true", help="trust and unpickle a non-weights-only checkpoint")
+        p.add_argument("--adapt", action="store_true",
+                       help="after loading weights, change input channels / classes to fit the dataset")
+        p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+        p.add_argument("--data-root", help="folder holding the dataset files (overrides the default location)")
+
+    p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")
+    model_args(p)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many images")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a zoo teacher from its recipe (resumable)")
+    p.add_argument("recipe", help="e.g. resnet56-fmnist")
+    p.add_argument("--out", help="run folder (checkpoint, weights, manifest); default runs/train/RECIPE")
+    p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument("--install", action="store_true", help="copy the result into the package's zoo")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("zoo", help="the shipped teachers")
+    p.add_argument("action", choices=["list", "report"], nargs="?", default="list")
+    p.add_argument("--out", help="for report: write the markdown here")
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("demo", help="the embedded default job on a shipped Fashion-MNIST teacher")
+    p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")
+    p.add_argument("--limit", type=int, help="evaluate on this many test images")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (data.DatasetNotFound, FileNotFoundError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"fewprune: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fewprune: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Datasets by name and the few-shot sampler. Nothing here downloads anything."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from ..registry import Registry
+from .base import DatasetInfo, ImageTensorDataset
+from .cifar import load_cifar
+from .errors import DatasetNotFound
+from .few_shot import FewShot, few_shot
+from .idx import load_fashion_mnist, read_idx
+from .imagefolder import load_image_folder
+
+datasets: Registry = Registry("dataset")
+register_dataset = datasets.register
+register_dataset("fashion-mnist", load_fashion_mnist)
+register_dataset("cifar10", partial(load_cifar, "cifar10"))
+register_dataset("cifar100", partial(load_cifar, "cifar100"))
+
+
+def load(name: str, split: str = "train", root: str | None = None, **options):
+    """A dataset by name: ``fashion-mnist``, ``cifar10``, ``cifar100`` or ``imagefolder:PATH``.
+
+    The result is a torch Dataset of ``(image tensor, label)`` with ``.info`` (a
+    :class:`DatasetInfo`) and ``.targets`` (a label tensor).
+    """
+    if name.startswith("imagefolder:"):
+        return load_image_folder(name.split(":", 1)[1], split, **options)
+    loader = datasets.get(name)
+    return loader(split=split, root=root, **options)
+
+
+__all__ = [
+    "DatasetInfo", "DatasetNotFound", "FewShot", "ImageTensorDataset", "few_shot", "load",
+    "read_idx", "register_dataset", "datasets",
+]

@@ -1,0 +1,60 @@
+"""In-memory image datasets with the metadata every later stage needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a report need to know about a dataset."""
+
+    name: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # (channels, height, width)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    split: str = "train"
+    source: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class ImageTensorDataset(Dataset):
+    """Images kept as one uint8 tensor ``N×C×H×W`` plus labels, normalised on access.
+
+    Keeping raw bytes (not floats) costs 4× less memory, and ``batch`` gives
+    whole normalised mini-batches without a per-item Python loop.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError("images must be a uint8 tensor of shape N×C×H×W")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.targets = labels.long()
+        self.info = info
+        self._mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+        self._std = torch.tensor(info.std).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        """uint8 ``N×C×H×W`` → normalised float."""
+        return (raw.float() / 255.0 - self._mean) / self._std
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images and labels for ``indices`` in one call."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.normalise(self.images[idx]), self.targets[idx]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.normalise(self.images[index : index + 1])[0], int(self.targets[index])

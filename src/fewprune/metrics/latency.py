@@ -1,0 +1,47 @@
+"""Measured CPU latency: median and spread of timed forwards after warm-up."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def latency(model: nn.Module, example_input: torch.Tensor, repeats: int | None = None, warmup: int = 3,
+            min_seconds: float = 1.0, max_repeats: int = 200) -> dict:
+    """Time ``model(example_input)`` in eval mode.
+
+    Runs ``warmup`` untimed forwards, then timed ones until ``min_seconds`` have
+    passed (at least 5, at most ``max_repeats``) unless ``repeats`` is given.
+    Returns milliseconds: median, 25th and 75th percentile, plus batch size and threads.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(warmup):
+            model(example_input)
+        times: list[float] = []
+        start = time.perf_counter()
+        while True:
+            t = time.perf_counter()
+            model(example_input)
+            times.append((time.perf_counter() - t) * 1000)
+            if repeats is not None:
+                if len(times) >= repeats:
+                    break
+            elif len(times) >= max_repeats or (len(times) >= 5 and time.perf_counter() - start >= min_seconds):
+                break
+    finally:
+        model.train(was_training)
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {
+        "median_ms": round(statistics.median(times), 4),
+        "p25_ms": round(q[0], 4),
+        "p75_ms": round(q[2], 4),
+        "repeats": len(times),
+        "batch_size": int(example_input.shape[0]),
+        "threads": torch.get_num_threads(),
+    }

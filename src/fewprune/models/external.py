@@ -1,0 +1,82 @@
+"""Models that come from outside fewprune: torchvision by name, or a user's ``file.py:factory``."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def torchvision_model(name: str, num_classes: int = 1000) -> nn.Module:
+    """An untrained torchvision classification model (weights come only from the user's files)."""
+    from torchvision import models as tvm
+
+    available = tvm.list_models(module=tvm)
+    if name not in available:
+        raise KeyError(f"torchvision has no classification model {name!r}; e.g. {', '.join(available[:8])}, …")
+    kwargs = {"weights": None, "num_classes": num_classes}
+    if name.startswith(("inception", "googlenet")):
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = True
+    return tvm.get_model(name, **kwargs)
+
+
+def file_model(spec: str, **kwargs) -> nn.Module:
+    """Import ``path/to/file.py`` and call its ``factory``; only the keyword arguments it accepts are passed."""
+    path_text, _, factory_name = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist (expected path/to/file.py:factory)")
+    module_spec = importlib.util.spec_from_file_location(f"fewprune_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise AttributeError(f"{path} has no callable {factory_name!r}")
+    accepted = inspect.signature(factory).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    model = factory(**{k: v for k, v in kwargs.items() if takes_any or k in accepted})
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{spec} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def adapt_io(model: nn.Module, in_channels: int | None = None, num_classes: int | None = None) -> nn.Module:
+    """Change the first conv's input channels and/or the last linear's outputs, in place.
+
+    A new first conv keeps the old filters averaged over input channels (so a
+    pretrained RGB stem still sees grey images sensibly); a new head is freshly
+    initialised.
+    """
+    named = list(model.named_modules())
+    if in_channels is not None:
+        first = next(((n, m) for n, m in named if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise ValueError(f"{type(model).__name__} has no Conv2d whose input channels could be adapted")
+        name, conv = first
+        if conv.in_channels != in_channels:
+            if conv.groups != 1:
+                raise ValueError(f"first conv {name} is grouped; cannot adapt its input channels")
+            new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            conv.dilation, 1, conv.bias is not None, conv.padding_mode)
+            with torch.no_grad():
+                new.weight.copy_(conv.weight.mean(1, keepdim=True).expand_as(new.weight) * conv.in_channels / in_channels)
+                if conv.bias is not None:
+                    new.bias.copy_(conv.bias)
+            _replace(model, name, new)
+    if num_classes is not None:
+        last = next(((n, m) for n, m in reversed(named) if isinstance(m, nn.Linear)), None)
+        if last is None:
+            raise ValueError(f"{type(model).__name__} has no Linear head whose outputs could be adapted")
+        name, head = last
+        if head.out_features != num_classes:
+            _replace(model, name, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+    return model

@@ -1,0 +1,77 @@
+"""Where a model's pre-global-pooling features are, and a hook to read them.
+
+A model may declare it with a ``feature_layer`` attribute (the built-ins do);
+otherwise a name table covers torchvision's families, and a traced forward
+finds the last module whose output still has spatial or token dimensions.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+# torchvision family (class name) -> module whose output is the pre-pooling map
+_TORCHVISION_FEATURES = {
+    "ResNet": "layer4", "MobileNetV2": "features", "MobileNetV3": "features", "VGG": "features",
+    "DenseNet": "features", "EfficientNet": "features", "ConvNeXt": "features", "MNASNet": "layers",
+    "RegNet": "trunk_output", "ShuffleNetV2": "conv5", "SqueezeNet": "features", "AlexNet": "features",
+    "VisionTransformer": "encoder", "SwinTransformer": "norm", "MaxVit": "blocks", "GoogLeNet": "inception5b",
+    "Inception3": "Mixed_7c",
+}
+
+
+def feature_layer(model: nn.Module, example_input: torch.Tensor | None = None) -> str:
+    """Name of the module whose output is the model's pre-global-pooling feature map."""
+    declared = getattr(model, "feature_layer", None)
+    if isinstance(declared, str):
+        return declared
+    name = _TORCHVISION_FEATURES.get(type(model).__name__)
+    if name is not None and name in dict(model.named_modules()):
+        return name
+    if example_input is None:
+        raise ValueError(
+            f"cannot tell where {type(model).__name__}'s pre-pooling features are without an example input; "
+            "set a `feature_layer` attribute on the model naming that module"
+        )
+    return _trace_feature_layer(model, example_input)
+
+
+def _trace_feature_layer(model: nn.Module, example_input: torch.Tensor) -> str:
+    finished: list[tuple[str, tuple[int, ...]]] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: finished.append((n, tuple(out.shape)))
+                                if isinstance(out, torch.Tensor) else None)
+        for n, m in model.named_modules() if n
+    ]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    # Outer modules finish after their children, so the last match is the outermost one.
+    for name, shape in reversed(finished):
+        if len(shape) == 4 and shape[2] * shape[3] > 1 or len(shape) == 3:
+            return name
+    raise ValueError(f"no module of {type(model).__name__} outputs a spatial or token feature map")
+
+
+@contextmanager
+def capture(model: nn.Module, *names: str):
+    """Record the outputs of the named modules during forwards: ``with capture(m, "layer3") as out: m(x)``.
+
+    Yields a dict filled on each forward; the hooks are removed on exit.
+    """
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise KeyError(f"{type(model).__name__} has no module named {missing}")
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, o)) for n in names]
+    try:
+        yield outputs
+    finally:
+        for h in hooks:
+            h.remove()

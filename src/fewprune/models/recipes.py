@@ -1,0 +1,162 @@
+"""Teacher training recipes for the zoo, and the resumable loop that runs them.
+
+A recipe is plain data (architecture, dataset, schedule); ``train_teacher``
+checkpoints after every epoch so a long CPU run can stop and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    architecture: str
+    dataset: str
+    epochs: int
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (nesterov) or "adamw"
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    crop_padding: int = 2
+    flip: bool = True
+    bf16: bool = True  # bf16 autocast: ~1.8× faster convs on AVX512-BF16 CPUs
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+
+recipes: Registry = Registry("training recipe")
+register_recipe = recipes.register
+register_recipe("resnet20-fmnist", Recipe("resnet20", "fashion-mnist", epochs=30))
+register_recipe("resnet56-fmnist", Recipe("resnet56", "fashion-mnist", epochs=30))
+register_recipe("vgg16-fmnist", Recipe("vgg16", "fashion-mnist", epochs=20, lr=0.05))
+register_recipe("mobilenetv2-fmnist", Recipe("mobilenetv2", "fashion-mnist", epochs=20, weight_decay=4e-5))
+register_recipe("vit-fmnist", Recipe("vit", "fashion-mnist", epochs=40, optimizer="adamw", lr=1e-3,
+                                     weight_decay=0.05, warmup_epochs=3, bf16=False))
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log=print) -> dict:
+    """Train recipe ``name`` into ``out_dir`` (resuming from its checkpoint); returns the manifest."""
+    from .. import data, metrics
+    from ..augment.basic import random_crop_flip
+    from . import build
+    from .weights import sha256_of
+
+    recipe = recipes.get(name)
+    if epochs is not None:
+        recipe = Recipe(**{**asdict(recipe), "epochs": epochs})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_set = data.load(recipe.dataset, "train")
+    test_set = data.load(recipe.dataset, "test")
+    info = train_set.info
+    torch.manual_seed(recipe.seed)
+    model = build(recipe.architecture, info.num_classes, info.input_shape[0], info.input_shape[1])
+    params = [p for p in model.parameters()]
+    if recipe.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = len(train_set) // recipe.batch_size
+    total, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup))
+
+    checkpoint = out / "checkpoint.pt"
+    start_epoch, elapsed = 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, elapsed = state["epoch"], state["elapsed"]
+        log(f"resuming {name} from epoch {start_epoch} ({elapsed / 60:.1f} min so far)")
+
+    for epoch in range(start_epoch, recipe.epochs):
+        t0 = time.time()
+        model.train()
+        gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
+        order = torch.randperm(len(train_set), generator=gen)
+        seen = correct = 0
+        loss_sum = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            raw = random_crop_flip(train_set.images[idx], recipe.crop_padding, gen, recipe.flip)
+            x, y = train_set.normalise(raw), train_set.targets[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.item() * len(y)
+        elapsed += time.time() - t0
+        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      "epoch": epoch + 1, "elapsed": elapsed}, checkpoint)
+        log(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
+            f"lr {sched.get_last_lr()[0]:.4g} ({(time.time() - t0) / 60:.1f} min)")
+
+    model.eval()
+    example = test_set.batch([0])[0]
+    acc = metrics.evaluate(model, test_set, progress=False)
+    weights_file = out / f"{name}.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights_file))
+    manifest = {
+        "name": name,
+        "architecture": recipe.architecture,
+        "dataset": recipe.dataset,
+        "num_classes": info.num_classes,
+        "in_channels": info.input_shape[0],
+        "image_size": info.input_shape[1],
+        "weights": weights_file.name,
+        "sha256": sha256_of(weights_file),
+        "recipe": asdict(recipe),
+        "seed": recipe.seed,
+        "test_accuracy": acc["accuracy"],
+        "test_samples": acc["samples"],
+        "per_class_accuracy": acc["per_class"],
+        "macs": metrics.macs(model, example),
+        "params": metrics.params(model),
+        "train_seconds": round(elapsed, 1),
+        "command": f"fewprune train {name}" + (f" --epochs {epochs}" if epochs is not None else ""),
+        "versions": metrics.versions(),
+        "threads": torch.get_num_threads(),
+    }
+    (out / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"{name}: test accuracy {acc['accuracy']:.4f} on {acc['samples']} images; wrote {weights_file}")
+    return manifest
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience for background runs
+    train_teacher(sys.argv[1], sys.argv[2])

@@ -1,0 +1,156 @@
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from fewprune import data
+from fewprune.data.cifar import read_cifar_pickle
+
+
+def write_idx(path, array: np.ndarray, compress: bool):
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in array.shape
+    )
+    payload = header + array.tobytes()
+    if compress:
+        with gzip.open(path, "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+@pytest.fixture
+def tiny_fmnist(tmp_path):
+    rng = np.random.default_rng(1)
+    for prefix, n, compress in (("train", 30, True), ("t10k", 20, False)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        suffix = ".gz" if compress else ""
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", images, compress)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", labels, compress)
+    return tmp_path
+
+
+def test_idx_reader_round_trips_gzipped_and_plain_files(tiny_fmnist):
+    train = data.load("fashion-mnist", "train", root=tiny_fmnist)
+    test = data.load("fashion-mnist", "test", root=tiny_fmnist)
+    assert len(train) == 30 and len(test) == 20
+    raw = data.read_idx(tiny_fmnist / "t10k-images-idx3-ubyte")
+    assert torch.equal(test.images[:, 0], torch.from_numpy(raw))
+    x, y = test[3]
+    assert x.shape == (1, 28, 28) and y == 3
+    expected = (raw[3] / 255.0 - test.info.mean[0]) / test.info.std[0]
+    assert torch.allclose(x[0], torch.from_numpy(expected).float(), atol=1e-6)
+    assert train.info.num_classes == 10 and train.info.input_shape == (1, 28, 28)
+
+
+def test_fashion_mnist_root_from_environment(tiny_fmnist, monkeypatch):
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    assert len(data.load("fashion-mnist", "test")) == 20
+
+
+def test_idx_reader_rejects_truncated_file(tmp_path):
+    path = tmp_path / "bad-idx"
+    path.write_bytes(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + b"abc")
+    with pytest.raises(ValueError, match="promises 10"):
+        data.read_idx(path)
+
+
+def test_missing_fashion_mnist_names_the_debian_package(tmp_path):
+    with pytest.raises(data.DatasetNotFound, match="dataset-fashion-mnist"):
+        data.load("fashion-mnist", "train", root=tmp_path)
+
+
+def _write_pickle(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def test_cifar10_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        _write_pickle(tmp_path / f"data_batch_{i}",
+                      {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [i % 10] * 4})
+    test_images = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    _write_pickle(tmp_path / "test_batch", {b"data": test_images, b"labels": [0, 1, 2]})
+    _write_pickle(tmp_path / "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
+    train = data.load("cifar10", "train", root=tmp_path)
+    test = data.load("cifar10", "test", root=tmp_path)
+    assert len(train) == 20 and len(test) == 3
+    assert test.info.classes[2] == "c2" and test.info.input_shape == (3, 32, 32)
+    assert torch.equal(test.images[1], torch.from_numpy(test_images[1].reshape(3, 32, 32)))
+    assert test.targets.tolist() == [0, 1, 2]
+
+
+def test_cifar100_reader_uses_fine_labels(tmp_path):
+    images = np.zeros((2, 3072), dtype=np.uint8)
+    _write_pickle(tmp_path / "train", {"data": images, "fine_labels": [5, 99], "coarse_labels": [0, 1]})
+    _write_pickle(tmp_path / "test", {"data": images, "fine_labels": [1, 2], "coarse_labels": [0, 1]})
+    _write_pickle(tmp_path / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
+    train = data.load("cifar100", "train", root=tmp_path)
+    assert train.targets.tolist() == [5, 99] and train.info.num_classes == 100
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_cifar_reader_refuses_code_in_pickles(tmp_path):
+    _write_pickle(tmp_path / "evil", {b"data": _Evil()})
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        read_cifar_pickle(tmp_path / "evil")
+
+
+def test_missing_cifar_names_the_folder(tmp_path):
+    with pytest.raises(data.DatasetNotFound, match="data_batch_1"):
+        data.load("cifar10", "train", root=tmp_path / "nowhere")
+
+
+def _labelled(n_per_class=20, classes=10):
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    images = torch.randint(0, 256, (len(labels), 1, 8, 8), dtype=torch.uint8)
+    info = data.DatasetInfo("toy", tuple(map(str, range(classes))), (1, 8, 8), (0.5,), (0.5,))
+    return data.ImageTensorDataset(images, labels, info)
+
+
+def test_few_shot_per_class_is_balanced_and_deterministic():
+    ds = _labelled()
+    a = data.few_shot(ds, per_class=3, seed=7)
+    b = data.few_shot(ds, per_class=3, seed=7)
+    c = data.few_shot(ds, per_class=3, seed=8)
+    assert a.indices == b.indices and a.indices != c.indices
+    assert torch.bincount(a.targets, minlength=10).tolist() == [3] * 10
+    assert len(set(a.indices)) == 30
+    x, y = a.tensors()
+    assert x.shape == (30, 1, 8, 8) and torch.equal(y, a.targets)
+    assert a.indices_hash() == b.indices_hash() != c.indices_hash()
+
+
+def test_few_shot_n_draws_distinct_samples():
+    ds = _labelled()
+    subset = data.few_shot(ds, n=50, seed=0)
+    assert len(subset) == 50 and len(set(subset.indices)) == 50
+    assert subset.indices == data.few_shot(ds, n=50, seed=0).indices
+    with pytest.raises(ValueError):
+        data.few_shot(ds, n=10, per_class=1)
+    with pytest.raises(ValueError, match="fewer than"):
+        data.few_shot(ds, per_class=21)
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((40, 50, 3), 60 * i, dtype=np.uint8)).save(tmp_path / "train" / cls / f"{i}.png")
+    ds = data.load(f"imagefolder:{tmp_path}", "train", image_size=32)
+    x, y = ds[3]
+    assert len(ds) == 4 and x.shape == (3, 32, 32) and y == 1
+    assert ds.info.classes == ("cat", "dog") and ds.targets.tolist() == [0, 0, 1, 1]
+    with pytest.raises(data.DatasetNotFound):
+        data.load(f"imagefolder:{tmp_path / 'none'}", "train")

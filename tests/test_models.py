@@ -1,0 +1,102 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fewprune import models
+from fewprune.models import build, capture, feature_layer
+
+BUILTINS = models.models.names()
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_builtin_forwards_and_exposes_pre_pooling_features(name, shape):
+    model = build(name, num_classes=7, in_channels=shape[0], image_size=shape[1]).eval()
+    x = torch.randn(2, *shape)
+    layer = feature_layer(model)
+    with capture(model, layer) as out, torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (2, 7)
+    features = out[layer]
+    assert features.shape[0] == 2 and features.ndim in (3, 4)
+    if features.ndim == 4:  # CNN: spatial map whose channel width feeds the head
+        head_in = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].in_features
+        assert features.shape[1] == head_in
+    # The hooks are gone after the context.
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_builtins_cover_the_issue_list():
+    assert {"resnet20", "resnet56", "vgg16", "mobilenetv2", "vit"} <= set(BUILTINS)
+
+
+@pytest.mark.parametrize("name,expected", [("resnet18", "layer4"), ("mobilenet_v2", "features"),
+                                           ("vit_b_16", "encoder"), ("densenet121", "features")])
+def test_torchvision_models_know_their_features(name, expected):
+    model = build(f"torchvision:{name}", num_classes=10)
+    assert feature_layer(model) == expected
+    assert type(model).__module__.startswith("torchvision")
+
+
+def test_feature_layer_found_by_tracing_an_unknown_model():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 2))
+    assert feature_layer(model, torch.randn(1, 3, 16, 16)) == "2"
+    with pytest.raises(ValueError, match="feature_layer"):
+        feature_layer(model)
+
+
+def test_torchvision_with_grey_input_channels():
+    model = build("torchvision:resnet18", num_classes=10, in_channels=1).eval()
+    assert model.conv1.in_channels == 1
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 10)
+
+
+def test_user_file_factory_and_safetensors_weights(tmp_path):
+    source = tmp_path / "mynet.py"
+    source.write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n"
+    )
+    reference = build(f"{source}:make", num_classes=5)
+    save_file(reference.state_dict(), str(tmp_path / "w.safetensors"))
+    loaded = build(f"{source}:make", num_classes=5, weights=str(tmp_path / "w.safetensors"))
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(reference(x), loaded(x))
+
+
+def test_torch_checkpoints_load_weights_only_and_pickles_need_opt_in(tmp_path):
+    reference = build("resnet20", num_classes=10, in_channels=1)
+    torch.save({"state_dict": reference.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    loaded = build("resnet20", num_classes=10, in_channels=1, weights=str(tmp_path / "ckpt.pt"))
+    x = torch.randn(1, 1, 28, 28)
+    assert torch.equal(reference.eval()(x), loaded.eval()(x))
+    torch.save(reference, tmp_path / "whole.pt")  # a pickled module, not plain weights
+    with pytest.raises(ValueError, match="allow pickles"):
+        build("resnet20", num_classes=10, in_channels=1, weights=str(tmp_path / "whole.pt"))
+    trusted = build("resnet20", num_classes=10, in_channels=1, weights=str(tmp_path / "whole.pt"), allow_pickle=True)
+    assert torch.equal(reference(x), trusted.eval()(x))
+
+
+def test_mismatched_weights_name_the_keys(tmp_path):
+    save_file(build("resnet20", in_channels=1).state_dict(), str(tmp_path / "r20.safetensors"))
+    with pytest.raises(ValueError, match="do not fit"):
+        build("resnet56", in_channels=1, weights=str(tmp_path / "r20.safetensors"))
+
+
+def test_adapt_changes_stem_and_head_after_loading(tmp_path):
+    source = build("resnet20", num_classes=10, in_channels=3)
+    save_file(source.state_dict(), str(tmp_path / "rgb.safetensors"))
+    adapted = build("resnet20", num_classes=4, in_channels=1, weights=str(tmp_path / "rgb.safetensors"), adapt=True)
+    assert adapted.conv1.in_channels == 1 and adapted.fc.out_features == 4
+    assert torch.equal(adapted.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+    # A grey image fed to the averaged stem equals the grey image repeated over RGB in the original stem.
+    grey = torch.randn(1, 1, 16, 16)
+    assert torch.allclose(adapted.conv1(grey), source.conv1(grey.repeat(1, 3, 1, 1)), atol=1e-5)
+
+
+def test_unknown_model_lists_the_registered_ones():
+    with pytest.raises(KeyError, match="resnet56"):
+        build("resnet57")

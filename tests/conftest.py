@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-# Keep the suite's threads modest and its results repeatable.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Threads follow OMP_NUM_THREADS (set it to 1 while a background job holds the cores).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(autouse=True)

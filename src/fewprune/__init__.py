@@ -2,7 +2,12 @@
 
 __version__ = "0.1.0"
 
-from . import data, metrics, models  # noqa: E402
+from . import data, methods, metrics, models  # noqa: E402
+from .allocation import Target, TargetUnreachable  # noqa: E402
+from .api import Result, compress, export_onnx, load, save  # noqa: E402
 from .models import zoo  # noqa: E402
 
-__all__ = ["__version__", "data", "metrics", "models", "zoo"]
+__all__ = [
+    "Result", "Target", "TargetUnreachable", "__version__", "compress", "data", "export_onnx", "load", "methods",
+    "metrics", "models", "save", "zoo",
+]

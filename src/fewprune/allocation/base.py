@@ -1,0 +1,133 @@
+"""Allocation: turn scores and a Target into the units each group loses.
+
+Every allocator is a *family* of removals indexed by one level λ ∈ [0, 1]
+(``removal(λ)``: more is removed as λ grows). ``allocate`` finds the λ whose
+removal meets the target by bisection on the analytic cost model, so any new
+allocator only has to say how λ maps to per-group removals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..criteria import Scores
+from ..registry import Registry
+from ..structure import PruningSpace
+
+allocators: Registry = Registry("allocator")
+register_allocator = allocators.register
+
+
+class TargetUnreachable(ValueError):
+    """The requested reduction cannot be met; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to reach. Fractions are of the teacher's total: ``Target(macs=0.5)`` removes half its MACs.
+
+    ``channels`` removes that fraction of every prunable group's units;
+    ``blocks`` drops that many removable blocks.
+    """
+
+    macs: float | None = None
+    params: float | None = None
+    channels: float | None = None
+    blocks: int | None = None
+    tolerance: float = 0.01  # MAC/param targets are met within this many fraction points
+
+    def __post_init__(self):
+        given = [k for k in ("macs", "params", "channels", "blocks") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a Target takes exactly one of macs=, params=, channels=, blocks= (got {given or 'none'})")
+        for k in ("macs", "params", "channels"):
+            v = getattr(self, k)
+            if v is not None and not 0 <= v < 1:
+                raise ValueError(f"Target {k}={v} must be a fraction in [0, 1)")
+        if self.blocks is not None and self.blocks < 0:
+            raise ValueError("Target blocks= must be a non-negative count")
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("macs", "params", "channels", "blocks") if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> float:
+        return getattr(self, self.kind)
+
+    def describe(self) -> str:
+        return f"{self.value:g} blocks" if self.kind == "blocks" else f"-{100 * self.value:g}% {self.kind}"
+
+    def to_dict(self) -> dict:
+        return {self.kind: self.value}
+
+
+def lowest(scores: torch.Tensor, count: int) -> list[int]:
+    """Indices of the ``count`` lowest scores (ties broken by index, so results are deterministic)."""
+    if count <= 0:
+        return []
+    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
+    return sorted(order[:count])
+
+
+def max_removable(size: int, min_keep: int, max_ratio: float) -> int:
+    return max(0, min(size - min_keep, math.floor(size * max_ratio)))
+
+
+def reduction(space: PruningSpace, removed: dict[str, list[int]], kind: str, dropped=()) -> float:
+    keep = space.keep_counts(removed)
+    if kind == "macs":
+        return 1 - space.cost.macs(keep, dropped) / space.cost.base_macs
+    if kind == "params":
+        return 1 - space.cost.params(keep, dropped) / space.cost.base_params
+    total = sum(g.size for g in space.prunable)
+    return sum(len(removed.get(g.id, ())) for g in space.prunable) / max(total, 1)
+
+
+def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str = "uniform",
+             max_ratio: float = 0.9, **options) -> dict[str, list[int]]:
+    """Removed unit indices per group meeting ``target`` (MACs, params or channels)."""
+    if target.kind == "blocks":
+        raise ValueError("a blocks= target is met by dropping blocks, not by channel allocation")
+    family = allocators.get(allocator)
+    removal = lambda level: family(space, scores, level, max_ratio=max_ratio, **options)
+    if target.value == 0:
+        return {}
+    if target.kind == "channels" and allocator == "uniform":
+        return removal(target.value / max_ratio if max_ratio else 0.0)
+    most = reduction(space, removal(1.0), target.kind)
+    if most + 1e-9 < target.value - target.tolerance:
+        protected = [g for g in space.groups if g.protected]
+        why = "; ".join(f"{g.id}: {g.reason}" for g in protected[:4]) or "no protected groups"
+        raise TargetUnreachable(
+            f"cannot remove {100 * target.value:.1f}% of {target.kind}: removing up to {100 * max_ratio:.0f}% of every "
+            f"prunable group (keeping at least one unit) reaches only {100 * most:.1f}%. Protected groups keep their "
+            f"width ({why}{'…' if len(protected) > 4 else ''}); raise max_ratio or lower the target."
+        )
+    lo, hi = 0.0, 1.0
+    best = removal(hi)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        candidate = removal(mid)
+        if reduction(space, candidate, target.kind) >= target.value:
+            hi, best = mid, candidate
+        else:
+            lo = mid
+        if hi - lo < 1e-6:
+            break
+    # The smallest level that reaches the target may overshoot by one coarse unit (a whole head);
+    # the level just below it may land closer.
+    below = removal(lo)
+    if abs(reduction(space, below, target.kind) - target.value) < abs(reduction(space, best, target.kind) - target.value):
+        best = below
+    achieved = reduction(space, best, target.kind)
+    if abs(achieved - target.value) > target.tolerance:
+        raise TargetUnreachable(
+            f"{target.kind} reduction can only step from {100 * reduction(space, removal(lo), target.kind):.2f}% to "
+            f"{100 * achieved:.2f}% with {allocator} allocation (groups are too coarse); "
+            f"the {100 * target.value:.1f}% target is not met within {100 * target.tolerance:.1f} points"
+        )
+    return best

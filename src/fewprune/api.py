@@ -1,0 +1,252 @@
+"""The public entry points: compress, save, load, export_onnx."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import methods as method_registry
+from .allocation import Target, allocate, allocators
+from .criteria import Batch, criteria
+from .metrics import macs as count_macs
+from .metrics import params as count_params
+from .metrics import versions
+from .recovery import recoveries
+from .structure import Plan, PruningSpace
+
+
+@dataclass
+class Result:
+    student: nn.Module
+    plan: Plan
+    report: dict = field(default_factory=dict)
+    few_shot: dict = field(default_factory=dict)
+
+
+def _as_batch(samples, teacher: nn.Module, seed: int) -> tuple[Batch, dict]:
+    """Accept a FewShot dataset, an image tensor, or an ``(images, labels)`` pair."""
+    info: dict = {}
+    if isinstance(samples, torch.Tensor):
+        images, labels = samples, None
+    elif isinstance(samples, tuple | list) and len(samples) == 2 and isinstance(samples[0], torch.Tensor):
+        images, labels = samples
+    elif hasattr(samples, "tensors"):
+        images, labels = samples.tensors()
+        info = {"indices": list(samples.indices), "seed": samples.seed, "indices_hash": samples.indices_hash(),
+                "dataset": samples.info.name, "split": samples.info.split}
+    else:
+        raise TypeError("samples must be a FewShot dataset, an image tensor, or an (images, labels) pair")
+    if images.ndim != 4:
+        raise ValueError(f"samples must be images N×C×H×W, got shape {tuple(images.shape)}")
+    info["count"] = len(images)
+    info["labelled"] = labels is not None
+    return Batch(images.float(), labels, teacher, seed), info
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    import random
+
+    import numpy
+
+    random.seed(seed)
+    numpy.random.seed(seed % 2**32)
+
+
+def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
+             labels: bool = True, progress: bool = True) -> Result:
+    """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
+
+    ``labels=False`` hides the samples' labels from every stage (label-free compression).
+    """
+    target = target or Target(macs=0.5)
+    recipe = method_registry.get(method)
+    _seed_everything(seed)
+    timings: dict[str, float] = {}
+    teacher_mode = teacher.training
+    teacher.eval()
+    batch, few_info = _as_batch(samples, teacher, seed)
+    if not labels:
+        batch.labels = None
+        few_info["labelled"] = False
+    example = batch.images[:1]
+    student = copy.deepcopy(teacher).eval()
+
+    t = time.perf_counter()
+    space = PruningSpace(student, example, protect_features=recipe.protect_features)
+    if not space.prunable:
+        raise ValueError(f"{type(teacher).__name__} has no prunable group (every group is protected: "
+                         + "; ".join(g.reason for g in space.groups[:3]) + ")")
+    timings["discover_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    dropped: list[str] = []
+    removed: dict[str, list[int]] = {}
+    if target.kind == "blocks":
+        raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method")
+    if target.value > 0:
+        scores = criteria.get(recipe.criterion)(student, space, batch, **recipe.criterion_options)
+        timings["score_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        allocators.get(recipe.allocation)  # name check before the search
+        removed = allocate(space, scores, target, recipe.allocation, **recipe.allocation_options)
+        timings["allocate_s"] = time.perf_counter() - t
+    removed = {g: r for g, r in removed.items() if r}
+    plan = Plan(
+        input_shape=tuple(example.shape[1:]),
+        removed=removed,
+        kinds={g.id: g.kind for g in space.groups},
+        sizes={g.id: g.size for g in space.groups},
+        dropped_blocks=dropped,
+        meta={"method": method, "target": target.to_dict(), "seed": seed},
+    )
+    t = time.perf_counter()
+    plan.apply(student)
+    timings["surgery_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    recovery_stats = {}
+    if not plan.is_empty:
+        recovery_stats = recoveries.get(recipe.recovery)(student, teacher, batch, seed=seed, progress=progress,
+                                                         **recipe.recovery_options)
+    timings["recover_s"] = time.perf_counter() - t
+    student.eval()
+    teacher.train(teacher_mode)
+
+    teacher_macs, student_macs = count_macs(teacher, example), count_macs(student, example)
+    teacher_params, student_params = count_params(teacher), count_params(student)
+    report = {
+        "method": method,
+        "recipe": recipe.to_dict(),
+        "target": target.to_dict(),
+        "seed": seed,
+        "samples": {k: v for k, v in few_info.items() if k != "indices"},
+        "teacher": {"macs": teacher_macs, "params": teacher_params},
+        "student": {"macs": student_macs, "params": student_params},
+        "macs_reduction": 1 - student_macs / teacher_macs,
+        "params_reduction": 1 - student_params / teacher_params,
+        "predicted_macs_reduction": 1 - space.cost.macs(space.keep_counts(removed), tuple(dropped)) / space.cost.base_macs,
+        "recovery": recovery_stats,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "wall_seconds": round(sum(timings.values()), 3),
+        "versions": versions(),
+        "threads": torch.get_num_threads(),
+    }
+    return Result(student=student, plan=plan, report=report, few_shot=few_info)
+
+
+def _report_markdown(result: Result) -> str:
+    r = result.report
+    lines = [
+        f"# fewprune result: {r['method']} ({', '.join(f'{k}={v}' for k, v in r['target'].items())})",
+        "",
+        f"- seed {r['seed']}, {r['samples']['count']} samples"
+        + (f" from {r['samples'].get('dataset')} (indices hash {r['samples'].get('indices_hash')})"
+           if r["samples"].get("dataset") else ""),
+        f"- MACs {r['teacher']['macs'] / 1e6:.2f} M → {r['student']['macs'] / 1e6:.2f} M "
+        f"(-{100 * r['macs_reduction']:.1f}%)",
+        f"- params {r['teacher']['params'] / 1e6:.3f} M → {r['student']['params'] / 1e6:.3f} M "
+        f"(-{100 * r['params_reduction']:.1f}%)",
+        f"- compression wall time {r['wall_seconds']:.1f} s on {r['threads']} threads",
+    ]
+    if "evaluation" in r:
+        for who in ("teacher", "student"):
+            e = r["evaluation"].get(who)
+            if e:
+                lines.append(f"- {who} test accuracy {100 * e['accuracy']:.2f}% on {e['samples']} images")
+    lines += ["", "| group | kind | width before | width after |", "| --- | --- | --- | --- |"]
+    lines += [f"| {g} | {k} | {a} | {b} |" for g, k, a, b in result.plan.summary()]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def save(result: Result, directory: str | Path, force: bool = False) -> Path:
+    """Write plan.json, student.safetensors, report.json, report.md and few_shot.json atomically.
+
+    The files are written into a temporary sibling folder that is renamed into
+    place only when complete, so an interruption leaves no half-written result.
+    An existing ``directory`` is replaced only with ``force``.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(directory)
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} already exists; choose another output or pass --force / force=True")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        (staging / "plan.json").write_text(result.plan.to_json() + "\n")
+        state = {k: v.detach().contiguous().clone() for k, v in result.student.state_dict().items()}
+        save_file(state, str(staging / "student.safetensors"))
+        (staging / "report.json").write_text(json.dumps(result.report, indent=2, default=str) + "\n")
+        (staging / "report.md").write_text(_report_markdown(result))
+        (staging / "few_shot.json").write_text(json.dumps(result.few_shot, indent=1) + "\n")
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def load(directory: str | Path, architecture: nn.Module | str) -> nn.Module:
+    """Rebuild a saved student: the untrained ``architecture`` (a module or a zoo/model spec) + plan + weights.
+
+    No pickle is involved: the plan is JSON and the weights are safetensors.
+    """
+    from safetensors.torch import load_file
+
+    from .models import build, zoo
+
+    directory = Path(directory)
+    if isinstance(architecture, str):
+        name = architecture.removeprefix("zoo:")
+        architecture = zoo.architecture(name) if name in zoo.list() else build(architecture)
+    model = copy.deepcopy(architecture).eval()
+    plan = Plan.read(directory / "plan.json")
+    plan.apply(model)
+    model.load_state_dict(load_file(str(directory / "student.safetensors")))
+    return model.eval()
+
+
+def export_onnx(model: nn.Module, path: str | Path, example_input: torch.Tensor, check: bool = True,
+                atol: float = 1e-4) -> Path:
+    """Export ``model`` to ONNX (dynamic batch) and, with ``check``, compare onnxruntime's outputs to torch's."""
+    path = Path(path)
+    model = model.eval()
+    tmp = path.with_name(path.name + ".tmp")
+    import warnings
+
+    with warnings.catch_warnings():
+        # The TorchScript exporter needs no onnxscript and handles every model fewprune prunes.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example_input,), str(tmp), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    os.replace(tmp, path)
+    if check:
+        import numpy as np
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        probe = torch.cat([example_input, torch.randn_like(example_input)])
+        expected = model(probe).detach().numpy()
+        got = session.run(None, {"images": probe.numpy()})[0]
+        if not np.allclose(expected, got, atol=atol, rtol=1e-3):
+            raise AssertionError(f"onnxruntime disagrees with torch by {np.abs(expected - got).max():.3g}")
+    return path

@@ -1,0 +1,66 @@
+"""Methods: named recipes of (criterion, allocation, recovery, augmentation, granularity).
+
+Registered names (``l1``, ``l1+kd``, …) fix sensible options; any other
+``criterion[@allocation][+recovery]`` string is composed from the parts by name,
+e.g. ``l2@global+bn`` or ``taylor+kd``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Method:
+    criterion: str
+    allocation: str = "uniform"
+    recovery: str = "none"
+    augment: str | None = None
+    granularity: str = "channels"  # or "blocks"
+    criterion_options: dict = field(default_factory=dict)
+    allocation_options: dict = field(default_factory=dict)
+    recovery_options: dict = field(default_factory=dict)
+    protect_features: bool = False  # keep the pre-pooling width (recoveries that mimic features need it)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+methods: Registry = Registry("method")
+register_method = methods.register
+
+register_method("l1", Method("l1", description="L1 filter magnitude, uniform ratio, no recovery"))
+register_method("l1+bn", Method("l1", recovery="bn", description="L1 + BN statistics re-estimated on the few samples"))
+register_method("l1+kd", Method("l1", recovery="kd", description="L1 + knowledge distillation on the few samples"))
+register_method("taylor+kd", Method("taylor", recovery="kd", description="first-order Taylor on the few samples + KD"))
+register_method("random+kd", Method("random", recovery="kd", description="random channels + KD (sanity baseline)"))
+
+
+def names() -> list[str]:
+    """Registered method names (compositions such as ``l2@global+bn`` work too)."""
+    return methods.names()
+
+
+def get(name: str | Method) -> Method:
+    """A registered method, or one composed from ``criterion[@allocation][+recovery]``."""
+    from .allocation import allocators
+    from .criteria import criteria
+    from .recovery import recoveries
+
+    if isinstance(name, Method):
+        return name
+    if name in methods:
+        return methods.get(name)
+    head, *rest = name.split("+")
+    criterion, _, allocation = head.partition("@")
+    if len(rest) > 1:
+        raise KeyError(f"cannot compose method {name!r}: use criterion[@allocation][+recovery]")
+    recovery = rest[0] if rest else "none"
+    for registry, part in ((criteria, criterion), (allocators, allocation or "uniform"), (recoveries, recovery)):
+        registry.get(part)  # raises a KeyError naming the registered parts
+    base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods else Method(criterion)
+    return replace(base, criterion=criterion, allocation=allocation or base.allocation, recovery=recovery,
+                   description=base.description or f"composed: {name}")

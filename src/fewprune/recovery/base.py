@@ -1,0 +1,111 @@
+"""Recovery: the student learns back what pruning cost it, from the few samples only.
+
+A recovery is called as ``recovery(student, teacher, batch, seed=...)`` and
+trains the student in place; it never decides what to prune.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..criteria import Batch
+from ..progress import progress_bar
+from ..registry import Registry
+
+recoveries: Registry = Registry("recovery")
+register_recovery = recoveries.register
+
+
+class RecoveryDiverged(FloatingPointError):
+    """Training produced a NaN/inf or exploding loss; the best student so far was kept."""
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 2) -> torch.Tensor:
+    """Random shift (edge-replicating pad, so the background stays background) and horizontal flip."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode="replicate")
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    mirror = torch.rand(n, generator=generator) < 0.5
+    out[mirror] = out[mirror].flip(-1)
+    return out
+
+
+@dataclass
+class Schedule:
+    """An iteration-based SGD schedule (few samples make epochs meaningless)."""
+
+    iterations: int = 800
+    batch_size: int = 64
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup: int = 20
+
+
+def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+                  batch: Batch, schedule: Schedule, seed: int = 0, augment: bool = True,
+                  mix: Callable | None = None, parameters=None, description: str = "recovering",
+                  progress: bool = True) -> dict:
+    """Minimise ``loss_fn(images, labels)`` over random mini-batches of the few samples.
+
+    Cosine learning rate after a short warm-up. A non-finite loss, or one that
+    grows beyond 100× its first value, stops training with
+    :class:`RecoveryDiverged`; the student is first restored to the
+    lowest-loss state seen so far.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in (parameters if parameters is not None else student.parameters()) if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay)
+    total = schedule.iterations
+    lr_at = lambda i: schedule.lr * (min(1.0, (i + 1) / max(1, schedule.warmup))
+                                     * 0.5 * (1 + math.cos(math.pi * i / max(1, total))))
+    images, labels = batch.images, batch.labels
+    n = len(images)
+    history: list[float] = []
+    best_loss, best_state, first = math.inf, None, None
+    window: list[float] = []
+    student.train()
+    for it in progress_bar(range(total), total=total, description=description, enabled=progress):
+        idx = torch.randperm(n, generator=gen)[: min(schedule.batch_size, n)]
+        x = images[idx]
+        y = labels[idx] if labels is not None else None
+        if augment:
+            x = augment_batch(x, gen)
+        if mix is not None:
+            x = mix(x, gen)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(it)
+        loss = loss_fn(x, y)
+        value = loss.item()
+        if first is None:
+            first = value
+        if not math.isfinite(value) or (first > 0 and value > 100 * first):
+            if best_state is not None:
+                student.load_state_dict(best_state)
+            raise RecoveryDiverged(
+                f"{description}: loss became {value:.4g} at iteration {it + 1}/{total} (first {first:.4g}); "
+                "stopped and kept the best student so far. Lower the learning rate or check the inputs."
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(value)
+        window.append(value)
+        # Track the best state on a smoothed loss, checked sparsely (copying a state is not free).
+        if len(window) == 25 or it == total - 1:
+            mean = sum(window) / len(window)
+            window.clear()
+            if mean < best_loss:
+                best_loss, best_state = mean, copy.deepcopy(student.state_dict())
+    student.eval()
+    return {"iterations": total, "first_loss": first, "last_loss": history[-1] if history else None,
+            "loss_curve": history[:: max(1, total // 50)]}

@@ -1,0 +1,14 @@
+"""Structure: what can be pruned (groups, blocks), what it costs, the Plan, and the surgery that applies it."""
+
+from .blocks import drop_blocks, find_blocks
+from .cost import CostModel
+from .graph import dependency_graph, gradients_enabled
+from .groups import Group, Slice, find_groups
+from .plan import Plan
+from .space import PruningSpace
+from .surgery import apply_plan, masked_copy
+
+__all__ = [
+    "CostModel", "Group", "Plan", "PruningSpace", "Slice", "apply_plan", "dependency_graph", "drop_blocks",
+    "find_blocks", "find_groups", "gradients_enabled", "masked_copy",
+]

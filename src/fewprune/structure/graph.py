@@ -1,0 +1,51 @@
+"""torch-pruning's dependency graph, built safely on any model.
+
+torch-pruning traces through autograd, so a model whose parameters have
+``requires_grad=False`` (a typical frozen teacher) would yield no groups and
+be silently left unpruned. ``dependency_graph`` flips ``requires_grad`` on for
+the trace only and restores every flag afterwards.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+@contextmanager
+def gradients_enabled(model: nn.Module):
+    """Temporarily make every parameter require grad (and grad mode on); restore the flags after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """Build torch-pruning's DependencyGraph in eval mode, leaving the model's flags and mode as they were."""
+    was_training = model.training
+    model.eval()
+    try:
+        with gradients_enabled(model), warnings.catch_warnings():
+            # Unwrapped parameters (cls tokens, position embeddings) sit in protected groups; the warning is noise.
+            warnings.filterwarnings("ignore", message="Unwrapped parameters")
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    finally:
+        model.train(was_training)
+
+
+def is_out_fn(fn) -> bool:
+    return getattr(fn, "__name__", "") == "prune_out_channels"
+
+
+def is_in_fn(fn) -> bool:
+    return getattr(fn, "__name__", "") == "prune_in_channels"

@@ -1,0 +1,78 @@
+"""The pruning decision as plain, JSON-serialisable data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PLAN_FORMAT = 1
+
+
+@dataclass
+class Plan:
+    """Which units of which groups are removed and which blocks are dropped.
+
+    ``removed`` maps a group id (its root module's name) to the removed unit
+    indices, ``kinds`` says whether those units are channels or attention heads.
+    ``apply`` is deterministic: architecture + plan + weights = the student.
+    """
+
+    input_shape: tuple[int, ...]
+    removed: dict[str, list[int]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    dropped_blocks: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, *self.input_shape)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Physically prune ``model`` in place (see :mod:`fewprune.structure.surgery`) and return it."""
+        from .surgery import apply_plan
+
+        return apply_plan(model, self)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.dropped_blocks and not any(self.removed.values())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["format"] = PLAN_FORMAT
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        if d.get("format") != PLAN_FORMAT:
+            raise ValueError(f"unsupported plan format {d.get('format')!r} (this fewprune reads {PLAN_FORMAT})")
+        return cls(
+            input_shape=tuple(d["input_shape"]),
+            removed={k: [int(i) for i in v] for k, v in d["removed"].items()},
+            kinds=dict(d["kinds"]),
+            sizes={k: int(v) for k, v in d["sizes"].items()},
+            dropped_blocks=list(d["dropped_blocks"]),
+            meta=dict(d.get("meta", {})),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def read(cls, path: str | Path) -> Plan:
+        return cls.from_json(Path(path).read_text())
+
+    def summary(self) -> list[tuple[str, str, int, int]]:
+        """Rows ``(group, kind, width before, width after)`` for every touched group, then dropped blocks."""
+        rows = [(g, self.kinds[g], self.sizes[g], self.sizes[g] - len(r)) for g, r in self.removed.items() if r]
+        rows += [(b, "block", 1, 0) for b in self.dropped_blocks]
+        return rows

@@ -1,0 +1,95 @@
+"""Applying a Plan: the only place in fewprune that changes a model's shapes."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .blocks import drop_blocks
+from .graph import dependency_graph
+from .groups import Group
+from .plan import Plan
+
+
+def _keep(size: int, removed: list[int]) -> torch.Tensor:
+    gone = set(removed)
+    return torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
+
+
+def prune_heads(attn: nn.Module, removed: list[int]) -> None:
+    """Remove whole heads from an attention module with ``num_heads``, ``qkv`` and ``proj``."""
+    heads = attn.num_heads
+    if len(set(removed)) >= heads:
+        raise ValueError("cannot remove every head of an attention module")
+    inner = attn.qkv.out_features // 3
+    width = inner // heads
+    kept_heads = _keep(heads, removed)
+    cols = (kept_heads[:, None] * width + torch.arange(width)).flatten()
+    rows = torch.cat([part * inner + cols for part in range(3)])
+    qkv, proj = attn.qkv, attn.proj
+    new_qkv = nn.Linear(qkv.in_features, len(rows), bias=qkv.bias is not None)
+    new_proj = nn.Linear(len(cols), proj.out_features, bias=proj.bias is not None)
+    with torch.no_grad():
+        new_qkv.weight.copy_(qkv.weight[rows])
+        if qkv.bias is not None:
+            new_qkv.bias.copy_(qkv.bias[rows])
+        new_proj.weight.copy_(proj.weight[:, cols])
+        if proj.bias is not None:
+            new_proj.bias.copy_(proj.bias)
+    attn.qkv, attn.proj, attn.num_heads = new_qkv.to(qkv.weight.dtype), new_proj.to(proj.weight.dtype), len(kept_heads)
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+    """Drop the plan's blocks, remove its heads, then its channels (through the dependency graph), in place.
+
+    Pruning replaces parameters with smaller ones; each keeps its original ``requires_grad`` flag.
+    """
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    drop_blocks(model, plan.dropped_blocks)
+    for gid, removed in plan.removed.items():
+        if removed and plan.kinds[gid] == "heads":
+            prune_heads(model.get_submodule(gid), removed)
+    channel_items = [(g, r) for g, r in plan.removed.items() if r and plan.kinds[g] == "channels"]
+    if channel_items:
+        graph = dependency_graph(model, plan.example_input())
+        for gid, removed in channel_items:
+            try:
+                module = model.get_submodule(gid)
+            except AttributeError:
+                raise KeyError(f"plan names group {gid!r}, which this model does not have") from None
+            pruner = graph.get_pruner_of_module(module)
+            if pruner is None:
+                raise ValueError(f"{gid} ({type(module).__name__}) is not a layer fewprune can prune")
+            width = pruner.get_out_channels(module)
+            if width != plan.sizes[gid]:
+                raise ValueError(f"plan expects {plan.sizes[gid]} channels at {gid}, the model has {width}")
+            group = graph.get_pruning_group(module, pruner.prune_out_channels, sorted(removed))
+            group.prune()
+    for name, p in model.named_parameters():
+        p.requires_grad_(flags.get(name, True))
+    return model
+
+
+def masked_copy(model: nn.Module, plan: Plan, groups: list[Group]) -> nn.Module:
+    """A copy of ``model`` where the plan's units are silenced by zeroing every weight that reads them.
+
+    Consumers no longer see a removed channel or head, so this copy computes what
+    the physically pruned model computes; dropped blocks get all their parameters
+    zeroed (a residual block with a zero branch is the identity).
+    """
+    masked = copy.deepcopy(model)
+    by_id = {g.id: g for g in groups}
+    with torch.no_grad():
+        for gid, removed in plan.removed.items():
+            for s in by_id[gid].slices:
+                if s.role != "in":
+                    continue
+                param = getattr(masked.get_submodule(s.module), s.param)
+                idx = torch.tensor([i for u in removed for i in s.units[u]], dtype=torch.long)
+                param.index_fill_(s.dim, idx, 0.0)
+        for block in plan.dropped_blocks:
+            for p in masked.get_submodule(block).parameters():
+                p.zero_()
+    return masked

@@ -1,0 +1,187 @@
+import copy
+import hashlib
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import fewprune as fp
+from fewprune.allocation import allocate
+from fewprune.criteria import Batch, criteria
+from fewprune.models import build
+from fewprune.recovery import RecoveryDiverged, Schedule
+from fewprune.structure import PruningSpace
+
+FAST_KD = {"schedule": Schedule(iterations=6, batch_size=8)}
+
+
+def tiny_samples(n=16, shape=(1, 28, 28), classes=10, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=gen), torch.randint(0, classes, (n,), generator=gen)
+
+
+def teacher(name="resnet20"):
+    return build(name, num_classes=10, in_channels=1, image_size=28).eval()
+
+
+def fast(method: str) -> fp.methods.Method:
+    """The registered method with a tiny recovery schedule (tests check behaviour, not accuracy)."""
+    from dataclasses import replace
+
+    recipe = fp.methods.get(method)
+    return replace(recipe, recovery_options=FAST_KD) if recipe.recovery == "kd" else recipe
+
+
+def state_digest(model):
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("kind,value", [("macs", 0.5), ("macs", 0.7), ("params", 0.4), ("channels", 0.3)])
+@pytest.mark.parametrize("allocator", ["uniform", "global"])
+def test_targets_are_met_within_one_point(kind, value, allocator):
+    model = teacher("resnet56")
+    x, y = tiny_samples(4)
+    space = PruningSpace(model, x[:1])
+    scores = criteria.get("l1")(model, space, Batch(x, y, model))
+    target = fp.Target(**{kind: value})
+    removed = allocate(space, scores, target, allocator)
+    student = fp.structure.Plan((1, 28, 28), removed, {g.id: g.kind for g in space.groups},
+                                {g.id: g.size for g in space.groups}).apply(copy.deepcopy(model))
+    if kind == "macs":
+        achieved = 1 - fp.metrics.macs(student, x[:1]) / fp.metrics.macs(model, x[:1])
+    elif kind == "params":
+        achieved = 1 - fp.metrics.params(student) / fp.metrics.params(model)
+    else:
+        total = sum(g.size for g in space.prunable)
+        achieved = sum(map(len, removed.values())) / total
+    assert abs(achieved - value) <= 0.01, f"{allocator} reached {achieved:.4f} for {kind}={value}"
+
+
+def test_unreachable_target_says_why():
+    model = teacher()
+    x, y = tiny_samples(4)
+    from dataclasses import replace
+
+    capped = replace(fp.methods.get("l1"), allocation_options={"max_ratio": 0.5})
+    with pytest.raises(fp.TargetUnreachable, match="reaches only .*fc is protected"):
+        fp.compress(model, (x, y), method=capped, target=fp.Target(macs=0.9), progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        fp.Target(macs=0.5, params=0.5)
+
+
+@pytest.mark.parametrize("method", ["l1", "l1+bn", "l1+kd", "taylor+kd", "random+kd", "l2@global+bn", "bn-scale"])
+def test_compress_leaves_the_teacher_untouched_and_meets_the_target(method):
+    model = teacher()
+    before = state_digest(model)
+    x, y = tiny_samples()
+    result = fp.compress(model, (x, y), method=fast(method), target=fp.Target(macs=0.5), seed=0, progress=False)
+    assert state_digest(model) == before and not model.training
+    assert abs(result.report["macs_reduction"] - 0.5) <= 0.01
+    assert result.report["macs_reduction"] == pytest.approx(result.report["predicted_macs_reduction"], abs=1e-9)
+    assert result.student(x).shape == (16, 10)
+
+
+def test_teacher_file_is_never_modified(tmp_path):
+    model = teacher()
+    path = tmp_path / "teacher.safetensors"
+    save_file(model.state_dict(), str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = build("resnet20", num_classes=10, in_channels=1, weights=str(path)).eval()
+    fp.compress(loaded, tiny_samples(), method=fast("l1+kd"), target=fp.Target(macs=0.5), progress=False)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_same_seed_gives_the_same_plan_and_student():
+    model = teacher()
+    x, y = tiny_samples()
+    a = fp.compress(model, (x, y), method=fast("taylor+kd"), target=fp.Target(macs=0.5), seed=3, progress=False)
+    b = fp.compress(model, (x, y), method=fast("taylor+kd"), target=fp.Target(macs=0.5), seed=3, progress=False)
+    assert a.plan.to_json() == b.plan.to_json()
+    assert state_digest(a.student) == state_digest(b.student)
+    c = fp.compress(model, (x, y), method=fast("random+kd"), target=fp.Target(macs=0.5), seed=4, progress=False)
+    d = fp.compress(model, (x, y), method=fast("random+kd"), target=fp.Target(macs=0.5), seed=5, progress=False)
+    assert c.plan.removed != d.plan.removed
+
+
+def test_zero_target_returns_an_identical_model():
+    model = teacher()
+    x, y = tiny_samples()
+    result = fp.compress(model, (x, y), method="l1+kd", target=fp.Target(macs=0.0), progress=False)
+    assert result.plan.is_empty
+    assert state_digest(result.student) == state_digest(model)
+    assert torch.equal(result.student(x), model(x))
+
+
+def test_frozen_teacher_is_still_pruned():
+    model = teacher()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    result = fp.compress(model, tiny_samples(), method="l1", target=fp.Target(macs=0.5), progress=False)
+    assert result.report["macs_reduction"] > 0.49
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_unlabelled_samples_work_for_label_using_criteria():
+    model = teacher()
+    x, _ = tiny_samples()
+    result = fp.compress(model, x, method=fast("taylor+kd"), target=fp.Target(macs=0.3), progress=False)
+    assert result.few_shot["labelled"] is False
+
+
+@pytest.mark.parametrize("spec", ["resnet20", "vit", "mobilenetv2"])
+def test_save_load_reproduces_outputs_exactly(tmp_path, spec):
+    model = teacher(spec)
+    x, y = tiny_samples()
+    result = fp.compress(model, (x, y), method=fast("l1+kd"), target=fp.Target(macs=0.4), progress=False)
+    out = fp.save(result, tmp_path / "run")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "few_shot.json", "plan.json", "report.json", "report.md", "student.safetensors"]
+    loaded = fp.load(out, architecture=build(spec, num_classes=10, in_channels=1, image_size=28))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.student.eval()(x))
+    with pytest.raises(FileExistsError, match="--force"):
+        fp.save(result, out)
+    fp.save(result, out, force=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_interrupted_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    model = teacher()
+    result = fp.compress(model, tiny_samples(), method="l1", target=fp.Target(macs=0.3), progress=False)
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("safetensors.torch.save_file", explode)
+    with pytest.raises(KeyboardInterrupt):
+        fp.save(result, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_export_matches_onnxruntime(tmp_path):
+    model = teacher()
+    result = fp.compress(model, tiny_samples(), method="l1", target=fp.Target(macs=0.5), progress=False)
+    path = fp.export_onnx(result.student, tmp_path / "student.onnx", torch.randn(1, 1, 28, 28))
+    assert path.stat().st_size > 1000
+
+
+def test_diverging_recovery_stops_with_a_message():
+    model = teacher()
+    x, y = tiny_samples()
+    from dataclasses import replace
+
+    wild = replace(fp.methods.get("l1+kd"), recovery_options={"schedule": Schedule(iterations=30, batch_size=8, lr=1e6)})
+    with pytest.raises(RecoveryDiverged, match="kept the best student"):
+        fp.compress(model, (x, y), method=wild, target=fp.Target(macs=0.5), progress=False)
+
+
+def test_method_names_and_composition():
+    assert {"l1", "l1+bn", "l1+kd", "taylor+kd", "random+kd"} <= set(fp.methods.names())
+    composed = fp.methods.get("l2@global+bn")
+    assert (composed.criterion, composed.allocation, composed.recovery) == ("l2", "global", "bn")
+    with pytest.raises(KeyError, match="registered"):
+        fp.methods.get("l3+kd")

@@ -1,0 +1,142 @@
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from fewprune import metrics
+from fewprune.models import build
+from fewprune.structure import Plan, PruningSpace, find_blocks, masked_copy
+
+ARCHITECTURES = [
+    ("resnet20", (1, 28, 28)), ("resnet56", (1, 28, 28)), ("vgg16", (1, 28, 28)),
+    ("mobilenetv2", (1, 28, 28)), ("vit", (1, 28, 28)),
+    ("torchvision:resnet18", (3, 64, 64)), ("torchvision:mobilenet_v2", (3, 64, 64)),
+    ("torchvision:densenet121", (3, 64, 64)),
+]
+
+
+def random_plan(space: PruningSpace, input_shape, fraction=0.5, seed=0, blocks=()) -> Plan:
+    gen = torch.Generator().manual_seed(seed)
+    removed = {}
+    for g in space.prunable:
+        count = min(int(g.size * fraction), g.size - g.min_keep)
+        removed[g.id] = sorted(torch.randperm(g.size, generator=gen)[:count].tolist())
+    return Plan(input_shape=input_shape, removed=removed, kinds={g.id: g.kind for g in space.groups},
+                sizes={g.id: g.size for g in space.groups}, dropped_blocks=list(blocks))
+
+
+def randomise_bn(model: nn.Module, seed=0):
+    """Give BN layers non-trivial statistics so masking mistakes cannot hide behind zeros."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("spec,shape", ARCHITECTURES)
+def test_pruned_model_equals_zero_masked_teacher(spec, shape):
+    model = randomise_bn(build(spec, num_classes=10, in_channels=shape[0], image_size=shape[1]).eval())
+    x = torch.randn(2, *shape)
+    space = PruningSpace(model, x[:1])
+    assert space.prunable, f"{spec}: nothing prunable"
+    plan = random_plan(space, shape)
+    student = plan.apply(copy.deepcopy(model)).eval()
+    masked = masked_copy(model, plan, space.groups).eval()
+    with torch.no_grad():
+        s, m = student(x), masked(x)
+    assert torch.allclose(s, m, atol=1e-5, rtol=1e-4), f"{spec}: max diff {(s - m).abs().max()}"
+    assert metrics.params(student) < metrics.params(model)
+    # The analytic cost model agrees with counting the real student.
+    keep = space.keep_counts(plan.removed)
+    assert metrics.macs(student, x[:1]) == pytest.approx(space.cost.macs(keep), rel=1e-6)
+    assert metrics.params(student) == pytest.approx(space.cost.params(keep), rel=1e-6)
+
+
+def test_vit_heads_are_pruned_whole():
+    model = build("vit", num_classes=10, in_channels=1, image_size=28).eval()
+    space = PruningSpace(model, torch.randn(1, 1, 28, 28))
+    heads = [g for g in space.prunable if g.kind == "heads"]
+    mlp = [g for g in space.prunable if g.kind == "channels"]
+    assert len(heads) == 6 and all(g.size == 4 for g in heads)
+    assert len(mlp) == 6 and all(g.id.endswith("mlp.fc1") for g in mlp)
+    plan = random_plan(space, (1, 28, 28))
+    student = plan.apply(copy.deepcopy(model))
+    assert student.blocks[0].attn.num_heads == 2
+    assert student.blocks[0].attn.qkv.out_features == 3 * 2 * 32
+
+
+def test_blocks_are_found_generically():
+    resnet = build("resnet20", in_channels=1)
+    assert find_blocks(resnet, torch.randn(1, 1, 28, 28)) == [
+        "layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer3.1", "layer3.2"]
+    mobilenet = build("mobilenetv2", in_channels=1)
+    found = find_blocks(mobilenet, torch.randn(1, 1, 28, 28))
+    assert found == [f"features.{i}" for i in (3, 5, 6, 8, 9, 10, 12, 13, 15, 16)]
+    assert all(mobilenet.get_submodule(b).use_res_connect for b in found)
+    assert len(find_blocks(build("vit", in_channels=1, image_size=28), torch.randn(1, 1, 28, 28))) == 6
+    tv = build("torchvision:resnet18")
+    assert find_blocks(tv, torch.randn(1, 3, 64, 64)) == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+
+
+def test_dropping_a_zero_branch_block_changes_nothing():
+    model = randomise_bn(build("resnet20", in_channels=1)).eval()
+    x = torch.randn(2, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    plan = Plan(input_shape=(1, 28, 28), dropped_blocks=["layer2.1"])
+    with torch.no_grad():
+        model.layer2[1].bn2.weight.zero_()
+        model.layer2[1].bn2.bias.zero_()
+        expected = model(x)
+        got = plan.apply(copy.deepcopy(model))(x)
+    assert torch.allclose(expected, got, atol=1e-6)
+    assert space.cost.macs({}, ("layer2.1",)) < space.cost.base_macs
+
+
+def test_plan_json_round_trip_and_replay():
+    model = build("resnet20", in_channels=1).eval()
+    space = PruningSpace(model, torch.randn(1, 1, 28, 28))
+    plan = random_plan(space, (1, 28, 28), blocks=())
+    again = Plan.from_json(plan.to_json())
+    assert again == plan
+    json.loads(plan.to_json())  # plain JSON
+    a, b = plan.apply(copy.deepcopy(model)), again.apply(copy.deepcopy(model))
+    x = torch.randn(1, 1, 28, 28)
+    assert torch.equal(a(x), b(x))
+    rows = plan.summary()
+    assert rows and all(before > after for _, _, before, after in rows)
+
+
+def test_frozen_model_is_still_pruned_and_stays_frozen():
+    model = build("resnet20", in_channels=1).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    space = PruningSpace(model, torch.randn(1, 1, 28, 28))
+    assert len(space.prunable) == 12
+    student = random_plan(space, (1, 28, 28)).apply(model)
+    assert student.layer1[0].conv1.out_channels == 8
+    assert not any(p.requires_grad for p in student.parameters())
+
+
+def test_protect_features_keeps_the_head_input_width():
+    model = build("resnet20", in_channels=1)
+    free = PruningSpace(model, torch.randn(1, 1, 28, 28))
+    kept = PruningSpace(model, torch.randn(1, 1, 28, 28), protect_features=True)
+    assert len(kept.prunable) == len(free.prunable) - 1
+    feature_group = next(g for g in kept.groups if g.protected and g.id != "fc")
+    assert "feature" in feature_group.reason
+    assert any(s.module == "fc" and s.role == "in" for s in feature_group.slices)
+
+
+def test_plan_refuses_a_mismatched_model():
+    small = build("resnet20", in_channels=1)
+    plan = random_plan(PruningSpace(small, torch.randn(1, 1, 28, 28)), (1, 28, 28))
+    plan.sizes[next(iter(plan.removed))] += 1
+    with pytest.raises(ValueError, match="plan expects"):
+        plan.apply(build("resnet20", in_channels=1))

@@ -168,8 +168,11 @@ def _report_markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(result: Result, directory: str | Path, force: bool = False) -> Path:
+def save(result: Result, directory: str | Path, force: bool = False, onnx_input: torch.Tensor | None = None) -> Path:
     """Write plan.json, student.safetensors, report.json, report.md and few_shot.json atomically.
+
+    With ``onnx_input`` (an example batch) the student is also exported to
+    student.onnx and checked against onnxruntime.
 
     The files are written into a temporary sibling folder that is renamed into
     place only when complete, so an interruption leaves no half-written result.
@@ -192,6 +195,8 @@ def save(result: Result, directory: str | Path, force: bool = False) -> Path:
         (staging / "report.json").write_text(json.dumps(result.report, indent=2, default=str) + "\n")
         (staging / "report.md").write_text(_report_markdown(result))
         (staging / "few_shot.json").write_text(json.dumps(result.few_shot, indent=1) + "\n")
+        if onnx_input is not None:
+            export_onnx(result.student, staging / "student.onnx", onnx_input)
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"
             os.replace(target, old)

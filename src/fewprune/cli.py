@@ -1,4 +1,4 @@
-"""The ``fewprune`` command line: eval, train, zoo, demo."""
+"""The ``fewprune`` command line: prune, eval, train, zoo, demo."""
 
 from __future__ import annotations
 
@@ -153,15 +153,54 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def target_from(args):
+    from .allocation import Target
+
+    given = {k: getattr(args, k) for k in ("macs", "params", "channels", "blocks") if getattr(args, k) is not None}
+    return Target(**(given or {"macs": 0.5}))
+
+
+def cmd_prune(args) -> int:
+    from . import api
+
+    out = Path(args.out)
+    if out.exists() and not args.force:  # fail before any work is spent
+        raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    target = target_from(args)
+    train = data.load(args.data, "train", root=args.data_root)
+    test = _subset(data.load(args.data, "test", root=args.data_root), args.eval_limit)
+    few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
+                        seed=args.seed)
+    teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt)
+    console = _console()
+    console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
+                  f"(seed {args.seed}{', labels hidden' if args.no_labels else ''})")
+    result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels)
+    example = few.tensors()[0][:1]
+    rows = {"teacher": measure(teacher, test, example), "student": measure(result.student, test, example)}
+    result.report["evaluation"] = {**rows, "split": "test", "dataset": args.data}
+    result.report["command"] = "fewprune " + " ".join(args.argv)
+    api.save(result, out, force=args.force, onnx_input=example if args.onnx else None)
+    table = metrics_table(rows, title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}")
+    speed = rows["teacher"]["latency"]["batch64"]["median_ms"] / rows["student"]["latency"]["batch64"]["median_ms"]
+    table.add_row("MAC speed-up / measured speed-up (b64)", "",
+                  f"{rows['teacher']['macs'] / rows['student']['macs']:.2f}× / {speed:.2f}×")
+    console.print(table)
+    console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     names = zoo.list()
     if not names:
         print("no teacher is shipped yet", file=sys.stderr)
         return 1
     name = args.teacher or ("resnet56-fmnist" if "resnet56-fmnist" in names else names[0])
-    ns = argparse.Namespace(model=f"zoo:{name}", data=zoo.manifest(name)["dataset"], split="test", data_root=None,
-                            limit=args.limit, weights=None, allow_pickle=False, adapt=False, quiet=False, json=None)
-    return cmd_eval(ns)
+    argv = ["prune", "--model", f"zoo:{name}", "--data", zoo.manifest(name)["dataset"], "--samples", "50",
+            "--method", "l1+kd", "--macs", "0.5", "--out", args.out, "--force"]
+    if args.eval_limit:
+        argv += ["--eval-limit", str(args.eval_limit)]
+    return main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after loading weights, change input channels / classes to fit the dataset")
         p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
         p.add_argument("--data-root", help="folder holding the dataset files (overrides the default location)")
+
+    p = sub.add_parser("prune", help="compress a model with a few samples and compare it with its teacher")
+    model_args(p)
+    p.add_argument("--samples", type=int, default=50, help="number of training images to use (default 50)")
+    p.add_argument("--per-class", type=int, help="instead of --samples: this many images of every class")
+    p.add_argument("--method", default="l1+kd", help="a registered method or criterion[@allocation][+recovery]")
+    for k, help_text in (("macs", "fraction of MACs to remove"), ("params", "fraction of parameters to remove"),
+                         ("channels", "fraction of each group's channels to remove")):
+        p.add_argument(f"--{k}", type=float, help=help_text)
+    p.add_argument("--blocks", type=int, help="number of residual blocks to drop (block-level methods)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-labels", action="store_true", help="compress without reading the samples' labels")
+    p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
+    p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
+    p.add_argument("--out", required=True, help="output folder (plan, weights, reports)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")
     model_args(p)
@@ -198,18 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="for report: write the markdown here")
     p.set_defaults(func=cmd_zoo)
 
-    p = sub.add_parser("demo", help="the embedded default job on a shipped Fashion-MNIST teacher")
+    p = sub.add_parser("demo", help="the embedded default job: prune a shipped teacher to half its MACs with 50 samples")
     p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")
-    p.add_argument("--limit", type=int, help="evaluate on this many test images")
+    p.add_argument("--eval-limit", type=int, help="evaluate on this many test images")
+    p.add_argument("--out", default="runs/demo", help="output folder (replaced on every run)")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
-    except (data.DatasetNotFound, FileNotFoundError, KeyError, ValueError) as err:
+    except (data.DatasetNotFound, FileNotFoundError, FileExistsError, KeyError, ValueError, FloatingPointError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"fewprune: error: {message}", file=sys.stderr)
         return 2

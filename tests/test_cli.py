@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import fewprune as fp
+from fewprune.cli import main
+from fewprune.models import build
+
+
+@pytest.fixture
+def env(tiny_fmnist, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    weights = tmp_path / "teacher.safetensors"
+    save_file(build("resnet20", num_classes=10, in_channels=1).state_dict(), str(weights))
+    return tmp_path, weights
+
+
+def test_prune_writes_a_reloadable_result_and_refuses_to_overwrite(env, capsys):
+    tmp, weights = env
+    out = tmp / "run"
+    argv = ["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method", "l1+bn",
+            "--macs", "0.5", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "student" in printed and "latency batch 64" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert abs(report["macs_reduction"] - 0.5) <= 0.01
+    assert report["evaluation"]["student"]["samples"] == 40
+    assert report["command"].startswith("fewprune prune")
+    few = json.loads((out / "few_shot.json").read_text())
+    assert len(few["indices"]) == 20 and few["dataset"] == "fashion-mnist"
+    student = fp.load(out, architecture=build("resnet20", num_classes=10, in_channels=1))
+    assert fp.metrics.macs(student, torch.zeros(1, 1, 28, 28)) == report["student"]["macs"]
+
+    before = (out / "student.safetensors").read_bytes()
+    assert main(argv) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "student.safetensors").read_bytes() == before
+    assert main(argv + ["--force", "--seed", "1"]) == 0
+
+
+def test_missing_dataset_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tmp_path / "empty"))
+    code = main(["prune", "--model", "resnet20", "--macs", "0.5", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_eval_writes_json(env, capsys):
+    tmp, weights = env
+    assert main(["eval", "--model", "resnet20", "--weights", str(weights), "--json", str(tmp / "e.json")]) == 0
+    result = json.loads((tmp / "e.json").read_text())
+    assert result["samples"] == 40 and result["macs"] == fp.metrics.macs(build("resnet20", in_channels=1),
+                                                                          torch.zeros(1, 1, 28, 28))
+    assert set(result["latency"]) == {"batch1", "batch64"}
+
+
+def test_unknown_method_lists_the_parts(env, capsys):
+    tmp, weights = env
+    code = main(["prune", "--model", "resnet20", "--method", "l7+kd", "--out", str(tmp / "y")])
+    assert code == 2 and "registered" in capsys.readouterr().err

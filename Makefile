@@ -11,7 +11,7 @@ setup: $(VENV)/.installed dataset
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
-	$(VENV)/bin/pip install -e '.[dev]'
+	$(VENV)/bin/pip install -e '.[dev,ray]'
 	touch $@
 
 # Debian's Fashion-MNIST (IDX files); installed only when missing.

@@ -190,6 +190,20 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import torch as _torch
+
+    from .bench import SweepConfig, run_sweep, write_report
+
+    config = SweepConfig.read(args.config)
+    if args.threads:
+        _torch.set_num_threads(args.threads)
+    summary = write_report(config) if args.report_only else run_sweep(
+        config, executor=args.executor, address=args.address, retry_failed=args.retry_failed)
+    print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     names = zoo.list()
     if not names:
@@ -233,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (plan, weights, reports)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("bench", help="run a sweep config (resumable) and write its report and plots")
+    p.add_argument("config", help="sweep YAML (see benchmarks/)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the report from existing results")
+    p.add_argument("--threads", type=int, help="torch threads for in-process cells")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")
     model_args(p)

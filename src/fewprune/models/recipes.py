@@ -63,7 +63,6 @@ def _atomic_save(obj, path: Path) -> None:
 def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log=print) -> dict:
     """Train recipe ``name`` into ``out_dir`` (resuming from its checkpoint); returns the manifest."""
     from .. import data, metrics
-    from ..augment.basic import random_crop_flip
     from . import build
     from .weights import sha256_of
 
@@ -77,54 +76,7 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
     info = train_set.info
     torch.manual_seed(recipe.seed)
     model = build(recipe.architecture, info.num_classes, info.input_shape[0], info.input_shape[1])
-    params = [p for p in model.parameters()]
-    if recipe.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    steps_per_epoch = len(train_set) // recipe.batch_size
-    total, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup))
-
-    checkpoint = out / "checkpoint.pt"
-    start_epoch, elapsed = 0, 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, elapsed = state["epoch"], state["elapsed"]
-        log(f"resuming {name} from epoch {start_epoch} ({elapsed / 60:.1f} min so far)")
-
-    for epoch in range(start_epoch, recipe.epochs):
-        t0 = time.time()
-        model.train()
-        gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
-        order = torch.randperm(len(train_set), generator=gen)
-        seen = correct = 0
-        loss_sum = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            raw = random_crop_flip(train_set.images[idx], recipe.crop_padding, gen, recipe.flip)
-            x, y = train_set.normalise(raw), train_set.targets[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            loss_sum += loss.item() * len(y)
-        elapsed += time.time() - t0
-        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "epoch": epoch + 1, "elapsed": elapsed}, checkpoint)
-        log(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
-            f"lr {sched.get_last_lr()[0]:.4g} ({(time.time() - t0) / 60:.1f} min)")
-
+    elapsed = fit(model, train_set, recipe, out / "checkpoint.pt", log=log, name=name)
     model.eval()
     example = test_set.batch([0])[0]
     acc = metrics.evaluate(model, test_set, progress=False)
@@ -156,6 +108,66 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
     (out / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"{name}: test accuracy {acc['accuracy']:.4f} on {acc['samples']} images; wrote {weights_file}")
     return manifest
+
+
+def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | None = None, log=print,
+        name: str = "model") -> float:
+    """Train ``model`` on ``train_set`` with cross-entropy by ``recipe``'s schedule; returns seconds spent.
+
+    With a ``checkpoint`` path the state is saved after every epoch and a run
+    found there is resumed, so long CPU runs survive interruption.
+    """
+    from ..augment.basic import random_crop_flip
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = len(train_set) // recipe.batch_size
+    total, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup))
+    start_epoch, elapsed = 0, 0.0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, elapsed = state["epoch"], state["elapsed"]
+        log(f"resuming {name} from epoch {start_epoch} ({elapsed / 60:.1f} min so far)")
+
+    for epoch in range(start_epoch, recipe.epochs):
+        t0 = time.time()
+        model.train()
+        gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
+        order = torch.randperm(len(train_set), generator=gen)
+        seen = correct = 0
+        loss_sum = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            raw = random_crop_flip(train_set.images[idx], recipe.crop_padding, gen, recipe.flip)
+            x, y = train_set.normalise(raw), train_set.targets[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.item() * len(y)
+        elapsed += time.time() - t0
+        if checkpoint is not None:
+            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "epoch": epoch + 1, "elapsed": elapsed}, checkpoint)
+        log(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
+            f"lr {sched.get_last_lr()[0]:.4g} ({(time.time() - t0) / 60:.1f} min)")
+
+    model.eval()
+    return elapsed
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience for background runs

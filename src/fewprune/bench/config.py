@@ -1,0 +1,83 @@
+"""Sweep configurations: models × methods × sample counts × targets × seeds, read from YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One compression to run and measure; ``key`` identifies it across re-runs."""
+
+    model: str
+    method: str
+    samples: int
+    target: dict
+    seed: int
+    dataset: str
+    per_class: bool = False
+    labels: bool = True
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def command(self) -> str:
+        """The equivalent ``fewprune prune`` command line."""
+        (kind, value), = self.target.items()
+        count = f"--per-class {self.samples}" if self.per_class else f"--samples {self.samples}"
+        return (f"fewprune prune --model {self.model} --data {self.dataset} {count} --method {self.method} "
+                f"--{kind} {value} --seed {self.seed}" + ("" if self.labels else " --no-labels") + " --out OUT")
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    dataset: str
+    models: list[str]
+    methods: list[str]
+    samples: list[int]
+    targets: list[dict]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    per_class: bool = False
+    labels: bool = True
+    eval_limit: int | None = None  # None: the full test split
+    latency: bool = True
+    ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": ..}
+    results: str = ""  # JSON-lines file; default next to the config
+    report: str = ""  # markdown report; default next to the config
+    source: str = ""
+
+    @classmethod
+    def read(cls, path: str | Path) -> SweepConfig:
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text()) or {}
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        missing = [k for k in ("name", "dataset", "models", "methods", "samples", "targets") if k not in raw]
+        if missing:
+            raise ValueError(f"{path}: missing keys {missing}")
+        config = cls(**raw, source=str(path)) if "source" not in raw else cls(**raw)
+        base = path.parent
+        if not config.results:
+            config.results = str(base / "results" / f"{config.name}.jsonl")
+        if not config.report:
+            config.report = str(base / f"{config.name}.md")
+        for t in config.targets:
+            if not isinstance(t, dict) or len(t) != 1:
+                raise ValueError(f"{path}: each target is one mapping such as {{macs: 0.5}}, got {t!r}")
+        return config
+
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(model, method, n, dict(target), seed, self.dataset, self.per_class, self.labels)
+            for model, target, n, method, seed in itertools.product(
+                self.models, self.targets, self.samples, self.methods, self.seeds)
+        ]

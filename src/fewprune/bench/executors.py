@@ -1,0 +1,40 @@
+"""Running cells as Ray tasks (``pip install fewprune[ray]``), locally or on a cluster."""
+
+from __future__ import annotations
+
+from .config import Cell, SweepConfig
+
+
+def run_on_ray(cells: list[Cell], config: SweepConfig, record, address: str | None = None,
+               cpus_per_cell: int = 1) -> None:
+    """Submit every cell as a Ray task and ``record`` each row as it completes.
+
+    Each task runs :func:`fewprune.bench.runner.run_cell` with the same seed as
+    in-process, so the plans (and, on one thread, the numbers) are the same.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the ray executor needs Ray: pip install 'fewprune[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": None}))
+
+    @ray.remote(num_cpus=cpus_per_cell)
+    def task(cell: Cell, eval_limit, latency, threads: int) -> dict:
+        import torch
+
+        from fewprune.bench.runner import run_cell
+
+        torch.set_num_threads(threads)
+        return run_cell(cell, eval_limit, latency)
+
+    try:
+        pending = [task.remote(c, config.eval_limit, config.latency, cpus_per_cell) for c in cells]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            record(ray.get(ready[0]))
+    finally:
+        if started_here:
+            ray.shutdown()

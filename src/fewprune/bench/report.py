@@ -1,0 +1,104 @@
+"""Markdown tables of a sweep: mean ± std over seeds, reference rows, gaps, ranks."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from .config import SweepConfig
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _target_label(target: dict) -> str:
+    (kind, value), = target.items()
+    return f"{value:g} blocks" if kind == "blocks" else f"-{100 * value:g}% {kind}"
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Group ok cells by (model, target, samples, method): accuracy, reductions, speed-ups over seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("kind") == "cell" and r.get("status") == "ok":
+            c = r["cell"]
+            groups[(c["model"], _target_label(c["target"]), c["samples"], c["method"])].append(r)
+    return groups
+
+
+def render(config: SweepConfig, rows: list[dict]) -> str:
+    teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+    ceilings = {(r["model"], _target_label(r["target"])): r for r in rows if r.get("kind") == "ceiling"}
+    groups = summarise(rows)
+    errors = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "error"]
+    n_ok = sum(len(v) for v in groups.values())
+    lines = [f"# {config.name}", "",
+             f"Sweep `{config.source}`: {len(config.cells())} cells ({n_ok} measured, {len(errors)} failed); "
+             f"dataset {config.dataset}, {'per class' if config.per_class else 'total'} sample counts "
+             f"{config.samples}, seeds {config.seeds}, labels {'used' if config.labels else 'hidden'}; accuracy on "
+             f"{'the full test split' if config.eval_limit is None else f'{config.eval_limit} test images'}.", "",
+             f"Regenerate: `fewprune bench {config.source}`", ""]
+    for model in config.models:
+        settings = [(t, n) for t in map(_target_label, config.targets) for n in config.samples]
+        lines += [f"## {model}", "", "Top-1 test accuracy (%), mean ± std over seeds; (gap to teacher); rank per column.",
+                  ""]
+        header = "| method | " + " | ".join(f"{t}, {n} samples" for t, n in settings) + " | mean rank |"
+        lines += [header, "|" + " --- |" * (len(settings) + 2)]
+        teacher = teachers.get(model)
+        if teacher:
+            lines.append("| *teacher* | " + " | ".join(f"{100 * teacher['accuracy']:.2f}" for _ in settings) + " | |")
+        ceiling_cells = []
+        for t, _n in settings:
+            c = ceilings.get((model, t))
+            ceiling_cells.append(f"{100 * c['accuracy']:.2f}" if c else "–")
+        if any(c != "–" for c in ceiling_cells):
+            epochs = next(r["epochs"] for r in ceilings.values())
+            lines.append(f"| *full-data ceiling* ({epochs} ep.) | " + " | ".join(ceiling_cells) + " | |")
+        means = {(m, s): _mean_std([100 * r["accuracy"] for r in groups[(model, *s, m)]])
+                 for m in config.methods for s in settings if groups.get((model, *s, m))}
+        ranks: dict[str, list[int]] = defaultdict(list)
+        for s in settings:
+            ordered = sorted((m for m in config.methods if (m, s) in means), key=lambda m: -means[(m, s)][0])
+            for i, m in enumerate(ordered):
+                ranks[m].append(i + 1)
+        for m in config.methods:
+            cells = []
+            for s in settings:
+                if (m, s) not in means:
+                    cells.append("–")
+                    continue
+                mean, std = means[(m, s)]
+                gap = f" ({mean - 100 * teacher['accuracy']:+.2f})" if teacher else ""
+                rank = sorted((mm for mm in config.methods if (mm, s) in means),
+                              key=lambda mm: -means[(mm, s)][0]).index(m) + 1
+                cells.append(f"{mean:.2f} ± {std:.2f}{gap} #{rank}")
+            mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
+        lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells):",
+                  "", "| method | target | MACs removed | params removed | MAC speed-up | measured speed-up | compress time |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for m in config.methods:
+            for t in map(_target_label, config.targets):
+                cells = [r for (mm, tt, _n, meth), rs in groups.items() if mm == model and tt == t and meth == m for r in rs]
+                if not cells:
+                    continue
+                mac = statistics.fmean(r["macs_reduction"] for r in cells)
+                par = statistics.fmean(r["params_reduction"] for r in cells)
+                speed = _speedups(cells, teacher)
+                lines.append(f"| {m} | {t} | {100 * mac:.1f}% | {100 * par:.1f}% | {1 / (1 - mac):.2f}× | "
+                             f"{speed} | {statistics.fmean(r['compress_seconds'] for r in cells):.1f} s |")
+        lines.append("")
+    if errors:
+        lines += ["## Failed cells", ""] + [f"- `{r['command']}`: {r['error']}" for r in errors] + [""]
+    versions = next((r["versions"] for r in rows if "versions" in r), {})
+    threads = next((r["threads"] for r in rows if "threads" in r), "?")
+    lines.append(f"Measured on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _speedups(cells: list[dict], teacher: dict | None) -> str:
+    if not teacher or "latency" not in teacher or any("latency" not in r for r in cells):
+        return "–"
+    base = teacher["latency"]["batch64"]["median_ms"]
+    return f"{statistics.fmean(base / r['latency']['batch64']['median_ms'] for r in cells):.2f}×"

@@ -1,0 +1,128 @@
+"""Running a sweep: each cell compresses, evaluates on the test split, and appends one JSON line.
+
+Finished cells (by key) are skipped on a re-run, so an interrupted sweep
+resumes; a failing cell records its error and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from .config import Cell, SweepConfig
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """All complete JSON lines of a results file (a torn last line from a crash is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def append_result(path: str | Path, row: dict) -> None:
+    """Append one line and fsync it, so a finished cell survives a crash right after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = False
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a") as f:
+        if torn:  # a crash cut the last line short: end it so the new line stays whole
+            f.write("\n")
+        f.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def measure_model(model, test_set, example, latency: bool) -> dict:
+    from .. import metrics
+
+    evaluation = metrics.evaluate(model, test_set, progress=False)
+    row = {"accuracy": evaluation["accuracy"], "per_class": evaluation["per_class"], "test_samples": evaluation["samples"],
+           "macs": metrics.macs(model, example), "params": metrics.params(model)}
+    if latency:
+        row["latency"] = {f"batch{b}": metrics.latency(model, example.expand(b, *example.shape[1:]).contiguous())
+                          for b in (1, 64)}
+    return row
+
+
+def _load_data(dataset: str, eval_limit: int | None):
+    from .. import data
+
+    train = data.load(dataset, "train")
+    test = data.load(dataset, "test")
+    if eval_limit is not None and eval_limit < len(test):
+        test = data.few_shot(test, n=eval_limit, seed=0)
+    return train, test
+
+
+def _teacher(spec: str, info):
+    from ..cli import load_model_for
+
+    return load_model_for(spec, info)
+
+
+def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True) -> dict:
+    """Compress and measure one cell in this process; returns its result row (errors included)."""
+    from .. import api, data
+    from ..allocation import Target
+    from ..metrics import versions
+
+    started = time.time()
+    row: dict = {"kind": "cell", "key": cell.key, "cell": cell.__dict__, "command": cell.command()}
+    try:
+        train, test = _load_data(cell.dataset, eval_limit)
+        few = data.few_shot(train, n=None if cell.per_class else cell.samples,
+                            per_class=cell.samples if cell.per_class else None, seed=cell.seed)
+        teacher = _teacher(cell.model, train.info)
+        result = api.compress(teacher, few, method=cell.method, target=Target(**cell.target), seed=cell.seed,
+                              labels=cell.labels, progress=False)
+        example = few.tensors()[0][:1]
+        row.update(measure_model(result.student, test, example, latency))
+        row.update(
+            status="ok",
+            few_shot_hash=few.indices_hash(),
+            macs_reduction=result.report["macs_reduction"],
+            params_reduction=result.report["params_reduction"],
+            teacher_macs=result.report["teacher"]["macs"],
+            compress_seconds=result.report["wall_seconds"],
+            timings=result.report["timings"],
+            plan_removed={g: len(r) for g, r in result.plan.removed.items()},
+            dropped_blocks=result.plan.dropped_blocks,
+        )
+    except Exception as err:  # a failed cell is data, not the end of the sweep
+        row.update(status="error", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=4))
+    row.update(wall_seconds=round(time.time() - started, 2), peak_rss_mb=_peak_rss_mb(), versions=versions(),
+               threads=torch.get_num_threads())
+    return row
+
+
+def run_teacher(model: str, dataset: str, eval_limit: int | None, latency: bool) -> dict:
+    from ..metrics import versions
+
+    train, test = _load_data(dataset, eval_limit)
+    teacher = _teacher(model, train.info)
+    row = {"kind": "teacher", "key": f"teacher:{model}:{dataset}:{eval_limit}", "model": model, "dataset": dataset}
+    row.update(measure_model(teacher, test, train[0][0].unsqueeze(0), latency))
+    row.update(status="ok", versions=versions(), threads=torch.get_num_threads())
+    return row

@@ -1,0 +1,99 @@
+"""Driving a sweep: resume, execute (in-process or on Ray), progress, report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .ceiling import ceiling_key, run_ceiling
+from .config import SweepConfig
+from .plots import plot
+from .report import render
+from .runner import append_result, read_results, run_cell, run_teacher
+
+
+def _progress(total: int, enabled: bool):
+    """A rich progress bar with ETA when on a terminal; plain log lines otherwise."""
+    import sys
+
+    if enabled and sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        return bar
+    return None
+
+
+def run_sweep(config: SweepConfig, executor: str = "local", address: str | None = None, retry_failed: bool = False,
+              progress: bool = True, log=print) -> dict:
+    """Run every missing cell of ``config``, append results, then write the report and plots."""
+    done = {r["key"]: r for r in read_results(config.results)}
+    for model in config.models:
+        key = f"teacher:{model}:{config.dataset}:{config.eval_limit}"
+        if key not in done:
+            row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
+            append_result(config.results, row)
+    if config.ceiling:
+        epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
+        for model in config.models:
+            for target in config.targets:
+                if "blocks" in target:
+                    continue
+                if ceiling_key(model, config.dataset, target, epochs, lr, config.eval_limit) not in done:
+                    log(f"full-data ceiling for {model} at {target} ({epochs} epochs)")
+                    append_result(config.results, run_ceiling(model, config.dataset, target, epochs, lr,
+                                                              eval_limit=config.eval_limit, latency=config.latency,
+                                                              log=log))
+    cells = config.cells()
+    todo = [c for c in cells if c.key not in done or (retry_failed and done[c.key].get("status") != "ok")]
+    log(f"{config.name}: {len(cells) - len(todo)} of {len(cells)} cells already done, {len(todo)} to run ({executor})")
+    started = time.time()
+    finished = 0
+
+    def record(row: dict) -> None:
+        nonlocal finished
+        append_result(config.results, row)
+        finished += 1
+        rate = (time.time() - started) / finished
+        status = row["status"] if row["status"] == "ok" else f"ERROR {row['error']}"
+        acc = f" acc {100 * row['accuracy']:.2f}%" if row["status"] == "ok" else ""
+        if bar is None:
+            log(f"[{finished}/{len(todo)}] {row['command']}: {status}{acc} "
+                f"(ETA {rate * (len(todo) - finished) / 60:.1f} min)")
+
+    bar = _progress(len(todo), progress)
+    if executor == "local":
+        if bar is None:
+            for cell in todo:
+                record(run_cell(cell, config.eval_limit, config.latency))
+        else:
+            with bar:
+                task = bar.add_task(config.name, total=len(todo))
+                for cell in todo:
+                    record(run_cell(cell, config.eval_limit, config.latency))
+                    bar.advance(task)
+    elif executor == "ray":
+        from .executors import run_on_ray
+
+        if bar is None:
+            run_on_ray(todo, config, record, address)
+        else:
+            with bar:
+                task = bar.add_task(config.name, total=len(todo))
+                run_on_ray(todo, config, lambda row: (record(row), bar.advance(task)), address)
+    else:
+        raise ValueError(f"unknown executor {executor!r} (local or ray)")
+    return write_report(config)
+
+
+def write_report(config: SweepConfig) -> dict:
+    rows = read_results(config.results)
+    report_path = Path(config.report)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    plots = plot(config, rows, report_path.parent / "plots")
+    text = render(config, rows)
+    text += "\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
+    tmp = report_path.with_name(report_path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(report_path)
+    return {"report": str(report_path), "plots": [str(p) for p in plots], "rows": len(rows)}

@@ -1,0 +1,100 @@
+import json
+
+import pytest
+import yaml
+from safetensors.torch import save_file
+
+from fewprune.bench import SweepConfig, read_results, run_sweep
+from fewprune.bench import runner as runner_module
+from fewprune.models import build
+
+
+@pytest.fixture
+def sweep(tiny_fmnist, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    weights = tmp_path / "t.safetensors"
+    model_file = tmp_path / "tiny.py"
+    model_file.write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=10, in_channels=1):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),\n"
+        "                         nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
+    save_file(build(f"{model_file}:make", num_classes=10, in_channels=1).state_dict(), str(weights))
+
+    def write(methods, name="tiny"):
+        config = {"name": name, "dataset": "fashion-mnist", "models": [f"{model_file}:make"], "methods": methods,
+                  "samples": [20], "targets": [{"macs": 0.4}], "seeds": [0], "latency": False}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return SweepConfig.read(path)
+
+    return write
+
+
+def test_two_cell_sweep_writes_json_lines_report_and_plots(sweep):
+    config = sweep(["l1", "l1+bn"])
+    summary = run_sweep(config, progress=False, log=lambda *_: None)
+    rows = read_results(config.results)
+    cells = [r for r in rows if r["kind"] == "cell"]
+    assert len(cells) == 2 and all(r["status"] == "ok" for r in cells)
+    for r in cells:
+        assert 0 <= r["accuracy"] <= 1 and len(r["per_class"]) == 10 and r["test_samples"] == 40
+        assert abs(r["macs_reduction"] - 0.4) <= 0.01 and r["few_shot_hash"] and r["versions"]["torch"]
+        assert r["command"].startswith("fewprune prune --model")
+    assert [r["kind"] for r in rows].count("teacher") == 1
+    report = open(summary["report"]).read()
+    assert "| l1 |" in report and "| l1+bn |" in report and "*teacher*" in report and "#1" in report
+    assert all(open(p, "rb").read(4) == b"\x89PNG" for p in summary["plots"])
+
+
+def test_rerun_completes_only_the_missing_cell(sweep, monkeypatch):
+    config = sweep(["l1"])
+    run_sweep(config, progress=False, log=lambda *_: None)
+    calls = []
+    original = runner_module.run_cell
+    monkeypatch.setattr("fewprune.bench.sweep.run_cell", lambda cell, *a: calls.append(cell.method) or original(cell, *a))
+    bigger = sweep(["l1", "l1+bn"])
+    run_sweep(bigger, progress=False, log=lambda *_: None)
+    assert calls == ["l1+bn"]
+    keys = [r["key"] for r in read_results(bigger.results) if r["kind"] == "cell"]
+    assert len(keys) == len(set(keys)) == 2
+
+
+def test_a_torn_last_line_is_ignored_and_the_cell_rerun(sweep):
+    config = sweep(["l1"])
+    run_sweep(config, progress=False, log=lambda *_: None)
+    lines = open(config.results).read().splitlines()
+    with open(config.results, "w") as f:  # simulate a crash while writing the cell's line
+        f.write("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    run_sweep(config, progress=False, log=lambda *_: None)
+    assert sum(r["kind"] == "cell" for r in read_results(config.results)) == 1
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(sweep):
+    config = sweep(["l1", "nonsense+kd", "l1+bn"])
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = {r["cell"]["method"]: r for r in read_results(config.results) if r["kind"] == "cell"}
+    assert rows["nonsense+kd"]["status"] == "error" and "nonsense" in rows["nonsense+kd"]["error"]
+    assert rows["l1"]["status"] == rows["l1+bn"]["status"] == "ok"
+    assert "Failed cells" in open(config.report).read()
+
+
+def test_config_errors_are_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({"name": "x", "dataset": "fashion-mnist", "models": [], "methods": [],
+                                "samples": [1], "targets": [{"macs": 0.5}], "colour": "red"}))
+    with pytest.raises(ValueError, match="colour"):
+        SweepConfig.read(path)
+
+
+def test_ray_executor_matches_in_process(sweep):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'fewprune[ray]')")
+    local = sweep(["l1", "random"], name="local")
+    remote = sweep(["l1", "random"], name="remote")
+    run_sweep(local, progress=False, log=lambda *_: None)
+    run_sweep(remote, executor="ray", progress=False, log=lambda *_: None)
+    assert not ray.is_initialized()
+    pick = lambda cfg: {r["key"]: (r["accuracy"], r["plan_removed"], r["macs"])
+                        for r in read_results(cfg.results) if r["kind"] == "cell"}
+    assert pick(local) == pick(remote) and len(pick(local)) == 2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Cell, SweepConfig
+from .config import Cell
 
 
 def read_results(path: str | Path) -> list[dict]:

@@ -37,6 +37,8 @@ register_method("l1+bn", Method("l1", recovery="bn", description="L1 + BN statis
 register_method("l1+kd", Method("l1", recovery="kd", description="L1 + knowledge distillation on the few samples"))
 register_method("taylor+kd", Method("taylor", recovery="kd", description="first-order Taylor on the few samples + KD"))
 register_method("random+kd", Method("random", recovery="kd", description="random channels + KD (sanity baseline)"))
+register_method("l1+mir", Method("l1", recovery="mir", protect_features=True,
+                                 description="L1 + MiR feature mimicking with the teacher's frozen head"))
 
 
 def names() -> list[str]:
@@ -63,4 +65,12 @@ def get(name: str | Method) -> Method:
         registry.get(part)  # raises a KeyError naming the registered parts
     base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods else Method(criterion)
     return replace(base, criterion=criterion, allocation=allocation or base.allocation, recovery=recovery,
+                   protect_features=base.protect_features or needs_features(recovery),
                    description=base.description or f"composed: {name}")
+
+
+def needs_features(recovery: str) -> bool:
+    """Whether a recovery mimics pre-pooling features (so their width must be kept)."""
+    from .recovery import recoveries
+
+    return bool(getattr(recoveries.get(recovery), "needs_features", False))

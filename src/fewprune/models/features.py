@@ -75,3 +75,24 @@ def capture(model: nn.Module, *names: str):
     finally:
         for h in hooks:
             h.remove()
+
+
+def modules_after(model: nn.Module, layer: str, example_input: torch.Tensor) -> list[str]:
+    """Names of the parameterised modules that run after ``layer`` finishes (the model's head)."""
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
+             for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))
+             or n == layer]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input[:1])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if layer not in order:
+        raise ValueError(f"feature layer {layer!r} did not run in the forward pass")
+    after = order[order.index(layer) + 1 :]
+    return [n for n in after if not n.startswith(layer + ".")]

@@ -49,6 +49,7 @@ class Schedule:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup: int = 20
+    bn: str = "train"  # "train": batch statistics (running stats updated); "frozen": BN layers in eval mode
 
 
 def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -73,7 +74,13 @@ def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ten
     history: list[float] = []
     best_loss, best_state, first = math.inf, None, None
     window: list[float] = []
+    if schedule.bn not in ("train", "frozen"):
+        raise ValueError(f"Schedule.bn must be 'train' or 'frozen', not {schedule.bn!r}")
     student.train()
+    if schedule.bn == "frozen":
+        for m in student.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     for it in progress_bar(range(total), total=total, description=description, enabled=progress):
         idx = torch.randperm(n, generator=gen)[: min(schedule.batch_size, n)]
         x = images[idx]

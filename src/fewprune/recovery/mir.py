@@ -1,0 +1,56 @@
+"""MiR — Mimicking then Replacing (Wang et al. 2022): label-free feature mimicking.
+
+The student learns to reproduce the teacher's pre-global-pooling features
+(MSE) on the few samples; its classifier head stays the teacher's, frozen,
+and "replaces" the student's. The pre-pooling width must therefore be kept,
+which ``needs_features`` tells the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..criteria import Batch
+from ..models.features import capture, feature_layer, modules_after
+from .base import Schedule, register_recovery, train_student
+
+
+def _frozen(model: nn.Module, names: list[str]):
+    params = [p for n in names for p in model.get_submodule(n).parameters(recurse=False)]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    return params, flags
+
+
+@register_recovery("mir")
+def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, schedule: Schedule | None = None,
+          progress: bool = True, mix=None) -> dict:
+    """Train every layer up to the feature layer to match the teacher's features; the head is frozen."""
+    schedule = schedule or Schedule()
+    example = batch.images[:1]
+    layer = feature_layer(teacher, example)
+    head = modules_after(student, layer, example)
+    frozen, flags = _frozen(student, head)
+    teacher.eval()
+    try:
+        with capture(student, layer) as s_out, capture(teacher, layer) as t_out:
+            def loss_fn(x, y):
+                with torch.no_grad():
+                    teacher(x)
+                student(x)
+                return F.mse_loss(s_out[layer], t_out[layer])
+
+            stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking",
+                                  progress=progress)
+    finally:
+        for p, flag in zip(frozen, flags, strict=True):
+            p.requires_grad_(flag)
+    return {**stats, "feature_layer": layer, "frozen_head": head, "schedule": asdict(schedule)}
+
+
+mimic.needs_features = True

@@ -70,3 +70,43 @@ def test_bn_recalibration_only_touches_running_statistics():
     with torch.no_grad():
         stem = teacher.conv1(batch.images)
     assert torch.allclose(student.bn1.running_mean, stem.mean((0, 2, 3)), atol=0.05)
+
+
+def test_absorbing_a_correction_equals_applying_it_after_the_layer():
+    from fewprune.recovery.fskd import absorb
+
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1)
+    x = torch.randn(2, 6, 9, 9)
+    q = torch.randn(5, 5)
+    with torch.no_grad():
+        expected = torch.einsum("oc,nchw->nohw", q, conv(x))
+        absorb(conv, q)
+        assert torch.allclose(conv(x), expected, atol=1e-5)
+
+
+def test_fskd_on_already_silenced_channels_reproduces_the_teacher_exactly():
+    from fewprune.recovery.fskd import fskd
+    from fewprune.structure import Pruned, PruningSpace, masked_copy
+    from test_structure import random_plan, randomise_bn
+
+    model = randomise_bn(build("resnet20", num_classes=10, in_channels=1)).eval()
+    x = torch.randn(32, 1, 28, 28)
+    groups = PruningSpace(model, x[:1]).groups
+    plan = random_plan(PruningSpace(model, x[:1]), (1, 28, 28), fraction=0.4)
+    silenced = masked_copy(model, plan, groups)  # the channels the plan removes already read as zero
+    student = plan.apply(copy.deepcopy(silenced))
+    stats = fskd(student, silenced, Batch(x, None, silenced), pruned=Pruned.from_plan(plan, groups))
+    # Nothing to correct: every fitted correction is the identity and the outputs stay the teacher's.
+    assert stats["layers"] and all(s["mse_before"] < 1e-10 and s["mse_after"] < 1e-10 for s in stats["layers"])
+    with torch.no_grad():
+        assert torch.allclose(student(x), silenced(x), atol=1e-4)
+
+
+def test_fskd_reduces_the_output_error_through_compress():
+    teacher, batch = model_and_batch(n=48)
+    plain = fp.compress(teacher, batch.images, method="l1", target=fp.Target(macs=0.5), progress=False)
+    fitted = fp.compress(teacher, batch.images, method="l1+fskd", target=fp.Target(macs=0.5), progress=False)
+    with torch.no_grad():
+        target = teacher(batch.images)
+        fitted_error = (fitted.student(batch.images) - target).pow(2).mean()
+        assert fitted_error < 0.5 * (plain.student(batch.images) - target).pow(2).mean()

@@ -20,7 +20,7 @@ from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import versions
 from .recovery import recoveries
-from .structure import Plan, PruningSpace
+from .structure import Plan, Pruned, PruningSpace
 
 
 @dataclass
@@ -115,8 +115,10 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     t = time.perf_counter()
     recovery_stats = {}
     if not plan.is_empty:
-        recovery_stats = recoveries.get(recipe.recovery)(student, teacher, batch, seed=seed, progress=progress,
-                                                         **recipe.recovery_options)
+        recover = recoveries.get(recipe.recovery)
+        context = {"pruned": Pruned.from_plan(plan, space.groups)} if getattr(recover, "needs_structure", False) else {}
+        recovery_stats = recover(student, teacher, batch, seed=seed, progress=progress, **context,
+                                 **recipe.recovery_options)
     timings["recover_s"] = time.perf_counter() - t
     student.eval()
     teacher.train(teacher_mode)

@@ -37,6 +37,7 @@ register_method("l1+bn", Method("l1", recovery="bn", description="L1 + BN statis
 register_method("l1+kd", Method("l1", recovery="kd", description="L1 + knowledge distillation on the few samples"))
 register_method("taylor+kd", Method("taylor", recovery="kd", description="first-order Taylor on the few samples + KD"))
 register_method("random+kd", Method("random", recovery="kd", description="random channels + KD (sanity baseline)"))
+register_method("l1+fskd", Method("l1", recovery="fskd", description="L1 + FSKD closed-form 1×1 corrections"))
 register_method("l1+mir", Method("l1", recovery="mir", protect_features=True,
                                  description="L1 + MiR feature mimicking with the teacher's frozen head"))
 

@@ -76,3 +76,34 @@ class Plan:
         rows = [(g, self.kinds[g], self.sizes[g], self.sizes[g] - len(r)) for g, r in self.removed.items() if r]
         rows += [(b, "block", 1, 0) for b in self.dropped_blocks]
         return rows
+
+
+@dataclass
+class Pruned:
+    """What a plan did to each layer, in index terms recoveries can use (FSKD, reconstruction).
+
+    ``kept_outputs[layer]``: the teacher's output channels the student layer still has;
+    ``reduced_inputs``: layers whose input channels shrank.
+    """
+
+    kept_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    reduced_inputs: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_plan(cls, plan: Plan, groups) -> Pruned:
+        out = cls()
+        for g in groups:
+            removed = plan.removed.get(g.id)
+            if not removed:
+                continue
+            gone = set(removed)
+            for s in g.slices:
+                if s.param != "weight":
+                    continue
+                if s.role == "out":
+                    size = sum(len(u) for u in s.units)
+                    dropped = {i for u in gone for i in s.units[u]}
+                    out.kept_outputs[s.module] = torch.tensor([i for i in range(size) if i not in dropped])
+                elif s.role == "in" and s.module not in out.reduced_inputs:
+                    out.reduced_inputs.append(s.module)
+        return out

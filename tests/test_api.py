@@ -12,7 +12,7 @@ from fewprune.models import build
 from fewprune.recovery import RecoveryDiverged, Schedule
 from fewprune.structure import PruningSpace
 
-FAST_KD = {"schedule": Schedule(iterations=6, batch_size=8)}
+FAST_KD = {"kd": {"schedule": Schedule(iterations=6, batch_size=8)}}
 
 
 def tiny_samples(n=16, shape=(1, 28, 28), classes=10, seed=0):
@@ -174,7 +174,8 @@ def test_diverging_recovery_stops_with_a_message():
     x, y = tiny_samples()
     from dataclasses import replace
 
-    wild = replace(fp.methods.get("l1+kd"), recovery_options={"schedule": Schedule(iterations=30, batch_size=8, lr=1e6)})
+    too_fast = Schedule(iterations=30, batch_size=8, lr=1e6)
+    wild = replace(fp.methods.get("l1+kd"), recovery_options={"kd": {"schedule": too_fast}})
     with pytest.raises(RecoveryDiverged, match="kept the best student"):
         fp.compress(model, (x, y), method=wild, target=fp.Target(macs=0.5), progress=False)
 

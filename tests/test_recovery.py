@@ -33,15 +33,15 @@ def test_mir_on_a_student_identical_to_the_teacher_changes_nothing(name):
 def test_mir_never_updates_the_frozen_head(name, head):
     teacher, batch = model_and_batch(name)
     assert modules_after(teacher, fp.models.feature_layer(teacher), batch.images) == head
-    result = fp.compress(teacher, (batch.images, batch.labels), target=fp.Target(macs=0.3),
-                         method=fp.methods.Method("l1", recovery="mir", protect_features=True,
-                                                  recovery_options={"schedule": Schedule(iterations=4, batch_size=8)}),
+    quick = {"mir": {"schedule": Schedule(iterations=4, batch_size=8)}}
+    method = fp.methods.Method("l1", recovery="mir", protect_features=True, recovery_options=quick)
+    result = fp.compress(teacher, (batch.images, batch.labels), target=fp.Target(macs=0.3), method=method,
                          progress=False)
     student_head = result.student.get_submodule(head[0])
     teacher_head = teacher.get_submodule(head[0])
     assert torch.equal(student_head.weight, teacher_head.weight) and torch.equal(student_head.bias, teacher_head.bias)
     assert all(p.requires_grad for p in result.student.parameters())  # flags restored
-    assert result.report["recovery"]["first_loss"] > 0  # something was learned elsewhere
+    assert result.report["recovery"]["mir"]["first_loss"] > 0  # something was learned elsewhere
 
 
 def test_mir_methods_keep_the_feature_width():
@@ -52,7 +52,7 @@ def test_mir_methods_keep_the_feature_width():
     assert result.student.fc.in_features < 64  # plain L1 may narrow the features...
     from dataclasses import replace
 
-    mir = replace(fp.methods.get("l1+mir"), recovery_options={"schedule": Schedule(iterations=2, batch_size=8)})
+    mir = replace(fp.methods.get("l1+mir"), recovery_options={"mir": {"schedule": Schedule(iterations=2, batch_size=8)}})
     kept = fp.compress(teacher, (batch.images, batch.labels), method=mir, target=fp.Target(macs=0.5), progress=False)
     assert kept.student.fc.in_features == 64  # ...MiR keeps them
 
@@ -110,3 +110,15 @@ def test_fskd_reduces_the_output_error_through_compress():
         target = teacher(batch.images)
         fitted_error = (fitted.student(batch.images) - target).pow(2).mean()
         assert fitted_error < 0.5 * (plain.student(batch.images) - target).pow(2).mean()
+
+
+def test_recoveries_chain_in_order():
+    teacher, batch = model_and_batch()
+    recipe = fp.methods.get("l1+fskd+mir")
+    assert recipe.recovery == "fskd+mir" and recipe.protect_features
+    from dataclasses import replace
+
+    quick = replace(recipe, recovery_options={"mir": {"schedule": Schedule(iterations=3, batch_size=8)}})
+    result = fp.compress(teacher, batch.images, method=quick, target=fp.Target(macs=0.4), progress=False)
+    assert list(result.report["recovery"]) == ["fskd", "mir"]
+    assert result.report["recovery"]["mir"]["iterations"] == 3

@@ -113,12 +113,14 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     timings["surgery_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    recovery_stats = {}
+    recovery_stats: dict = {}
     if not plan.is_empty:
-        recover = recoveries.get(recipe.recovery)
-        context = {"pruned": Pruned.from_plan(plan, space.groups)} if getattr(recover, "needs_structure", False) else {}
-        recovery_stats = recover(student, teacher, batch, seed=seed, progress=progress, **context,
-                                 **recipe.recovery_options)
+        pruned = Pruned.from_plan(plan, space.groups)
+        for step in recipe.recovery.split("+"):
+            recover = recoveries.get(step)
+            context = {"pruned": pruned} if getattr(recover, "needs_structure", False) else {}
+            options = recipe.recovery_options.get(step, {})
+            recovery_stats[step] = recover(student, teacher, batch, seed=seed, progress=progress, **context, **options)
     timings["recover_s"] = time.perf_counter() - t
     student.eval()
     teacher.train(teacher_mode)

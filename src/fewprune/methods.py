@@ -1,8 +1,9 @@
 """Methods: named recipes of (criterion, allocation, recovery, augmentation, granularity).
 
 Registered names (``l1``, ``l1+kd``, …) fix sensible options; any other
-``criterion[@allocation][+recovery]`` string is composed from the parts by name,
-e.g. ``l2@global+bn`` or ``taylor+kd``.
+``criterion[@allocation][+recovery[+recovery…]]`` string is composed from the
+parts by name, e.g. ``l2@global+bn``, ``taylor+kd`` or ``l1+fskd+mir``
+(recoveries run in the order given).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class Method:
     granularity: str = "channels"  # or "blocks"
     criterion_options: dict = field(default_factory=dict)
     allocation_options: dict = field(default_factory=dict)
-    recovery_options: dict = field(default_factory=dict)
+    recovery_options: dict = field(default_factory=dict)  # per recovery step: {"kd": {"temperature": 2}}
     protect_features: bool = False  # keep the pre-pooling width (recoveries that mimic features need it)
     description: str = ""
 
@@ -59,10 +60,9 @@ def get(name: str | Method) -> Method:
         return methods.get(name)
     head, *rest = name.split("+")
     criterion, _, allocation = head.partition("@")
-    if len(rest) > 1:
-        raise KeyError(f"cannot compose method {name!r}: use criterion[@allocation][+recovery]")
-    recovery = rest[0] if rest else "none"
-    for registry, part in ((criteria, criterion), (allocators, allocation or "uniform"), (recoveries, recovery)):
+    recovery = "+".join(rest) if rest else "none"
+    for registry, part in ((criteria, criterion), (allocators, allocation or "uniform"),
+                           *((recoveries, r) for r in rest)):
         registry.get(part)  # raises a KeyError naming the registered parts
     base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods else Method(criterion)
     return replace(base, criterion=criterion, allocation=allocation or base.allocation, recovery=recovery,
@@ -71,7 +71,7 @@ def get(name: str | Method) -> Method:
 
 
 def needs_features(recovery: str) -> bool:
-    """Whether a recovery mimics pre-pooling features (so their width must be kept)."""
+    """Whether a recovery (or any step of a ``+`` chain) mimics pre-pooling features, so their width must be kept."""
     from .recovery import recoveries
 
-    return bool(getattr(recoveries.get(recovery), "needs_features", False))
+    return any(getattr(recoveries.get(r), "needs_features", False) for r in recovery.split("+"))

@@ -21,7 +21,7 @@ def test_mir_on_a_student_identical_to_the_teacher_changes_nothing(name):
     teacher, batch = model_and_batch(name)
     student = copy.deepcopy(teacher)
     stats = recoveries.get("mir")(student, teacher, batch,
-                                  schedule=Schedule(iterations=5, batch_size=8, weight_decay=0.0, bn="frozen"),
+                                  schedule=Schedule(iterations=5, batch_size=8, weight_decay=0.0, bn="frozen"), recalibrate=False,
                                   progress=False)
     assert stats["first_loss"] == 0 and stats["last_loss"] == 0
     for (k, a), b in zip(teacher.state_dict().items(), student.state_dict().values(), strict=True):

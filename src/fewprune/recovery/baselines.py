@@ -60,14 +60,19 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 @register_recovery("kd")
 def distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, temperature: float = 4.0,
-            label_weight: float = 0.0, schedule: Schedule | None = None, progress: bool = True, mix=None) -> dict:
+            label_weight: float = 0.0, schedule: Schedule | None = None, recalibrate: bool = True,
+            progress: bool = True, mix=None) -> dict:
     """Knowledge distillation on the few samples: KL to the teacher's logits (+ optional CE on labels).
 
     Labels are optional: with ``label_weight`` = 0 (the default, since few-sample
-    labels mostly repeat what the teacher says) no label is read.
+    labels mostly repeat what the teacher says) no label is read. With
+    ``recalibrate`` the BN statistics are first re-estimated on the samples:
+    training a pruned net from stale statistics wastes the first iterations or diverges.
     """
     schedule = schedule or Schedule()
     teacher.eval()
+    if recalibrate:
+        bn_recalibrate(student, teacher, batch, seed=seed)
 
     def loss_fn(x, y):
         with torch.no_grad():

@@ -17,6 +17,7 @@ from torch import nn
 from ..criteria import Batch
 from ..models.features import capture, feature_layer, modules_after
 from .base import Schedule, register_recovery, train_student
+from .baselines import bn_recalibrate
 
 
 def _frozen(model: nn.Module, names: list[str]):
@@ -29,9 +30,14 @@ def _frozen(model: nn.Module, names: list[str]):
 
 @register_recovery("mir")
 def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, schedule: Schedule | None = None,
-          progress: bool = True, mix=None) -> dict:
-    """Train every layer up to the feature layer to match the teacher's features; the head is frozen."""
+          recalibrate: bool = True, progress: bool = True, mix=None) -> dict:
+    """Train every layer up to the feature layer to match the teacher's features; the head is frozen.
+
+    With ``recalibrate`` the BN statistics are first re-estimated on the samples (as for KD).
+    """
     schedule = schedule or Schedule()
+    if recalibrate:
+        bn_recalibrate(student, teacher, batch, seed=seed)
     example = batch.images[:1]
     layer = feature_layer(teacher, example)
     head = modules_after(student, layer, example)

@@ -69,7 +69,9 @@ def distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0,
     ``recalibrate`` the BN statistics are first re-estimated on the samples:
     training a pruned net from stale statistics wastes the first iterations or diverges.
     """
-    schedule = schedule or Schedule()
+    # lr 0.005, not MiR's 0.02: on 50 samples KD over-fits the teacher's logits faster
+    # (resnet20-fmnist, 50% MACs, 50 samples: 90.1% at 0.005 vs 86.9% at 0.02).
+    schedule = schedule or Schedule(lr=0.005)
     teacher.eval()
     if recalibrate:
         bn_recalibrate(student, teacher, batch, seed=seed)

@@ -1,5 +1,6 @@
 import copy
 import hashlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -26,8 +27,6 @@ def teacher(name="resnet20"):
 
 def fast(method: str) -> fp.methods.Method:
     """The registered method with a tiny recovery schedule (tests check behaviour, not accuracy)."""
-    from dataclasses import replace
-
     recipe = fp.methods.get(method)
     return replace(recipe, recovery_options=FAST_KD) if recipe.recovery == "kd" else recipe
 
@@ -64,8 +63,6 @@ def test_targets_are_met_within_one_point(kind, value, allocator):
 def test_unreachable_target_says_why():
     model = teacher()
     x, y = tiny_samples(4)
-    from dataclasses import replace
-
     capped = replace(fp.methods.get("l1"), allocation_options={"max_ratio": 0.5})
     with pytest.raises(fp.TargetUnreachable, match="reaches only .*fc is protected"):
         fp.compress(model, (x, y), method=capped, target=fp.Target(macs=0.9), progress=False)
@@ -172,8 +169,6 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
 def test_diverging_recovery_stops_with_a_message():
     model = teacher()
     x, y = tiny_samples()
-    from dataclasses import replace
-
     too_fast = Schedule(iterations=30, batch_size=8, lr=1e6)
     wild = replace(fp.methods.get("l1+kd"), recovery_options={"kd": {"schedule": too_fast}})
     with pytest.raises(RecoveryDiverged, match="kept the best student"):
@@ -186,3 +181,33 @@ def test_method_names_and_composition():
     assert (composed.criterion, composed.allocation, composed.recovery) == ("l2", "global", "bn")
     with pytest.raises(KeyError, match="registered"):
         fp.methods.get("l3+kd")
+
+
+def test_block_level_method_drops_the_least_changing_blocks():
+    model = teacher()
+    with torch.no_grad():  # planted: layer2.2's branch adds nothing, layer3.1's adds almost nothing
+        model.layer2[2].bn2.weight.zero_()
+        model.layer2[2].bn2.bias.zero_()
+        model.layer3[1].bn2.weight.mul_(1e-3)
+        model.layer3[1].bn2.bias.mul_(1e-3)
+    x, y = tiny_samples()
+    quick = replace(fp.methods.get("block-residual+kd"), recovery_options=FAST_KD)
+    result = fp.compress(model, (x, y), method=quick, target=fp.Target(blocks=2), progress=False)
+    assert result.plan.dropped_blocks == ["layer2.2", "layer3.1"]
+    assert isinstance(result.student.layer2[2], torch.nn.Identity)
+    assert result.report["macs_reduction"] > 0
+    with pytest.raises(fp.TargetUnreachable, match="7 removable"):
+        fp.compress(model, (x, y), method="block-residual", target=fp.Target(blocks=8), progress=False)
+    with pytest.raises(ValueError, match="block-level method"):
+        fp.compress(model, (x, y), method="l1", target=fp.Target(blocks=1), progress=False)
+    with pytest.raises(ValueError, match="needs a blocks= target"):
+        fp.compress(model, (x, y), method="block-residual", target=fp.Target(macs=0.3), progress=False)
+
+
+def test_saved_block_level_student_reloads(tmp_path):
+    model = teacher()
+    x, y = tiny_samples()
+    result = fp.compress(model, (x, y), method="block-random", target=fp.Target(blocks=3), seed=1, progress=False)
+    loaded = fp.load(fp.save(result, tmp_path / "blocks"), architecture=teacher())
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.student(x))

@@ -20,9 +20,8 @@ def model_and_batch(name="resnet20", n=16):
 def test_mir_on_a_student_identical_to_the_teacher_changes_nothing(name):
     teacher, batch = model_and_batch(name)
     student = copy.deepcopy(teacher)
-    stats = recoveries.get("mir")(student, teacher, batch,
-                                  schedule=Schedule(iterations=5, batch_size=8, weight_decay=0.0, bn="frozen"), recalibrate=False,
-                                  progress=False)
+    still = Schedule(iterations=5, batch_size=8, weight_decay=0.0, bn="frozen")
+    stats = recoveries.get("mir")(student, teacher, batch, schedule=still, recalibrate=False, progress=False)
     assert stats["first_loss"] == 0 and stats["last_loss"] == 0
     for (k, a), b in zip(teacher.state_dict().items(), student.state_dict().values(), strict=True):
         assert torch.equal(a, b), k

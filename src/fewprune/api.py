@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import methods as method_registry
-from .allocation import Target, allocate, allocators
+from .allocation import Target, TargetUnreachable, allocate, allocators
 from .criteria import Batch, criteria
 from .metrics import macs as count_macs
 from .metrics import params as count_params
@@ -61,6 +61,17 @@ def _seed_everything(seed: int) -> None:
     numpy.random.seed(seed % 2**32)
 
 
+def _choose_blocks(model: nn.Module, space: PruningSpace, batch: Batch, recipe, target: Target) -> list[str]:
+    """The ``target.blocks`` lowest-scoring removable blocks (ties broken by name)."""
+    if target.kind != "blocks":
+        raise ValueError(f"block-level method {recipe.criterion!r} needs a blocks= target (how many blocks to drop)")
+    if target.blocks > len(space.blocks):
+        raise TargetUnreachable(f"cannot drop {target.blocks} blocks: the model has {len(space.blocks)} removable "
+                                f"residual blocks ({', '.join(space.blocks) or 'none'})")
+    scores = criteria.get(recipe.criterion)(model, space, batch, **recipe.criterion_options)
+    return sorted(sorted(scores, key=lambda b: (scores[b], b))[: target.blocks])
+
+
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
              labels: bool = True, progress: bool = True) -> Result:
     """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
@@ -82,7 +93,7 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
 
     t = time.perf_counter()
     space = PruningSpace(student, example, protect_features=recipe.protect_features)
-    if not space.prunable:
+    if recipe.granularity == "channels" and not space.prunable:
         raise ValueError(f"{type(teacher).__name__} has no prunable group (every group is protected: "
                          + "; ".join(g.reason for g in space.groups[:3]) + ")")
     timings["discover_s"] = time.perf_counter() - t
@@ -90,9 +101,13 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     t = time.perf_counter()
     dropped: list[str] = []
     removed: dict[str, list[int]] = {}
-    if target.kind == "blocks":
-        raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method")
-    if target.value > 0:
+    if recipe.granularity == "blocks":
+        dropped = _choose_blocks(student, space, batch, recipe, target)
+        timings["score_s"] = time.perf_counter() - t
+    elif target.kind == "blocks":
+        raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method "
+                         "(e.g. block-residual+kd)")
+    elif target.value > 0:
         scores = criteria.get(recipe.criterion)(student, space, batch, **recipe.criterion_options)
         timings["score_s"] = time.perf_counter() - t
         t = time.perf_counter()

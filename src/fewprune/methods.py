@@ -38,6 +38,8 @@ register_method("l1+bn", Method("l1", recovery="bn", description="L1 + BN statis
 register_method("l1+kd", Method("l1", recovery="kd", description="L1 + knowledge distillation on the few samples"))
 register_method("taylor+kd", Method("taylor", recovery="kd", description="first-order Taylor on the few samples + KD"))
 register_method("random+kd", Method("random", recovery="kd", description="random channels + KD (sanity baseline)"))
+register_method("block-residual+kd", Method("block-residual", recovery="kd", granularity="blocks",
+                                            description="drop the blocks that change their input least, then KD"))
 register_method("l1+fskd", Method("l1", recovery="fskd", description="L1 + FSKD closed-form 1×1 corrections"))
 register_method("l1+mir", Method("l1", recovery="mir", protect_features=True,
                                  description="L1 + MiR feature mimicking with the teacher's frozen head"))
@@ -66,6 +68,7 @@ def get(name: str | Method) -> Method:
         registry.get(part)  # raises a KeyError naming the registered parts
     base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods else Method(criterion)
     return replace(base, criterion=criterion, allocation=allocation or base.allocation, recovery=recovery,
+                   granularity=getattr(criteria.get(criterion), "granularity", "channels"),
                    protect_features=base.protect_features or needs_features(recovery),
                    description=base.description or f"composed: {name}")
 

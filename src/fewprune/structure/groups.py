@@ -82,6 +82,7 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
     classifier (the pre-pooling feature width) is protected too.
     """
     names = {m: n for n, m in model.named_modules()}
+    param_names = {id(p): n for n, p in model.named_parameters()}
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     head = linears[-1] if linears else None
     protected = set(protected or ()) | ({head} if head else set())
@@ -98,7 +99,8 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
             dep = item.dep
             module = dep.target.module
             if isinstance(module, nn.Parameter):
-                group.protected, group.reason = True, "couples an unwrapped parameter (e.g. a position embedding)"
+                name = param_names.get(id(module), "a parameter outside any supported layer")
+                group.protected, group.reason = True, f"couples {name}, a parameter no supported layer owns"
                 continue
             name = names.get(module)
             if name is None:  # element-wise ops of the trace carry no parameters

@@ -211,7 +211,7 @@ def cmd_demo(args) -> int:
         return 1
     name = args.teacher or ("resnet56-fmnist" if "resnet56-fmnist" in names else names[0])
     argv = ["prune", "--model", f"zoo:{name}", "--data", zoo.manifest(name)["dataset"], "--samples", "50",
-            "--method", "l1+kd", "--macs", "0.5", "--out", args.out, "--force"]
+            "--method", "l1+fskd+mir", "--macs", "0.5", "--out", args.out, "--force"]
     if args.eval_limit:
         argv += ["--eval-limit", str(args.eval_limit)]
     return main(argv)
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="for report: write the markdown here")
     p.set_defaults(func=cmd_zoo)
 
-    p = sub.add_parser("demo", help="the embedded default job: prune a shipped teacher to half its MACs with 50 samples")
+    p = sub.add_parser("demo", help="the embedded default job: prune a shipped teacher to half its MACs with 50 samples (l1+fskd+mir)")
     p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test images")
     p.add_argument("--out", default="runs/demo", help="output folder (replaced on every run)")

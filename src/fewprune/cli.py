@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="for report: write the markdown here")
     p.set_defaults(func=cmd_zoo)
 
-    p = sub.add_parser("demo", help="the embedded default job: prune a shipped teacher to half its MACs with 50 samples (l1+fskd+mir)")
+    p = sub.add_parser("demo", help="the embedded default job: halve a shipped teacher's MACs with 50 samples")
     p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test images")
     p.add_argument("--out", default="runs/demo", help="output folder (replaced on every run)")

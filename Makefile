@@ -4,7 +4,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo test lint zoo-report
+.PHONY: setup dataset demo test lint zoo zoo-report
 
 setup: $(VENV)/.installed dataset
 
@@ -29,3 +29,13 @@ lint: setup
 
 zoo-report: setup
 	$(VENV)/bin/fewprune zoo report --out benchmarks/ZOO.md
+
+# Train every zoo teacher that is not shipped yet, one after another, resuming from
+# per-epoch checkpoints under $(TRAIN_DIR) (hours on 2 CPU cores: run it in the background).
+TRAIN_DIR ?= $(HOME)/.cache/fewprune/train
+RECIPES ?= resnet20-fmnist resnet56-fmnist vgg16-fmnist vit-fmnist mobilenetv2-fmnist
+zoo: setup
+	@for r in $(RECIPES); do \
+	  if [ -f src/fewprune/models/weights/$$r.json ]; then echo "$$r: shipped"; continue; fi; \
+	  OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/fewprune train $$r --out $(TRAIN_DIR)/$$r --install || exit 1; \
+	done

@@ -211,3 +211,16 @@ def test_saved_block_level_student_reloads(tmp_path):
     loaded = fp.load(fp.save(result, tmp_path / "blocks"), architecture=teacher())
     with torch.no_grad():
         assert torch.equal(loaded(x), result.student(x))
+
+
+def test_teacher_mode_is_restored_even_when_compression_fails():
+    model = teacher().train()
+    with pytest.raises(fp.TargetUnreachable):
+        fp.compress(model, tiny_samples(), method="block-residual", target=fp.Target(blocks=99), progress=False)
+    assert model.training
+
+
+def test_a_method_object_is_reported_by_its_composed_name():
+    result = fp.compress(teacher(), tiny_samples(), method=fp.methods.Method("l2", allocation="global"),
+                         target=fp.Target(macs=0.3), progress=False)
+    assert result.report["method"] == result.plan.meta["method"] == "l2@global+none"

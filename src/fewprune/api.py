@@ -80,10 +80,18 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     """
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
-    _seed_everything(seed)
-    timings: dict[str, float] = {}
+    method_name = method if isinstance(method, str) else recipe.name
     teacher_mode = teacher.training
     teacher.eval()
+    try:
+        return _compress(teacher, samples, recipe, method_name, target, seed, labels, progress)
+    finally:
+        teacher.train(teacher_mode)
+
+
+def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, labels: bool, progress: bool) -> Result:
+    _seed_everything(seed)
+    timings: dict[str, float] = {}
     batch, few_info = _as_batch(samples, teacher, seed)
     if not labels:
         batch.labels = None
@@ -138,7 +146,6 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
             recovery_stats[step] = recover(student, teacher, batch, seed=seed, progress=progress, **context, **options)
     timings["recover_s"] = time.perf_counter() - t
     student.eval()
-    teacher.train(teacher_mode)
 
     teacher_macs, student_macs = count_macs(teacher, example), count_macs(student, example)
     teacher_params, student_params = count_params(teacher), count_params(student)

@@ -26,6 +26,11 @@ class Method:
     protect_features: bool = False  # keep the pre-pooling width (recoveries that mimic features need it)
     description: str = ""
 
+    @property
+    def name(self) -> str:
+        """The composed name, ``criterion@allocation+recovery`` (a registered alias may be shorter)."""
+        return f"{self.criterion}@{self.allocation}+{self.recovery}"
+
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 

@@ -37,5 +37,5 @@ RECIPES ?= resnet20-fmnist resnet56-fmnist vgg16-fmnist vit-fmnist mobilenetv2-f
 zoo: setup
 	@for r in $(RECIPES); do \
 	  if [ -f src/fewprune/models/weights/$$r.json ]; then echo "$$r: shipped"; continue; fi; \
-	  OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/fewprune train $$r --out $(TRAIN_DIR)/$$r --install || exit 1; \
+	  $(VENV)/bin/fewprune train $$r --out $(TRAIN_DIR)/$$r --install || exit 1; \
 	done

@@ -140,3 +140,12 @@ def test_plan_refuses_a_mismatched_model():
     plan.sizes[next(iter(plan.removed))] += 1
     with pytest.raises(ValueError, match="plan expects"):
         plan.apply(build("resnet20", in_channels=1))
+
+
+def test_grouped_convolutions_are_protected_with_a_reason():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, groups=4),
+                          nn.ReLU(), nn.Conv2d(32, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    space = PruningSpace(model, torch.randn(1, 3, 12, 12))
+    reasons = {g.id: g.reason for g in space.groups if g.protected}
+    assert "grouped convolution" in reasons["0"] and "grouped convolution" in reasons["3"]
+    assert [g.id for g in space.prunable] == ["5"]

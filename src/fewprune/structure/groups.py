@@ -106,6 +106,9 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
             if name is None:  # element-wise ops of the trace carry no parameters
                 continue
             units = _units(item.root_idxs, item.idxs, n_units)
+            groups_of = getattr(module, "groups", 1)
+            if isinstance(groups_of, int) and groups_of > 1 and not (module.in_channels == module.out_channels == groups_of):
+                group.protected, group.reason = True, f"{name} is a grouped convolution (only depthwise is supported)"
             if is_out_fn(dep.handler):
                 if name in protected:
                     group.protected, group.reason = True, f"{name} is protected"

@@ -117,12 +117,16 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True) ->
     return row
 
 
+def teacher_key(model: str, dataset: str, eval_limit: int | None) -> str:
+    return f"teacher:{model}:{dataset}:{eval_limit}"
+
+
 def run_teacher(model: str, dataset: str, eval_limit: int | None, latency: bool) -> dict:
     from ..metrics import versions
 
     train, test = _load_data(dataset, eval_limit)
     teacher = _teacher(model, train.info)
-    row = {"kind": "teacher", "key": f"teacher:{model}:{dataset}:{eval_limit}", "model": model, "dataset": dataset}
+    row = {"kind": "teacher", "key": teacher_key(model, dataset, eval_limit), "model": model, "dataset": dataset}
     row.update(measure_model(teacher, test, train[0][0].unsqueeze(0), latency))
     row.update(status="ok", versions=versions(), threads=torch.get_num_threads())
     return row

@@ -9,7 +9,7 @@ from .ceiling import ceiling_key, run_ceiling
 from .config import SweepConfig
 from .plots import plot
 from .report import render
-from .runner import append_result, read_results, run_cell, run_teacher
+from .runner import append_result, read_results, run_cell, run_teacher, teacher_key
 
 
 def _progress(total: int, enabled: bool):
@@ -29,8 +29,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     """Run every missing cell of ``config``, append results, then write the report and plots."""
     done = {r["key"]: r for r in read_results(config.results)}
     for model in config.models:
-        key = f"teacher:{model}:{config.dataset}:{config.eval_limit}"
-        if key not in done:
+        if teacher_key(model, config.dataset, config.eval_limit) not in done:
             row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
             append_result(config.results, row)
     if config.ceiling:

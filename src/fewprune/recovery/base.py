@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..augment.basic import random_crop_flip
 from ..criteria import Batch
 from ..progress import progress_bar
 from ..registry import Registry
@@ -29,14 +29,7 @@ class RecoveryDiverged(FloatingPointError):
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 2) -> torch.Tensor:
     """Random shift (edge-replicating pad, so the background stays background) and horizontal flip."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4, mode="replicate")
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
-    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
-    mirror = torch.rand(n, generator=generator) < 0.5
-    out[mirror] = out[mirror].flip(-1)
-    return out
+    return random_crop_flip(x, padding, generator, mode="replicate")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from torch import nn
 
 from . import methods as method_registry
 from .allocation import Target, TargetUnreachable, allocate, allocators
+from .augment import augmentations
 from .criteria import Batch, criteria
 from .metrics import macs as count_macs
 from .metrics import params as count_params
@@ -72,6 +74,18 @@ def _choose_blocks(model: nn.Module, space: PruningSpace, batch: Batch, recipe, 
     return sorted(sorted(scores, key=lambda b: (scores[b], b))[: target.blocks])
 
 
+def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
+    """The recipe's mixing augmentation bound to the teacher, checked to have a recovery that trains on it."""
+    if recipe.augment is None:
+        return None
+    mix = augmentations.get(recipe.augment)(teacher, example)
+    steps = recipe.recovery.split("+")
+    if mix is not None and not any("mix" in inspect.signature(recoveries.get(r)).parameters for r in steps):
+        raise ValueError(f"augmentation {recipe.augment!r} needs a training recovery (kd, mir); "
+                         f"{recipe.recovery!r} does not train")
+    return mix
+
+
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
              labels: bool = True, progress: bool = True) -> Result:
     """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
@@ -120,7 +134,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         timings["score_s"] = time.perf_counter() - t
         t = time.perf_counter()
         allocators.get(recipe.allocation)  # name check before the search
-        removed = allocate(space, scores, target, recipe.allocation, **recipe.allocation_options)
+        removed = allocate(space, scores, target, recipe.allocation, seed=seed, **recipe.allocation_options)
         timings["allocate_s"] = time.perf_counter() - t
     removed = {g: r for g, r in removed.items() if r}
     plan = Plan(
@@ -139,9 +153,12 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     recovery_stats: dict = {}
     if not plan.is_empty:
         pruned = Pruned.from_plan(plan, space.groups)
+        mix = _mixing(recipe, teacher, example)
         for step in recipe.recovery.split("+"):
             recover = recoveries.get(step)
             context = {"pruned": pruned} if getattr(recover, "needs_structure", False) else {}
+            if mix is not None and "mix" in inspect.signature(recover).parameters:
+                context["mix"] = mix
             options = recipe.recovery_options.get(step, {})
             recovery_stats[step] = recover(student, teacher, batch, seed=seed, progress=progress, **context, **options)
     timings["recover_s"] = time.perf_counter() - t

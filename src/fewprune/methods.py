@@ -1,9 +1,11 @@
 """Methods: named recipes of (criterion, allocation, recovery, augmentation, granularity).
 
 Registered names (``l1``, ``l1+kd``, …) fix sensible options; any other
-``criterion[@allocation][+recovery[+recovery…]]`` string is composed from the
-parts by name, e.g. ``l2@global+bn``, ``taylor+kd`` or ``l1+fskd+mir``
-(recoveries run in the order given).
+``criterion[@allocation][+recovery[+recovery…]][+augmentation]`` string is
+composed from the parts by name, e.g. ``l2@global+bn``, ``taylor+kd``,
+``l1+fskd+mir`` (recoveries run in the order given) or ``l1+mir+cmamix``.
+A registered method followed only by an augmentation swaps its augmentation:
+``cma+mixup``, or ``cma+nomix`` for shift-and-flip alone (ablations).
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ register_method("block-residual+kd", Method("block-residual", recovery="kd", gra
 register_method("l1+fskd", Method("l1", recovery="fskd", description="L1 + FSKD closed-form 1×1 corrections"))
 register_method("l1+mir", Method("l1", recovery="mir", protect_features=True,
                                  description="L1 + MiR feature mimicking with the teacher's frozen head"))
+register_method("cma", Method("cma", allocation="de", recovery="mir", augment="cmamix", protect_features=True,
+                              description="CMa: concept-mask profiled per-block ratios (DE), L1 inside blocks, "
+                                          "MiR on CMaMix images; label-free"))
+register_method("cma-block", Method("cma-block", recovery="mir", augment="cmamix", granularity="blocks",
+                                    protect_features=True,
+                                    description="CMa block level: drop the blocks whose concept masks move least, "
+                                                "then MiR on CMaMix images"))
 
 
 def names() -> list[str]:
@@ -58,6 +67,7 @@ def names() -> list[str]:
 def get(name: str | Method) -> Method:
     """A registered method, or one composed from ``criterion[@allocation][+recovery]``."""
     from .allocation import allocators
+    from .augment import augmentations
     from .criteria import criteria
     from .recovery import recoveries
 
@@ -66,6 +76,12 @@ def get(name: str | Method) -> Method:
     if name in methods:
         return methods.get(name)
     head, *rest = name.split("+")
+    augment = [part for part in rest if part in augmentations]
+    if len(augment) > 1:
+        raise ValueError(f"method {name!r} names more than one augmentation: {augment}")
+    rest = [part for part in rest if part not in augmentations]
+    if head in methods and not rest:  # a registered method with another augmentation, e.g. cma+mixup
+        return replace(methods.get(head), augment=augment[0] if augment else None, description=f"composed: {name}")
     criterion, _, allocation = head.partition("@")
     recovery = "+".join(rest) if rest else "none"
     for registry, part in ((criteria, criterion), (allocators, allocation or "uniform"),
@@ -73,6 +89,7 @@ def get(name: str | Method) -> Method:
         registry.get(part)  # raises a KeyError naming the registered parts
     base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods else Method(criterion)
     return replace(base, criterion=criterion, allocation=allocation or base.allocation, recovery=recovery,
+                   augment=augment[0] if augment else base.augment,
                    granularity=getattr(criteria.get(criterion), "granularity", "channels"),
                    protect_features=base.protect_features or needs_features(recovery),
                    description=base.description or f"composed: {name}")

@@ -88,14 +88,29 @@ def reduction(space: PruningSpace, removed: dict[str, list[int]], kind: str, dro
 
 
 def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str = "uniform",
-             max_ratio: float = 0.9, **options) -> dict[str, list[int]]:
-    """Removed unit indices per group meeting ``target`` (MACs, params or channels)."""
+             max_ratio: float = 0.9, seed: int = 0, **options) -> dict[str, list[int]]:
+    """Removed unit indices per group meeting ``target`` (MACs, params or channels).
+
+    Most allocators are a family over one level λ that is bisected here; a
+    ``direct`` allocator (such as ``de``) solves for the target itself with
+    ``seed`` and is only checked.
+    """
     if target.kind == "blocks":
         raise ValueError("a blocks= target is met by dropping blocks, not by channel allocation")
     family = allocators.get(allocator)
-    removal = lambda level: family(space, scores, level, max_ratio=max_ratio, **options)
     if target.value == 0:
         return {}
+    if getattr(family, "direct", False):
+        best = family(space, scores, target, max_ratio=max_ratio, seed=seed, **options)
+        achieved = reduction(space, best, target.kind)
+        if abs(achieved - target.value) > target.tolerance:
+            raise TargetUnreachable(
+                f"the {allocator} allocator reached {100 * achieved:.2f}% {target.kind} removed, not the "
+                f"{100 * target.value:.1f}% requested (±{100 * target.tolerance:.1f}): it prunes only the channels "
+                f"its profile covers, at most {100 * max_ratio:.0f}% of each group"
+            )
+        return best
+    removal = lambda level: family(space, scores, level, max_ratio=max_ratio, **options)
     if target.kind == "channels" and allocator == "uniform":
         return removal(target.value / max_ratio if max_ratio else 0.0)
     most = reduction(space, removal(1.0), target.kind)

@@ -14,7 +14,16 @@ from torch import nn
 from ..registry import Registry
 from ..structure import Group
 
-Scores = dict[str, torch.Tensor]
+
+class Scores(dict):
+    """``{group id: tensor of one score per unit}`` (higher = keep).
+
+    A criterion may also profile whole blocks (``blocks``: block name → score,
+    higher = the block matters more); profile-driven allocators such as ``de``
+    read it. Plain dicts are accepted wherever Scores are.
+    """
+
+    blocks: dict[str, float] | None = None
 
 criteria: Registry = Registry("criterion")
 register_criterion = criteria.register

@@ -81,7 +81,7 @@ def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ten
         if augment:
             x = augment_batch(x, gen)
         if mix is not None:
-            x = mix(x, gen)
+            x, y = mix(x, gen), None  # a mixed image has no single label; mixing recoveries compare with the teacher
         for group in opt.param_groups:
             group["lr"] = lr_at(it)
         loss = loss_fn(x, y)

@@ -1,0 +1,164 @@
+"""CMa: concept masks, block divergence, the DE allocator, CMaMix and the cma methods."""
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+
+import fewprune as fp
+from fewprune.allocation import differential_evolution
+from fewprune.augment import augmentations, paste
+from fewprune.criteria import Batch, criteria
+from fewprune.criteria.concept_mask import as_spatial, block_divergence, concept_mask, mask_divergence
+from fewprune.models import build
+from fewprune.recovery import Schedule
+from fewprune.structure import PruningSpace
+from model_state import same, snapshot
+
+FAST_MIR = {"mir": {"schedule": Schedule(iterations=4, batch_size=8)}}
+
+
+def resnet20():
+    return build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
+
+
+def test_one_hot_spot_gives_a_mask_of_theta_pixels_around_it():
+    ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    spot = torch.exp(-((ys - 2) ** 2 + (xs - 5) ** 2) / 4)[None, None]  # peak at row 2, column 5
+    mask = concept_mask(spot, (32, 32), theta=0.2)[0, 0]
+    assert mask.dtype == torch.bool and mask.shape == (32, 32)
+    assert abs(mask.sum().item() / (32 * 32) - 0.2) < 0.05
+    rows, cols = mask.nonzero().float().mean(0).tolist()  # the region sits on the spot (×4 upsampling)
+    assert abs(rows - (2 * 4 + 1.5)) < 2 and abs(cols - (5 * 4 + 1.5)) < 2
+
+
+def test_a_dead_channel_has_an_empty_mask_and_a_sparse_one_keeps_its_non_zeros():
+    maps = torch.zeros(1, 2, 8, 8)
+    maps[0, 1, 3, 3] = 1.0  # threshold is 0 (1 of 64 active): keep only where the upsampled map is non-zero
+    mask = concept_mask(maps, (16, 16))
+    assert mask[0, 0].sum() == 0
+    assert 0 < mask[0, 1].sum() < 16 * 16 * 0.1
+
+
+def test_identical_block_input_and_output_diverge_by_zero():
+    x = torch.rand(2, 4, 7, 7)
+    assert mask_divergence(x, x.clone(), (28, 28)) == 0
+    assert mask_divergence(x, x.flip(-1), (28, 28)) > 0
+
+
+def test_tokens_are_laid_out_on_their_patch_grid():
+    tokens = torch.arange(2 * 17 * 3.0).reshape(2, 17, 3)  # class token + 4×4 patches
+    grid = as_spatial(tokens)
+    assert grid.shape == (2, 3, 4, 4) and torch.equal(grid[:, :, 0, 1], tokens[:, 2])
+    with pytest.raises(ValueError, match="square"):
+        as_spatial(torch.zeros(1, 7, 3))
+
+
+def test_a_block_that_does_nothing_has_the_least_divergence():
+    model = resnet20()
+    with torch.no_grad():  # layer2.2's residual branch now adds zero: its output is relu(input) = input
+        model.layer2[2].bn2.weight.zero_()
+        model.layer2[2].bn2.bias.zero_()
+    x = torch.randn(8, 1, 28, 28)
+    before = snapshot(model)
+    space = PruningSpace(model, x[:1])
+    divergence = block_divergence(model, space.blocks, x, batch_size=3)
+    same(before, snapshot(model))
+    assert divergence["layer2.2"] == 0 and min(divergence, key=divergence.get) == "layer2.2"
+    assert all(v > 0 for b, v in divergence.items() if b != "layer2.2")
+    scores = criteria.get("cma-block")(model, space, Batch(x, None, model))
+    assert scores == {b: float(v) for b, v in divergence.items()}
+
+
+def test_de_meets_a_linear_constraint_and_never_worsens_its_best():
+    weights = torch.tensor([3.0, 1.0, 2.0, 0.5, 1.5], dtype=torch.float64)
+    goal = 2.0
+    desired = torch.tensor([0.1, 0.3, 0.2, 0.25, 0.15], dtype=torch.float64)
+    search = differential_evolution(
+        objective=lambda r: float((r / r.sum() - desired).abs().sum()),
+        violation=lambda r: max(0.0, abs(float(weights @ r) - goal) - 4e-4),
+        lower=torch.full((5,), 0.1), upper=torch.full((5,), 0.9), population=30, generations=60, seed=3)
+    assert abs(float(weights @ search.best) - goal) <= 4e-4 + 1e-12
+    assert search.violation == 0
+    assert ((search.best >= 0.1) & (search.best <= 0.9)).all()
+    for (v0, f0), (v1, f1) in zip(search.trace, search.trace[1:], strict=False):
+        assert v1 < v0 or (v1 == v0 and f1 <= f0)
+    again = differential_evolution(
+        objective=lambda r: float((r / r.sum() - desired).abs().sum()),
+        violation=lambda r: max(0.0, abs(float(weights @ r) - goal) - 4e-4),
+        lower=torch.full((5,), 0.1), upper=torch.full((5,), 0.9), population=30, generations=60, seed=3)
+    assert torch.equal(again.best, search.best)
+
+
+@pytest.mark.parametrize("kind,value", [("macs", 0.5), ("params", 0.4)])
+def test_de_allocation_follows_the_profile_and_meets_the_target(kind, value):
+    model = resnet20()
+    x = torch.randn(8, 1, 28, 28)
+    space = PruningSpace(model, x[:1], protect_features=True)
+    scores = criteria.get("cma")(model, space, Batch(x, None, model))
+    least, most = min(scores.blocks, key=scores.blocks.get), max(scores.blocks, key=scores.blocks.get)
+    removed = fp.allocation.allocate(space, scores, fp.Target(**{kind: value}), "de")
+    assert abs(fp.allocation.reduction(space, removed, kind) - value) <= 0.01
+    inner = {gid: len(r) / space.group(gid).size for gid, r in removed.items()}
+    assert set(inner) <= {f"{b}.conv1" for b in space.blocks}  # only inner channels of blocks are pruned
+    assert inner[f"{least}.conv1"] > inner[f"{most}.conv1"]  # the block that changes least loses more
+    with pytest.raises(ValueError, match="per-block scores"):
+        fp.allocation.allocate(space, criteria.get("l1")(model, space, Batch(x, None, model)),
+                               fp.Target(macs=0.3), "de")
+
+
+def test_cmamix_pastes_the_partners_salient_region():
+    images, partners = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    assert torch.equal(paste(images, partners, torch.ones(4, 1, 8, 8)), partners)
+    assert torch.equal(paste(images, partners, torch.zeros(4, 1, 8, 8)), images)
+
+    model = resnet20()
+    x = torch.randn(6, 1, 28, 28)
+    before = snapshot(model)
+    mix = augmentations.get("cmamix")(model, x[:1])
+    mixed = mix(x, torch.Generator().manual_seed(0))
+    same(before, snapshot(model))
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(0))
+    from_partner = mixed == x[order]
+    assert ((mixed == x) | from_partner).all()  # every pixel is the image's own or its partner's
+    share = from_partner.float().mean().item()
+    assert 0.1 < share < 0.4  # about θ = 20% of each image is pasted
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix"])
+def test_comparison_mixes_blend_with_a_partner_reproducibly(name):
+    x = torch.rand(5, 1, 8, 8)
+    mix = augmentations.get(name)(None, x[:1])
+    first, second = mix(x, torch.Generator().manual_seed(1)), mix(x, torch.Generator().manual_seed(1))
+    assert torch.equal(first, second) and not torch.equal(first, x)
+    assert first.min() >= 0 and first.max() <= 1
+    assert augmentations.get("nomix")(None, x[:1]) is None
+
+
+@pytest.mark.parametrize("method,target", [("cma", fp.Target(macs=0.5)), ("cma-block", fp.Target(blocks=2)),
+                                           ("cma+mixup", fp.Target(macs=0.4)), ("l1+mir+cutmix", fp.Target(macs=0.4))])
+def test_cma_methods_compress_label_free_and_leave_the_teacher(method, target):
+    model = resnet20()
+    teacher_before = copy.deepcopy(model.state_dict())
+    x = torch.randn(12, 1, 28, 28)
+    recipe = replace(fp.methods.get(method), recovery_options=FAST_MIR)
+    result = fp.compress(model, x, method=recipe, target=target, seed=0, progress=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in teacher_before.items())
+    assert result.report["recovery"]["mir"]["iterations"] == 4
+    if target.kind == "macs":
+        assert abs(result.report["macs_reduction"] - target.value) <= 0.01
+    else:
+        assert len(result.plan.dropped_blocks) == 2
+    again = fp.compress(model, x, method=recipe, target=target, seed=0, progress=False)
+    assert again.plan.to_dict() == result.plan.to_dict()
+    with torch.no_grad():
+        assert torch.equal(again.student(x), result.student(x))
+
+
+def test_an_augmentation_without_a_training_recovery_is_refused():
+    with pytest.raises(ValueError, match="needs a training recovery"):
+        fp.compress(resnet20(), torch.randn(4, 1, 28, 28), method="l1+bn+cmamix", target=fp.Target(macs=0.3),
+                    progress=False)
+    with pytest.raises(ValueError, match="more than one augmentation"):
+        fp.methods.get("l1+mir+cmamix+mixup")

@@ -71,16 +71,19 @@ def test_bn_recalibration_only_touches_running_statistics():
     assert torch.allclose(student.bn1.running_mean, stem.mean((0, 2, 3)), atol=0.05)
 
 
-def test_absorbing_a_correction_equals_applying_it_after_the_layer():
-    from fewprune.recovery.fskd import absorb
+@pytest.mark.parametrize("side", ["out", "in"])
+@pytest.mark.parametrize("layer", [torch.nn.Conv2d(6, 6, 3, padding=1), torch.nn.Linear(6, 6)], ids=["conv", "linear"])
+def test_absorbing_an_adaptor_equals_applying_it(side, layer):
+    from fewprune.recovery.adaptors import absorb_input, absorb_output
 
-    conv = torch.nn.Conv2d(6, 5, 3, padding=1)
-    x = torch.randn(2, 6, 9, 9)
-    q = torch.randn(5, 5)
+    x = torch.randn(2, 6, 9, 9) if isinstance(layer, torch.nn.Conv2d) else torch.randn(4, 6)
+    q = torch.randn(6, 6)
+    mix = (lambda t: torch.einsum("oc,nchw->nohw", q, t)) if x.ndim == 4 else (lambda t: t @ q.T)
+    layer = copy.deepcopy(layer)
     with torch.no_grad():
-        expected = torch.einsum("oc,nchw->nohw", q, conv(x))
-        absorb(conv, q)
-        assert torch.allclose(conv(x), expected, atol=1e-5)
+        expected = mix(layer(x)) if side == "out" else layer(mix(x))
+        (absorb_output if side == "out" else absorb_input)(layer, q)
+        assert torch.allclose(layer(x), expected, atol=1e-5)
 
 
 def test_fskd_on_already_silenced_channels_reproduces_the_teacher_exactly():
@@ -121,3 +124,51 @@ def test_recoveries_chain_in_order():
     result = fp.compress(teacher, batch.images, method=quick, target=fp.Target(macs=0.4), progress=False)
     assert list(result.report["recovery"]) == ["fskd", "mir"]
     assert result.report["recovery"]["mir"]["iterations"] == 3
+
+
+def test_adaptors_leave_the_model_as_it_was_unless_absorbed():
+    from fewprune.recovery.adaptors import Adaptors
+    from model_state import same, snapshot
+
+    model, batch = model_and_batch()
+    before, reference = snapshot(model), model(batch.images).detach()
+    sites = [("layer2.1.conv1", "in"), ("layer2.1.conv2", "out")]
+    with Adaptors(model, sites) as adaptors:
+        for q in adaptors.parameters():
+            q.data += 0.05 * torch.randn_like(q)
+        with torch.no_grad():
+            adapted = model(batch.images)
+    same(before, snapshot(model))
+    assert not torch.allclose(adapted, reference)
+    with Adaptors(model, sites) as adaptors:
+        for q, seed in zip(adaptors.parameters(), (1, 2), strict=True):
+            q.data += 0.05 * torch.randn(q.shape, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            adapted = model(batch.images)
+        adaptors.absorb()
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
+    with torch.no_grad():
+        assert torch.allclose(model(batch.images), adapted, atol=1e-5)
+
+
+def test_practise_drops_a_zero_residual_block_first_without_changing_any_output():
+    from dataclasses import replace
+
+    from fewprune.recovery.practise import SCORING_SCHEDULE, practise_scores
+    from fewprune.structure import PruningSpace
+
+    teacher, batch = model_and_batch()
+    with torch.no_grad():  # layer2.2's branch is silenced (zero-initialised residual): the block is an identity
+        teacher.layer2[2].bn2.weight.zero_()
+        teacher.layer2[2].bn2.bias.zero_()
+    space = PruningSpace(teacher, batch.images[:1])
+    quick = replace(SCORING_SCHEDULE, iterations=3, batch_size=8)
+    scores = practise_scores(teacher, space, batch, schedule=quick)
+    assert set(scores) == set(space.blocks)
+    assert scores["layer2.2"] == 0 and all(v > 0 for b, v in scores.items() if b != "layer2.2")
+    recipe = replace(fp.methods.get("practise"), recovery="adapt",
+                     criterion_options={"schedule": quick}, recovery_options={"adapt": {"schedule": quick}})
+    result = fp.compress(teacher, batch.images, method=recipe, target=fp.Target(blocks=1), progress=False)
+    assert result.plan.dropped_blocks == ["layer2.2"]
+    with torch.no_grad():
+        assert torch.allclose(result.student(batch.images), teacher(batch.images), atol=1e-5)

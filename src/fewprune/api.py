@@ -152,7 +152,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     t = time.perf_counter()
     recovery_stats: dict = {}
     if not plan.is_empty:
-        pruned = Pruned.from_plan(plan, space.groups)
+        pruned = Pruned.from_plan(plan, space.groups, space.blocks)
         mix = _mixing(recipe, teacher, example)
         for step in recipe.recovery.split("+"):
             recover = recoveries.get(step)

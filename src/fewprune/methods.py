@@ -50,6 +50,9 @@ register_method("block-residual+kd", Method("block-residual", recovery="kd", gra
 register_method("l1+fskd", Method("l1", recovery="fskd", description="L1 + FSKD closed-form 1×1 corrections"))
 register_method("l1+mir", Method("l1", recovery="mir", protect_features=True,
                                  description="L1 + MiR feature mimicking with the teacher's frozen head"))
+register_method("practise", Method("practise", recovery="adapt+mir", granularity="blocks", protect_features=True,
+                                   description="PRACTISE: drop the blocks with the least feature error left after "
+                                               "adaptor training per latency saved; adaptors folded in, then MiR"))
 register_method("cma", Method("cma", allocation="de", recovery="mir", augment="cmamix", protect_features=True,
                               description="CMa: concept-mask profiled per-block ratios (DE), L1 inside blocks, "
                                           "MiR on CMaMix images; label-free"))

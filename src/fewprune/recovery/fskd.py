@@ -16,6 +16,7 @@ from torch import nn
 from ..criteria import Batch
 from ..models.features import capture
 from ..structure import Pruned
+from .adaptors import absorb_output
 from .base import register_recovery
 
 
@@ -34,15 +35,6 @@ def fit_correction(zs: torch.Tensor, zt: torch.Tensor, ridge: float = 1e-3) -> t
     eye = torch.eye(gram.shape[0], dtype=gram.dtype)
     qt = torch.linalg.solve(gram + lam * eye, zs.T @ zt + lam * eye)
     return qt.T.float()
-
-
-@torch.no_grad()
-def absorb(layer: nn.Module, q: torch.Tensor) -> None:
-    """Fold an output-side correction into a conv/linear: the layer then computes ``Q · layer(x)``."""
-    w = layer.weight
-    layer.weight.copy_((q @ w.reshape(w.shape[0], -1)).reshape(w.shape))
-    if layer.bias is not None:
-        layer.bias.copy_(q @ layer.bias)
 
 
 @register_recovery("fskd")
@@ -73,7 +65,7 @@ def fskd(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, pr
         zs, zt = torch.cat(zs_parts), torch.cat(zt_parts)
         before = (zs - zt).pow(2).mean().item()
         q = fit_correction(zs, zt, ridge)
-        absorb(modules[name], q)
+        absorb_output(modules[name], q)
         after = (zs @ q.T - zt).pow(2).mean().item()
         fitted.append({"layer": name, "mse_before": before, "mse_after": after})
     return {"layers": fitted}

@@ -8,6 +8,7 @@ which ``needs_features`` tells the engine.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import torch
@@ -28,6 +29,27 @@ def _frozen(model: nn.Module, names: list[str]):
     return params, flags
 
 
+@contextmanager
+def mimicking(student: nn.Module, teacher: nn.Module, layer: str):
+    """The MiR loss ``loss(x, y)``: MSE between the student's and the teacher's ``layer`` outputs on ``x``.
+
+    The teacher runs in eval mode without gradients; its mode and the hooks are restored when the context closes.
+    """
+    teacher_mode = teacher.training
+    teacher.eval()
+    try:
+        with capture(student, layer) as s_out, capture(teacher, layer) as t_out:
+            def loss_fn(x, y=None):
+                with torch.no_grad():
+                    teacher(x)
+                student(x)
+                return F.mse_loss(s_out[layer], t_out[layer])
+
+            yield loss_fn
+    finally:
+        teacher.train(teacher_mode)
+
+
 @register_recovery("mir")
 def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, schedule: Schedule | None = None,
           recalibrate: bool = True, progress: bool = True, mix=None) -> dict:
@@ -42,15 +64,8 @@ def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, s
     layer = feature_layer(teacher, example)
     head = modules_after(student, layer, example)
     frozen, flags = _frozen(student, head)
-    teacher.eval()
     try:
-        with capture(student, layer) as s_out, capture(teacher, layer) as t_out:
-            def loss_fn(x, y):
-                with torch.no_grad():
-                    teacher(x)
-                student(x)
-                return F.mse_loss(s_out[layer], t_out[layer])
-
+        with mimicking(student, teacher, layer) as loss_fn:
             stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking",
                                   progress=progress)
     finally:

@@ -83,15 +83,18 @@ class Pruned:
     """What a plan did to each layer, in index terms recoveries can use (FSKD, reconstruction).
 
     ``kept_outputs[layer]``: the teacher's output channels the student layer still has;
-    ``reduced_inputs``: layers whose input channels shrank.
+    ``reduced_inputs``: layers whose input channels shrank; ``dropped_blocks``
+    among the teacher's removable ``blocks``.
     """
 
     kept_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     reduced_inputs: list[str] = field(default_factory=list)
+    dropped_blocks: list[str] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)  # every removable block of the teacher
 
     @classmethod
-    def from_plan(cls, plan: Plan, groups) -> Pruned:
-        out = cls()
+    def from_plan(cls, plan: Plan, groups, blocks=()) -> Pruned:
+        out = cls(dropped_blocks=list(plan.dropped_blocks), blocks=list(blocks))
         for g in groups:
             removed = plan.removed.get(g.id)
             if not removed:

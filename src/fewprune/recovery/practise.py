@@ -1,0 +1,125 @@
+"""PRACTISE (Wang & Wu, CVPR 2023): drop the blocks that are cheapest to recover per unit of latency saved.
+
+A block's *recoverability* is measured by recovery itself: drop the block
+from a copy of the model, train identity-initialised 1×1 adaptors around the
+hole (nothing else) to mimic the teacher's pre-pooling features, and take the
+feature error that remains. Dividing by the latency the block costs on this
+machine gives the ``practise`` block score (lower = drop first). The scoring
+lives here, next to the training it runs, and works on a copy: the model is
+never changed.
+
+After the blocks are dropped, the ``adapt`` recovery trains adaptors around
+every hole and folds them into the neighbouring layers; ``mir`` then
+fine-tunes the whole student (method ``practise`` = ``practise+adapt+mir``).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from ..criteria import Batch, register_criterion
+from ..models.features import feature_layer
+from ..structure import Pruned, PruningSpace, drop_blocks
+from .adaptors import Adaptors, adaptor_sites
+from .base import Schedule, register_recovery, train_student
+from .mir import mimicking
+
+# Scoring trains one set of adaptors per candidate block, so it gets a short schedule (the reference
+# trains 1000–2000 iterations per block on a GPU). No weight decay: it would pull the identity-initialised
+# adaptors towards zero, so even a block whose removal changes nothing would show an error.
+SCORING_SCHEDULE = Schedule(iterations=60, batch_size=64, lr=0.02, weight_decay=0.0, warmup=5, bn="frozen")
+ADAPT_SCHEDULE = Schedule(iterations=300, batch_size=64, lr=0.02, weight_decay=0.0, warmup=10, bn="frozen")
+
+
+@torch.no_grad()
+def block_latency(model: nn.Module, block: str, images: torch.Tensor, repeats: int = 15) -> float:
+    """Median seconds the block's forward takes on its real input for ``images`` (eval mode, after warm-up)."""
+    was_training = model.training
+    model.eval()
+    module = model.get_submodule(block)
+    seen = {}
+    handle = module.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    try:
+        try:
+            model(images)
+        finally:
+            handle.remove()
+        module(seen["x"])
+        timings = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            module(seen["x"])
+            timings.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return statistics.median(timings)
+
+
+def recoverability(model: nn.Module, teacher: nn.Module, block: str, blocks: list[str], batch: Batch,
+                   schedule: Schedule = SCORING_SCHEDULE) -> float:
+    """Feature MSE left after adaptors around the dropped ``block`` were trained (on a copy of ``model``)."""
+    example = batch.images[:1]
+    layer = feature_layer(teacher, example)
+    candidate = drop_blocks(copy.deepcopy(model), [block])
+    for p in candidate.parameters():
+        p.requires_grad_(False)
+    sites = adaptor_sites(candidate, block, blocks, example)
+    with Adaptors(candidate, sites) as adaptors, mimicking(candidate, teacher, layer) as loss_fn:
+        train_student(candidate, loss_fn, batch, schedule, seed=batch.seed, augment=False,
+                      parameters=adaptors.parameters(), description=f"recoverability {block}", progress=False)
+        candidate.eval()
+        with torch.no_grad():
+            return float(loss_fn(batch.images))
+
+
+@register_criterion("practise")
+def practise_scores(model: nn.Module, space: PruningSpace, batch: Batch,
+                    schedule: Schedule = SCORING_SCHEDULE) -> dict[str, float]:
+    """Recoverability ÷ measured latency saving per block (lower = drop first)."""
+    images = batch.images[:64]
+    scores = {}
+    for block in space.blocks:
+        error = recoverability(model, batch.teacher, block, space.blocks, batch, schedule)
+        saving = block_latency(model, block, images)
+        scores[block] = error / saving if saving > 0 else float("inf")
+    return scores
+
+
+practise_scores.granularity = "blocks"
+
+
+@register_recovery("adapt")
+def adapt(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, pruned: Pruned | None = None,
+          schedule: Schedule | None = None, progress: bool = True) -> dict:
+    """Train adaptors around every dropped block to mimic the teacher's features, then fold them in."""
+    if pruned is None:
+        raise ValueError("adapt needs to know what was pruned (call it through fewprune.compress)")
+    if not pruned.dropped_blocks:
+        return {"sites": []}
+    schedule = schedule or ADAPT_SCHEDULE
+    example = batch.images[:1]
+    layer = feature_layer(teacher, example)
+    sites = []
+    for hole in pruned.dropped_blocks:
+        sites += adaptor_sites(student, hole, pruned.blocks, example)
+    flags = {n: p.requires_grad for n, p in student.named_parameters()}
+    for p in student.parameters():
+        p.requires_grad_(False)
+    try:
+        with Adaptors(student, sites) as adaptors, mimicking(student, teacher, layer) as loss_fn:
+            stats = train_student(student, loss_fn, batch, schedule, seed, parameters=adaptors.parameters(),
+                                  description="adapting", progress=progress)
+            adaptors.absorb()
+    finally:
+        for n, p in student.named_parameters():
+            p.requires_grad_(flags[n])
+    return {**stats, "sites": [f"{n}:{side}" for n, side in dict.fromkeys(sites)], "schedule": asdict(schedule)}
+
+
+adapt.needs_structure = True

@@ -62,3 +62,18 @@ def test_unknown_method_lists_the_parts(env, capsys):
     tmp, weights = env
     code = main(["prune", "--model", "resnet20", "--method", "l7+kd", "--out", str(tmp / "y")])
     assert code == 2 and "registered" in capsys.readouterr().err
+
+
+def test_explain_concept_masks_writes_one_figure_per_block(env, capsys):
+    tmp, weights = env
+    out = tmp / "masks"
+    argv = ["explain", "--concept-masks", "--model", "resnet20", "--weights", str(weights), "--images", "2",
+            "--out", str(out)]
+    assert main(argv) == 0
+    blocks = fp.structure.find_blocks(build("resnet20", num_classes=10, in_channels=1), torch.randn(1, 1, 28, 28))
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"concept-masks-{b.replace('.', '_')}.png" for b in blocks]
+                           + ["concept-mask-divergence.png"])
+    assert all((out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".masks")]  # no staging folder left behind

@@ -1,4 +1,4 @@
-"""The ``fewprune`` command line: prune, eval, train, zoo, demo."""
+"""The ``fewprune`` command line: prune, bench, eval, explain, train, zoo, demo."""
 
 from __future__ import annotations
 
@@ -204,6 +204,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    import shutil
+    import tempfile
+
+    from .explain import concept_mask_figures
+
+    if not args.concept_masks:
+        raise ValueError("say what to explain: --concept-masks")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    test = data.load(args.data, "test", root=args.data_root)
+    model = load_model_for(args.model, test.info, args.weights, args.allow_pickle, args.adapt)
+    images = data.few_shot(test, n=args.images, seed=args.seed).tensors()[0].float()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:  # written aside, then moved into place: an interrupted run leaves no half-written folder
+        files = concept_mask_figures(model, images, staging, theta=args.theta)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"wrote {len(files)} figures to {out} ({files[-1].name}: divergence per block)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     names = zoo.list()
     if not names:
@@ -276,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "report"], nargs="?", default="list")
     p.add_argument("--out", help="for report: write the markdown here")
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("explain", help="render the evidence behind a pruning decision as PNG figures")
+    model_args(p)
+    p.add_argument("--concept-masks", action="store_true",
+                   help="each block's input/output concept masks and their divergence (CMa)")
+    p.add_argument("--images", type=int, default=4, help="test images to show (default 4)")
+    p.add_argument("--theta", type=float, default=0.2, help="concept-mask top ratio θ (default 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder for the PNGs")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="the embedded default job: halve a shipped teacher's MACs with 50 samples")
     p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")

@@ -43,8 +43,8 @@ def find_blocks(model: nn.Module, example_input: torch.Tensor) -> list[str]:
         blocks = []
         for name, (x, _) in candidates.items():
             module = model.get_submodule(name)
-            if not any(True for _ in module.parameters()):
-                continue
+            if not any(True for _ in module.parameters()) or not x.any():
+                continue  # an all-zero input proves nothing (every bias-free layer maps it to itself)
             zeroed = copy.deepcopy(module).eval()
             with torch.no_grad():
                 for p in zeroed.parameters():

@@ -81,6 +81,13 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(sweep):
     assert "Failed cells" in open(config.report).read()
 
 
+def test_block_methods_pair_only_with_block_targets(tmp_path):
+    config = SweepConfig(name="x", dataset="fashion-mnist", models=["resnet20"], methods=["l1", "block-random"],
+                         samples=[5], targets=[{"macs": 0.5}, {"blocks": 1}], seeds=[0, 1])
+    pairs = {(c.method, next(iter(c.target))) for c in config.cells()}
+    assert pairs == {("l1", "macs"), ("block-random", "blocks")} and len(config.cells()) == 4
+
+
 def test_config_errors_are_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(json.dumps({"name": "x", "dataset": "fashion-mnist", "models": [], "methods": [],

@@ -76,8 +76,21 @@ class SweepConfig:
         return config
 
     def cells(self) -> list[Cell]:
+        """Every combination, except a block-level method with a width target or vice versa.
+
+        So one sweep can compare filter pruning at MAC targets with block dropping at block counts.
+        """
+        from ..methods import get as method
+
+        def fits(name: str, target: dict) -> bool:
+            try:
+                return (method(name).granularity == "blocks") == ("blocks" in target)
+            except (KeyError, ValueError):
+                return True  # an unknown method still gets its cell, which records the error
+
         return [
-            Cell(model, method, n, dict(target), seed, self.dataset, self.per_class, self.labels)
-            for model, target, n, method, seed in itertools.product(
+            Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels)
+            for model, target, n, name, seed in itertools.product(
                 self.models, self.targets, self.samples, self.methods, self.seeds)
+            if fits(name, target)
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 
 from .accuracy import evaluate, predict
@@ -15,11 +16,10 @@ def versions() -> dict:
     import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    for name in ("torchvision", "torch_pruning", "zennit"):
+    for name, dist in (("torchvision", "torchvision"), ("torch_pruning", "torch-pruning"), ("zennit", "zennit")):
         try:
-            module = __import__(name)
-            out[name] = getattr(module, "__version__", "unknown")
-        except ImportError:
+            out[name] = importlib.metadata.version(dist)  # zennit has no __version__ attribute
+        except importlib.metadata.PackageNotFoundError:
             pass
     from .. import __version__
 

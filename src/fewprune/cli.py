@@ -27,19 +27,6 @@ def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None
     return model.eval()
 
 
-def measure(model: torch.nn.Module, dataset, example: torch.Tensor, progress: bool = True,
-            latency_batches=(1, 64)) -> dict:
-    """Accuracy on ``dataset`` plus MACs, params and latency of ``model``: the numbers every table shows."""
-    result = metrics.evaluate(model, dataset, progress=progress)
-    result["macs"] = metrics.macs(model, example[:1])
-    result["params"] = metrics.params(model)
-    result["latency"] = {
-        f"batch{b}": metrics.latency(model, example[:1].expand(b, *example.shape[1:]).contiguous())
-        for b in latency_batches
-    }
-    return result
-
-
 def metrics_table(rows: dict[str, dict], title: str = ""):
     """A rich table with one column per model (``rows`` maps a label to the output of :func:`measure`)."""
     from rich.table import Table
@@ -74,7 +61,7 @@ def cmd_eval(args) -> int:
     dataset = _subset(data.load(args.data, args.split, root=args.data_root), args.limit)
     model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt)
     example = dataset[0][0].unsqueeze(0)
-    result = measure(model, dataset, example, progress=not args.quiet)
+    result = metrics.measure(model, dataset, example, progress=not args.quiet)
     result.update(model=args.model, data=args.data, split=args.split, versions=metrics.versions())
     _console().print(metrics_table({args.model: result}, title=f"{args.model} on {args.data} ({args.split})"))
     if args.json:
@@ -177,7 +164,7 @@ def cmd_prune(args) -> int:
                   f"(seed {args.seed}{', labels hidden' if args.no_labels else ''})")
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels)
     example = few.tensors()[0][:1]
-    rows = {"teacher": measure(teacher, test, example), "student": measure(result.student, test, example)}
+    rows = {"teacher": metrics.measure(teacher, test, example), "student": metrics.measure(result.student, test, example)}
     result.report["evaluation"] = {**rows, "split": "test", "dataset": args.data}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     api.save(result, out, force=args.force, onnx_input=example if args.onnx else None)

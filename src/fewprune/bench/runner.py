@@ -55,15 +55,12 @@ def _peak_rss_mb() -> float:
 
 
 def measure_model(model, test_set, example, latency: bool) -> dict:
+    """A result row's measurements (``test_samples``: ``samples`` in a row means the few-shot count)."""
     from .. import metrics
 
-    evaluation = metrics.evaluate(model, test_set, progress=False)
-    row = {"accuracy": evaluation["accuracy"], "per_class": evaluation["per_class"], "test_samples": evaluation["samples"],
-           "macs": metrics.macs(model, example), "params": metrics.params(model)}
-    if latency:
-        row["latency"] = {f"batch{b}": metrics.latency(model, example.expand(b, *example.shape[1:]).contiguous())
-                          for b in (1, 64)}
-    return row
+    measured = metrics.measure(model, test_set, example, latency_batches=(1, 64) if latency else (), progress=False)
+    measured["test_samples"] = measured.pop("samples")
+    return measured
 
 
 def _load_data(dataset: str, eval_limit: int | None):

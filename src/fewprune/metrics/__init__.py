@@ -27,4 +27,18 @@ def versions() -> dict:
     return out
 
 
-__all__ = ["evaluate", "latency", "macs", "params", "predict", "versions"]
+def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = True) -> dict:
+    """Accuracy (and per class) on ``dataset`` plus MACs, params and latency at each batch size: one table column.
+
+    ``latency_batches=()`` skips timing (on a busy machine timings mean nothing).
+    """
+    result = evaluate(model, dataset, progress=progress)
+    result["macs"] = macs(model, example[:1])
+    result["params"] = params(model)
+    if latency_batches:
+        result["latency"] = {f"batch{b}": latency(model, example[:1].expand(b, *example.shape[1:]).contiguous())
+                             for b in latency_batches}
+    return result
+
+
+__all__ = ["evaluate", "latency", "macs", "measure", "params", "predict", "versions"]

@@ -102,14 +102,10 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
         return {}
     if getattr(family, "direct", False):
         best = family(space, scores, target, max_ratio=max_ratio, seed=seed, **options)
-        achieved = reduction(space, best, target.kind)
-        if abs(achieved - target.value) > target.tolerance:
-            raise TargetUnreachable(
-                f"the {allocator} allocator reached {100 * achieved:.2f}% {target.kind} removed, not the "
-                f"{100 * target.value:.1f}% requested (±{100 * target.tolerance:.1f}): it prunes only the channels "
-                f"its profile covers, at most {100 * max_ratio:.0f}% of each group"
-            )
-        return best
+        return _checked(space, best, target, lambda achieved: (
+            f"the {allocator} allocator reached {100 * achieved:.2f}% {target.kind} removed, not the "
+            f"{100 * target.value:.1f}% requested (±{100 * target.tolerance:.1f}): it prunes only the channels "
+            f"its profile covers, at most {100 * max_ratio:.0f}% of each group"))
     removal = lambda level: family(space, scores, level, max_ratio=max_ratio, **options)
     if target.kind == "channels" and allocator == "uniform":
         return removal(target.value / max_ratio if max_ratio else 0.0)
@@ -138,11 +134,15 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
     below = removal(lo)
     if abs(reduction(space, below, target.kind) - target.value) < abs(reduction(space, best, target.kind) - target.value):
         best = below
-    achieved = reduction(space, best, target.kind)
+    return _checked(space, best, target, lambda achieved: (
+        f"{target.kind} reduction can only step from {100 * reduction(space, removal(lo), target.kind):.2f}% to "
+        f"{100 * achieved:.2f}% with {allocator} allocation (groups are too coarse); "
+        f"the {100 * target.value:.1f}% target is not met within {100 * target.tolerance:.1f} points"))
+
+
+def _checked(space: PruningSpace, removed: dict[str, list[int]], target: Target, why) -> dict[str, list[int]]:
+    """``removed`` if it meets ``target`` within its tolerance, else TargetUnreachable(why(achieved))."""
+    achieved = reduction(space, removed, target.kind)
     if abs(achieved - target.value) > target.tolerance:
-        raise TargetUnreachable(
-            f"{target.kind} reduction can only step from {100 * reduction(space, removal(lo), target.kind):.2f}% to "
-            f"{100 * achieved:.2f}% with {allocator} allocation (groups are too coarse); "
-            f"the {100 * target.value:.1f}% target is not met within {100 * target.tolerance:.1f} points"
-        )
-    return best
+        raise TargetUnreachable(why(achieved))
+    return removed

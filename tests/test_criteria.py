@@ -35,6 +35,6 @@ def test_a_channel_with_zero_weights_scores_lowest():
         model.layer2[1].bn1.weight[5] = 0.0
     x = torch.randn(8, 1, 28, 28)
     space = PruningSpace(model, x[:1])
-    for name in ("l1", "l2", "bn-scale", "taylor"):
+    for name in ("l1", "l2", "bn-scale", "taylor", "lrp"):
         scores = criteria.get(name)(model, space, Batch(x, None, model))["layer2.1.conv1"]
         assert scores.argmin() == 5 and scores[5] == 0, name

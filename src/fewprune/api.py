@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from . import methods as method_registry
-from .allocation import Target, TargetUnreachable, allocate, allocators
+from .allocation import Probe, Target, TargetUnreachable, allocate, allocators, class_averaged_auc
 from .augment import augmentations
-from .criteria import Batch, criteria
+from .criteria import Batch, criteria, teacher_predictions
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import versions
 from .recovery import recoveries
-from .structure import Plan, Pruned, PruningSpace
+from .structure import Plan, Pruned, PruningSpace, masked_copy
 
 
 @dataclass
@@ -74,6 +74,26 @@ def _choose_blocks(model: nn.Module, space: PruningSpace, batch: Batch, recipe, 
     return sorted(sorted(scores, key=lambda b: (scores[b], b))[: target.blocks])
 
 
+def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe:
+    """Callbacks that let a step-wise allocator re-score and test the model with some units silenced."""
+    criterion = criteria.get(recipe.criterion)
+    shape = tuple(batch.images.shape[1:])
+    kinds, sizes = {g.id: g.kind for g in space.groups}, {g.id: g.size for g in space.groups}
+    truth = batch.labels if batch.labels is not None else teacher_predictions(batch.teacher, batch.images)
+    classes = sorted(set(truth.tolist()))
+
+    def silenced(removed: dict[str, list[int]]) -> nn.Module:
+        return masked_copy(model, Plan(shape, removed, kinds, sizes), space.groups).eval()
+
+    def class_accuracy(removed: dict[str, list[int]]) -> list[float]:
+        with torch.no_grad():
+            predicted = silenced(removed)(batch.images).argmax(1)
+        return [float((predicted[truth == c] == c).float().mean()) for c in classes]
+
+    return Probe(rescore=lambda removed: criterion(silenced(removed), space, batch, **recipe.criterion_options),
+                 class_accuracy=class_accuracy)
+
+
 def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
     """The recipe's mixing augmentation bound to the teacher, checked to have a recovery that trains on it."""
     if recipe.augment is None:
@@ -123,6 +143,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     t = time.perf_counter()
     dropped: list[str] = []
     removed: dict[str, list[int]] = {}
+    allocation_log: dict = {}
     if recipe.granularity == "blocks":
         dropped = _choose_blocks(student, space, batch, recipe, target)
         timings["score_s"] = time.perf_counter() - t
@@ -133,8 +154,12 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         scores = criteria.get(recipe.criterion)(student, space, batch, **recipe.criterion_options)
         timings["score_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        allocators.get(recipe.allocation)  # name check before the search
-        removed = allocate(space, scores, target, recipe.allocation, seed=seed, **recipe.allocation_options)
+        family = allocators.get(recipe.allocation)  # name check before the search
+        probe = _probe(student, space, batch, recipe) if getattr(family, "needs_probe", False) else None
+        removed = allocate(space, scores, target, recipe.allocation, seed=seed,
+                           **({"probe": probe} if probe else {}), **recipe.allocation_options)
+        if probe is not None and probe.log:
+            allocation_log = {"steps": probe.log, "class_averaged_auc": class_averaged_auc(probe.log)}
         timings["allocate_s"] = time.perf_counter() - t
     removed = {g: r for g, r in removed.items() if r}
     plan = Plan(
@@ -178,6 +203,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         "params_reduction": 1 - student_params / teacher_params,
         "predicted_macs_reduction": 1 - space.cost.macs(space.keep_counts(removed), tuple(dropped)) / space.cost.base_macs,
         "recovery": recovery_stats,
+        **({"allocation": allocation_log} if allocation_log else {}),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "wall_seconds": round(sum(timings.values()), 3),
         "versions": versions(),

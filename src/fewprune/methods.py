@@ -50,6 +50,12 @@ register_method("block-residual+kd", Method("block-residual", recovery="kd", gra
 register_method("l1+fskd", Method("l1", recovery="fskd", description="L1 + FSKD closed-form 1×1 corrections"))
 register_method("l1+mir", Method("l1", recovery="mir", protect_features=True,
                                  description="L1 + MiR feature mimicking with the teacher's frozen head"))
+register_method("lrp", Method("lrp", allocation="iterative",
+                              description="Yeom et al.: LRP relevance (zennit), global ranking in 5% steps "
+                                          "re-scored on the pruned model, no fine-tuning"))
+register_method("lrp-aa", Method("lrp", allocation="accuracy-aware",
+                                 description="Yasui et al.: LRP steps guarded by the harmonic mean of per-class "
+                                             "accuracy on the samples (adaptive step and order), no fine-tuning"))
 register_method("practise", Method("practise", recovery="adapt+mir", granularity="blocks", protect_features=True,
                                    description="PRACTISE: drop the blocks with the least feature error left after "
                                                "adaptor training per latency saved; adaptors folded in, then MiR"))

@@ -1,8 +1,9 @@
 """Allocation: scores + Target → removed units per group."""
 
-from . import evolution, strategies  # noqa: F401  (registration)
+from . import evolution, iterative, strategies  # noqa: F401  (registration)
 from .base import Target, TargetUnreachable, allocate, allocators, lowest, reduction, register_allocator
 from .evolution import differential_evolution
+from .iterative import Probe, class_averaged_auc, harmonic_mean
 
-__all__ = ["Target", "TargetUnreachable", "allocate", "allocators", "differential_evolution", "lowest", "reduction",
-           "register_allocator"]
+__all__ = ["Probe", "Target", "TargetUnreachable", "allocate", "allocators", "class_averaged_auc",
+           "differential_evolution", "harmonic_mean", "lowest", "reduction", "register_allocator"]

@@ -67,3 +67,14 @@ def reduce_slices(model: nn.Module, group: Group, per_unit, tensor_of=lambda p: 
         totals += torch.stack([per_unit(v) if v.numel() else torch.tensor(0.0) for v in units]).float()
         count += 1
     return totals / max(count, 1)
+
+
+def teacher_predictions(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The teacher's predicted classes (eval mode, restored after), the relevance seed for unlabeled samples."""
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.no_grad():
+            return teacher(images).argmax(1)
+    finally:
+        teacher.train(was_training)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import Add
+
 
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
@@ -48,10 +50,11 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_hidden)
+        self.add_attn, self.add_mlp = Add(), Add()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = self.add_attn(x, self.attn(self.norm1(x)))
+        return self.add_mlp(x, self.mlp(self.norm2(x)))
 
 
 class SmallViT(nn.Module):

@@ -1,0 +1,177 @@
+"""Iterative allocation: remove in steps, re-scoring the (masked) model after each step.
+
+Yeom et al. re-rank filters on the current pruned network every 5% step;
+Yasui et al. add an accuracy guard — the harmonic mean of per-class
+accuracies on the few samples — that shrinks the step when a step would hurt
+it and defers units whose removal hurts it most. Both need to look at the
+model while deciding, which they do through a :class:`Probe` that
+``fewprune.compress`` builds (the allocator itself never touches a model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..criteria import Scores
+from ..structure import PruningSpace
+from .base import Target, TargetUnreachable, max_removable, reduction, register_allocator
+
+
+@dataclass
+class Probe:
+    """Callbacks into the model for allocators that decide step by step.
+
+    ``rescore(removed)``: the criterion's scores on the model with ``removed`` silenced;
+    ``class_accuracy(removed)``: per-class accuracy on the few samples (labels, or the
+    teacher's predictions) of that masked model. ``log`` collects what the allocator wants reported.
+    """
+
+    rescore: Callable[[dict[str, list[int]]], Scores]
+    class_accuracy: Callable[[dict[str, list[int]]], list[float]]
+    log: list[dict] = field(default_factory=list)
+
+
+def harmonic_mean(accuracies: list[float]) -> float:
+    """C / Σ 1/acc_c: high only when every class is served (0 if any class is lost)."""
+    if not accuracies:
+        return 0.0
+    if min(accuracies) <= 0:
+        return 0.0
+    return len(accuracies) / sum(1 / a for a in accuracies)
+
+
+def _ranked(space: PruningSpace, scores: Scores, removed: dict[str, list[int]], max_ratio: float,
+            skip: set = frozenset()) -> list[tuple[str, int]]:
+    """Remaining removable units, lowest score first (ties by group, then index)."""
+    entries = []
+    for g in space.prunable:
+        gone = set(removed.get(g.id, ()))
+        room = max_removable(g.size, g.min_keep, max_ratio) - len(gone)
+        if room <= 0:
+            continue
+        values = scores[g.id].float()
+        entries += [(float(values[i]), g.id, i) for i in range(g.size) if i not in gone and (g.id, i) not in skip]
+    entries.sort()
+    return [(gid, i) for _, gid, i in entries]
+
+
+def _take(space: PruningSpace, removed: dict[str, list[int]], ranked: list[tuple[str, int]], count: int,
+          target: Target, max_ratio: float) -> dict[str, list[int]]:
+    """``removed`` plus up to ``count`` units from ``ranked`` (per-group caps kept).
+
+    Stops at the target; if the unit that reached it overshoots, the removal without
+    it is returned when that lands closer.
+    """
+    out = {gid: list(units) for gid, units in removed.items()}
+    caps = {g.id: max_removable(g.size, g.min_keep, max_ratio) for g in space.prunable}
+    taken, achieved, last = 0, reduction(space, out, target.kind), None
+    for gid, i in ranked:
+        if taken >= count or achieved >= target.value:
+            break
+        if len(out.setdefault(gid, [])) < caps[gid]:
+            before = achieved
+            out[gid].append(i)
+            taken, achieved, last = taken + 1, reduction(space, out, target.kind), (gid, i, before)
+    if last is not None and achieved >= target.value and abs(last[2] - target.value) < abs(achieved - target.value):
+        out[last[0]].remove(last[1])
+    return {gid: sorted(units) for gid, units in out.items() if units}
+
+
+@register_allocator("iterative")
+def iterative(space: PruningSpace, scores: Scores, target: Target, max_ratio: float = 0.9, seed: int = 0,
+              probe: Probe | None = None, step: float = 0.05) -> dict[str, list[int]]:
+    """Global ranking in steps of ``step`` × all prunable units, re-scored on the masked model after each step.
+
+    Scores are compared raw across groups (LRP relevance is conserved, so it is
+    comparable between layers). Without a probe the first scores are reused (one shot).
+    """
+    per_step = max(1, math.ceil(step * sum(g.size for g in space.prunable)))
+    removed: dict[str, list[int]] = {}
+    current = scores
+    while True:
+        ranked = _ranked(space, current, removed, max_ratio)
+        grown = _take(space, removed, ranked, per_step, target, max_ratio)
+        if not ranked or grown == removed or _units(grown) < _units(removed) + per_step:
+            return grown  # the target (or the last removable unit) was reached within this step
+        removed = grown
+        if probe is not None:
+            probe.log.append({"removed": reduction(space, removed, target.kind)})
+            current = probe.rescore(removed)
+
+
+iterative.direct = iterative.needs_probe = True
+
+
+def class_averaged_auc(log: list[dict]) -> float | None:
+    """Area under each class's accuracy-vs-removed-fraction curve (trapezoids), averaged over classes."""
+    points = [(entry["removed"], entry["per_class"]) for entry in log if "per_class" in entry]
+    if len(points) < 2:
+        return None
+    areas = []
+    for c in range(len(points[0][1])):
+        areas.append(sum((x1 - x0) * (a0[c] + a1[c]) / 2 for (x0, a0), (x1, a1) in zip(points, points[1:], strict=False)))
+    return sum(areas) / len(areas)
+
+
+def _units(removed: dict[str, list[int]]) -> int:
+    return sum(len(v) for v in removed.values())
+
+
+@register_allocator("accuracy-aware")
+def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_ratio: float = 0.9, seed: int = 0,
+                   probe: Probe | None = None, step: float = 0.05, min_step: float = 0.005,
+                   tolerance: float = 0.01) -> dict[str, list[int]]:
+    """Yasui et al.'s guarded schedule (the published description, completed where it is silent).
+
+    Each step removes the ``step`` × N lowest-scoring units and is accepted only if the harmonic mean
+    of per-class accuracies on the samples drops by at most ``tolerance`` from the current model;
+    otherwise the step halves. Below ``min_step`` the single unit whose removal hurts the guard most
+    among the next candidates is deferred to the end of the order. An accepted step lets the step
+    grow back (×2, up to ``step``). Every accepted step is logged (rate, guard, per-class accuracy),
+    so the curve and its area come with the result. If every remaining unit is deferred the target
+    cannot be met without breaking the guard, which is an error, not a silent overshoot.
+    """
+    if probe is None:
+        raise ValueError("the accuracy-aware allocator needs a probe (call it through fewprune.compress)")
+    total = sum(g.size for g in space.prunable)
+    removed: dict[str, list[int]] = {}
+    accuracies = probe.class_accuracy(removed)
+    guard = harmonic_mean(accuracies)
+    probe.log.append({"removed": 0.0, "guard": guard, "per_class": accuracies})
+    rate, deferred, current = step, [], scores
+    while reduction(space, removed, target.kind) < target.value:
+        ranked = _ranked(space, current, removed, max_ratio, skip=set(deferred))
+        if not ranked:
+            raise TargetUnreachable(
+                f"accuracy guard: every remaining unit would drop the harmonic-mean class accuracy on the samples "
+                f"by more than {tolerance:g}; stopped at {100 * reduction(space, removed, target.kind):.1f}% "
+                f"{target.kind} removed (raise the tolerance or lower the target)")
+        count = max(1, math.ceil(rate * total))
+        trial = _take(space, removed, ranked, count, target, max_ratio)
+        trial_accuracies = probe.class_accuracy(trial)
+        trial_guard = harmonic_mean(trial_accuracies)
+        if trial_guard >= guard - tolerance:
+            removed, guard, accuracies = trial, trial_guard, trial_accuracies
+            probe.log.append({"removed": reduction(space, removed, target.kind), "guard": guard,
+                              "per_class": accuracies, "step": count})
+            rate = min(step, 2 * rate)
+            current = probe.rescore(removed)
+            continue
+        rate /= 2
+        if rate < min_step:
+            # "change of order": of the next few candidates, defer the one whose removal alone hurts most
+            window = ranked[: max(1, math.ceil(min_step * total))]
+            harm = []
+            for gid, i in window:
+                single = {k: list(v) for k, v in removed.items()}
+                single.setdefault(gid, []).append(i)
+                harm.append((harmonic_mean(probe.class_accuracy(single)), gid, i))
+            worst = min(harm)
+            deferred.append((worst[1], worst[2]))
+            rate = min_step
+    return removed
+
+
+accuracy_aware.direct = accuracy_aware.needs_probe = True

@@ -1,0 +1,97 @@
+"""LRP relevance (zennit), the iterative and accuracy-aware allocators, and the lrp / lrp-aa methods."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import fewprune as fp
+from fewprune.allocation import Probe, harmonic_mean
+from fewprune.criteria import Batch, criteria
+from fewprune.criteria.lrp import relevance
+from fewprune.models import build
+from fewprune.structure import PruningSpace
+
+
+def test_relevance_is_conserved_from_the_output_to_the_input():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, bias=False),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8 * 8, 5, bias=False))
+    x = torch.randn(6, 1, 8, 8)
+    maps, input_relevance = relevance(net, x, layers=["2"])
+    assert torch.allclose(input_relevance.sum((1, 2, 3)), torch.ones(6), atol=1e-3)  # one unit seeded per sample
+    assert maps["2"].sum().item() == pytest.approx(6.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "torchvision:resnet18"])
+def test_attribution_leaves_outputs_hooks_and_attributes_as_they_were(name):
+    model = build(name, num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        before = model(x)
+    attributes = {n: set(vars(m)) for n, m in model.named_modules()}
+    relevance(model, x, layers=[n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][:3])
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    assert {n: set(vars(m)) for n, m in model.named_modules()} == attributes  # canonizer overloads removed
+    assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_residual_joins_split_relevance_instead_of_copying_it():
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    maps, _ = relevance(model, x, layers=["layer3.2", "layer3.2.add"])
+    # the block's output relevance is what reached its add; a copying add would double it upstream
+    assert maps["layer3.2.add"].sum().item() == pytest.approx(maps["layer3.2"].sum().item(), rel=1e-4)
+
+
+def test_accuracy_aware_steps_never_break_the_guard_and_defer_a_harmful_unit():
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    harmful_group = space.prunable[0].id
+    harmful_unit = int(scores[harmful_group].argmin())
+    for g in space.prunable:  # make the harmful unit the very first candidate
+        scores[g.id] = scores[g.id] + 1.0
+    scores[harmful_group][harmful_unit] = 0.0
+
+    def class_accuracy(removed):
+        hit = harmful_unit in removed.get(harmful_group, [])
+        return [0.5, 0.6] if hit else [1.0, 0.9]
+
+    probe = Probe(rescore=lambda removed: scores, class_accuracy=class_accuracy)
+    removed = fp.allocation.allocate(space, scores, fp.Target(macs=0.3), "accuracy-aware", probe=probe)
+    assert harmful_unit not in removed.get(harmful_group, [])
+    assert abs(fp.allocation.reduction(space, removed, "macs") - 0.3) <= 0.01
+    guards = [entry["guard"] for entry in probe.log]
+    assert all(after >= before - 0.01 for before, after in zip(guards, guards[1:], strict=False))
+    assert harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3) and harmonic_mean([1.0, 0.0]) == 0
+
+
+def test_a_guard_that_nothing_satisfies_is_an_error_not_an_overshoot():
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    probe = Probe(rescore=lambda removed: scores,
+                  class_accuracy=lambda removed: [1.0] if sum(map(len, removed.values())) < 40 else [0.0])
+    with pytest.raises(fp.TargetUnreachable, match="accuracy guard"):
+        fp.allocation.allocate(space, scores, fp.Target(macs=0.5), "accuracy-aware", probe=probe, step=0.2,
+                               min_step=0.1)
+
+
+@pytest.mark.parametrize("method", ["lrp", "lrp-aa"])
+def test_lrp_methods_meet_the_target_without_fine_tuning(method):
+    teacher = build("resnet20", num_classes=10, in_channels=1).eval()
+    before = copy.deepcopy(teacher.state_dict())
+    x, y = torch.randn(12, 1, 28, 28), torch.randint(0, 3, (12,))
+    result = fp.compress(teacher, (x, y), method=method, target=fp.Target(macs=0.3), progress=False)
+    assert abs(result.report["macs_reduction"] - 0.3) <= 0.01
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+    steps = result.report["allocation"]["steps"]
+    assert len(steps) >= 2 and steps[-1]["removed"] <= 0.31
+    if method == "lrp-aa":
+        assert result.report["allocation"]["class_averaged_auc"] is not None

@@ -77,3 +77,22 @@ def test_explain_concept_masks_writes_one_figure_per_block(env, capsys):
     assert all((out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
     assert main(argv) == 2 and "--force" in capsys.readouterr().err
     assert not [p for p in tmp.iterdir() if p.name.startswith(".masks")]  # no staging folder left behind
+
+
+def test_curve_writes_accuracy_per_fraction_and_auc(env, capsys):
+    tmp, weights = env
+    out = tmp / "curve"
+    argv = ["curve", "--model", "resnet20", "--weights", str(weights), "--methods", "l1,random", "--fractions",
+            "0:0.4:0.2", "--samples", "10", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads((out / "curve.json").read_text())
+    assert result["fractions"] == [0.0, 0.2, 0.4]
+    for method in ("l1", "random"):
+        points = result["curves"][method]["points"]
+        assert [p["fraction"] for p in points] == [0.0, 0.2, 0.4]
+        assert points[0]["accuracy"] == result["teacher_accuracy"]
+        expected = (0.2 * (points[0]["accuracy"] + points[1]["accuracy"]) / 2
+                    + 0.2 * (points[1]["accuracy"] + points[2]["accuracy"]) / 2) / 0.4
+        assert result["curves"][method]["auc"] == pytest.approx(expected)
+    assert "| l1 |" in (out / "curve.md").read_text() and (out / "curve.png").stat().st_size > 0
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err

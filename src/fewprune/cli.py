@@ -1,10 +1,13 @@
-"""The ``fewprune`` command line: prune, bench, eval, explain, train, zoo, demo."""
+"""The ``fewprune`` command line: prune, bench, curve, eval, explain, train, zoo, demo."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -191,31 +194,66 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
-    import shutil
-    import tempfile
-
-    from .explain import concept_mask_figures
-
-    if not args.concept_masks:
-        raise ValueError("say what to explain: --concept-masks")
-    out = Path(args.out)
-    if out.exists() and not args.force:
+@contextmanager
+def _output_folder(out: Path, force: bool):
+    """Yield a staging folder that replaces ``out`` only when the block succeeds (never half-written)."""
+    if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
-    test = data.load(args.data, "test", root=args.data_root)
-    model = load_model_for(args.model, test.info, args.weights, args.allow_pickle, args.adapt)
-    images = data.few_shot(test, n=args.images, seed=args.seed).tensors()[0].float()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:  # written aside, then moved into place: an interrupted run leaves no half-written folder
-        files = concept_mask_figures(model, images, staging, theta=args.theta)
+    try:
+        yield staging
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def cmd_explain(args) -> int:
+    from .explain import concept_mask_figures
+
+    if not args.concept_masks:
+        raise ValueError("say what to explain: --concept-masks")
+    out = Path(args.out)
+    with _output_folder(out, args.force) as staging:
+        test = data.load(args.data, "test", root=args.data_root)
+        model = load_model_for(args.model, test.info, args.weights, args.allow_pickle, args.adapt)
+        images = data.few_shot(test, n=args.images, seed=args.seed).tensors()[0].float()
+        files = concept_mask_figures(model, images, staging, theta=args.theta)
     print(f"wrote {len(files)} figures to {out} ({files[-1].name}: divergence per block)")
+    return 0
+
+
+def _fractions(text: str) -> list[float]:
+    """``0:0.9:0.1`` (start:stop:step, inclusive) or ``0,0.3,0.5``."""
+    if ":" in text:
+        start, stop, step = (float(v) for v in text.split(":"))
+        count = round((stop - start) / step)
+        return [round(start + i * step, 6) for i in range(count + 1)]
+    return [float(v) for v in text.split(",")]
+
+
+def cmd_curve(args) -> int:
+    from .bench.curve import accuracy_curves, write_curves
+
+    out = Path(args.out)
+    with _output_folder(out, args.force) as staging:
+        train = data.load(args.data, "train", root=args.data_root)
+        test = _subset(data.load(args.data, "test", root=args.data_root), args.eval_limit)
+        few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
+                            seed=args.seed)
+        teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt)
+        methods = args.methods.split(",")
+        result = accuracy_curves(teacher, few, methods, _fractions(args.fractions), test, seed=args.seed)
+        result["command"] = "fewprune " + " ".join(args.argv)
+        write_curves(result, staging, f"{args.model}: accuracy vs channels removed, {len(few)} samples, "
+                                      f"seed {args.seed}")
+    for method, curve in result["curves"].items():
+        print(f"{method}: AUC {100 * curve['auc']:.2f}" + (f" ({len(curve['failed'])} fractions failed)"
+                                                          if curve["failed"] else ""))
+    print(f"curves written to {out} (curve.md, curve.png, curve.json)")
     return 0
 
 
@@ -302,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for the PNGs")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("curve", help="accuracy vs fraction of channels removed per method, with each curve's AUC")
+    model_args(p)
+    p.add_argument("--methods", default="l1,taylor,lrp", help="comma-separated methods (default l1,taylor,lrp)")
+    p.add_argument("--fractions", default="0:0.9:0.1", help="start:stop:step (inclusive) or a list (default 0:0.9:0.1)")
+    p.add_argument("--samples", type=int, default=100, help="training images to use (default 100)")
+    p.add_argument("--per-class", type=int, help="instead of --samples: this many images of every class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
+    p.add_argument("--out", required=True, help="output folder (curve.md, curve.png, curve.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_curve)
 
     p = sub.add_parser("demo", help="the embedded default job: halve a shipped teacher's MACs with 50 samples")
     p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")

@@ -90,7 +90,8 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
             predicted = silenced(removed)(batch.images).argmax(1)
         return [float((predicted[truth == c] == c).float().mean()) for c in classes]
 
-    return Probe(rescore=lambda removed: criterion(silenced(removed), space, batch, **recipe.criterion_options),
+    return Probe(rescore=lambda removed, **extra: criterion(silenced(removed), space, batch,
+                                                           **{**recipe.criterion_options, **extra}),
                  class_accuracy=class_accuracy)
 
 

@@ -56,6 +56,10 @@ register_method("lrp", Method("lrp", allocation="iterative",
 register_method("lrp-aa", Method("lrp", allocation="accuracy-aware",
                                  description="Yasui et al.: LRP steps guarded by the harmonic mean of per-class "
                                              "accuracy on the samples (adaptive step and order), no fine-tuning"))
+register_method("cswap", Method("cswap", allocation="progressive",
+                                description="C-SWAP (proposed form): causal effect of silencing each unit, "
+                                            "critical units locked, progressive chunks re-estimated, stop before "
+                                            "sample accuracy drops; no fine-tuning"))
 register_method("practise", Method("practise", recovery="adapt+mir", granularity="blocks", protect_features=True,
                                    description="PRACTISE: drop the blocks with the least feature error left after "
                                                "adaptor training per latency saved; adaptors folded in, then MiR"))

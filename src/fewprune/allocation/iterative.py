@@ -23,12 +23,13 @@ from .base import Target, TargetUnreachable, max_removable, reduction, register_
 class Probe:
     """Callbacks into the model for allocators that decide step by step.
 
-    ``rescore(removed)``: the criterion's scores on the model with ``removed`` silenced;
+    ``rescore(removed, **options)``: the criterion's scores on the model with ``removed`` silenced
+    (options go to the criterion, e.g. a partial re-estimation);
     ``class_accuracy(removed)``: per-class accuracy on the few samples (labels, or the
     teacher's predictions) of that masked model. ``log`` collects what the allocator wants reported.
     """
 
-    rescore: Callable[[dict[str, list[int]]], Scores]
+    rescore: Callable[..., Scores]
     class_accuracy: Callable[[dict[str, list[int]]], list[float]]
     log: list[dict] = field(default_factory=list)
 
@@ -44,10 +45,11 @@ def harmonic_mean(accuracies: list[float]) -> float:
 
 def _ranked(space: PruningSpace, scores: Scores, removed: dict[str, list[int]], max_ratio: float,
             skip: set = frozenset()) -> list[tuple[str, int]]:
-    """Remaining removable units, lowest score first (ties by group, then index)."""
+    """Remaining removable units (not removed, not locked), lowest score first (ties by group, then index)."""
     entries = []
+    locked = getattr(scores, "locked", None) or {}
     for g in space.prunable:
-        gone = set(removed.get(g.id, ()))
+        gone = set(removed.get(g.id, ())) | set(locked.get(g.id, ()))
         room = max_removable(g.size, g.min_keep, max_ratio) - len(gone)
         if room <= 0:
             continue
@@ -150,6 +152,8 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
                 f"{target.kind} removed (raise the tolerance or lower the target)")
         count = max(1, math.ceil(rate * total))
         trial = _take(space, removed, ranked, count, target, max_ratio)
+        if trial == removed:
+            return removed  # the next unit would overshoot the target by more than stopping short does
         trial_accuracies = probe.class_accuracy(trial)
         trial_guard = harmonic_mean(trial_accuracies)
         if trial_guard >= guard - tolerance:
@@ -175,3 +179,54 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
 
 
 accuracy_aware.direct = accuracy_aware.needs_probe = True
+
+
+@register_allocator("progressive")
+def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: float = 0.9, seed: int = 0,
+                probe: Probe | None = None, chunk: float = 0.05, tolerance: float = 0.01) -> dict[str, list[int]]:
+    """C-SWAP's progressive one-shot loop (methods.md §4.2, proposed there; completed here).
+
+    Remove the lowest-scoring unlocked units in chunks of ``chunk`` × the units still removable,
+    re-score the masked model after each chunk, and stop before the (class-balanced) accuracy on the
+    samples falls more than ``tolerance`` below the teacher's: that chunk is reverted and the
+    search is narrowed to smaller chunks. Ending short of the target is an error naming the reason.
+    """
+    if probe is None:
+        raise ValueError("the progressive allocator needs a probe (call it through fewprune.compress)")
+    start = sum(probe.class_accuracy({})) / max(len(probe.class_accuracy({})), 1)
+    removed: dict[str, list[int]] = {}
+    current, size = scores, chunk
+    probe.log.append({"removed": 0.0, "accuracy": start})
+    while reduction(space, removed, target.kind) < target.value:
+        ranked = _ranked(space, current, removed, max_ratio)
+        if not ranked:
+            raise TargetUnreachable(
+                f"only locked (critical) or capped units remain: stopped at "
+                f"{100 * reduction(space, removed, target.kind):.1f}% {target.kind} removed")
+        trial = _take(space, removed, ranked, max(1, math.ceil(size * len(ranked))), target, max_ratio)
+        if trial == removed:
+            return removed  # the next unit would overshoot the target by more than stopping short does
+        accuracies = probe.class_accuracy(trial)
+        accuracy = sum(accuracies) / max(len(accuracies), 1)
+        if accuracy < start - tolerance:
+            if size * len(ranked) <= 1:
+                raise TargetUnreachable(
+                    f"accuracy on the samples would fall more than {tolerance:g} below the teacher's: stopped at "
+                    f"{100 * reduction(space, removed, target.kind):.1f}% {target.kind} removed")
+            size /= 2
+            continue
+        removed = trial
+        probe.log.append({"removed": reduction(space, removed, target.kind), "accuracy": accuracy})
+        if getattr(current, "partial", False):
+            # re-estimate only the next candidates (a few chunks' worth); the rest keep their scores
+            window = _ranked(space, current, removed, max_ratio)[: 3 * max(1, math.ceil(chunk * len(ranked)))]
+            only: dict[str, list[int]] = {}
+            for gid, i in window:
+                only.setdefault(gid, []).append(i)
+            current = probe.rescore(removed, previous=current, only=only)
+        else:
+            current = probe.rescore(removed)
+    return removed
+
+
+progressive.direct = progressive.needs_probe = True

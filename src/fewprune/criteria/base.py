@@ -20,10 +20,12 @@ class Scores(dict):
 
     A criterion may also profile whole blocks (``blocks``: block name → score,
     higher = the block matters more); profile-driven allocators such as ``de``
-    read it. Plain dicts are accepted wherever Scores are.
+    read it. ``locked`` names units that step-wise allocators must keep.
+    Plain dicts are accepted wherever Scores are.
     """
 
     blocks: dict[str, float] | None = None
+    locked: dict[str, list[int]] | None = None  # units no allocator may remove (e.g. C-SWAP's critical units)
 
 criteria: Registry = Registry("criterion")
 register_criterion = criteria.register

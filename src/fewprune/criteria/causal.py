@@ -1,0 +1,191 @@
+"""C-SWAP-style causal unit effects (Bauvin et al. 2025; the published algorithm is not public, see methods.md §4.2).
+
+The effect of a unit n on a sample x is measured by intervention: silence n
+(every layer that reads it sees zero there, exactly what removing it does) and
+compare the probability of the intact model's predicted class,
+``ρ_n(x) = σⁿ(x)_ŷ / σ(x)_ŷ``. Across the few samples a sign-flip permutation
+test on ``log ρ_n`` (Holm-corrected within each group) sorts units into
+*critical* (removal significantly hurts), *detrimental* (removal significantly
+helps) and *neutral*. Critical units are locked: no allocator removes them.
+
+Interventions are batched: the samples are replicated once per unit of a chunk
+and each replicate silences its own unit through input masks on the consumer
+layers. When the model traces with ``torch.fx``, everything that does not
+depend on the silenced layers is computed once and reused, so only the suffix
+of the network after the first consumer is re-run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..structure import Group, PruningSpace
+from .base import Batch, Scores, register_criterion
+
+
+class _SuffixRunner(fx.Interpreter):
+    """Re-runs only the nodes downstream of ``changed`` modules; other nodes come from a clean run's cache."""
+
+    def __init__(self, traced: fx.GraphModule, cache: dict[str, torch.Tensor], changed: set[str], repeats: int):
+        super().__init__(traced)
+        self.cache, self.repeats = cache, repeats
+        dirty: set[fx.Node] = set()
+        batched: set[fx.Node] = set()  # values that carry the sample dimension (descend from the input)
+        for node in traced.graph.nodes:  # topological order
+            inputs = node.all_input_nodes
+            if node.op == "placeholder" or any(a in batched for a in inputs):
+                batched.add(node)
+            if (node.op == "call_module" and node.target in changed) or any(a in dirty for a in inputs):
+                dirty.add(node)
+        self.dirty, self.batched = dirty, batched
+
+    def run_node(self, node: fx.Node):
+        if node.op == "output" or node in self.dirty or node.name not in self.cache:
+            return super().run_node(node)
+        value = self.cache[node.name]
+        if node in self.batched and torch.is_tensor(value) and value.ndim:
+            return value.repeat(self.repeats, *([1] * (value.ndim - 1)))
+        return value
+
+
+def _clean_cache(traced: fx.GraphModule, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    cache: dict[str, torch.Tensor] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, node):
+            value = super().run_node(node)
+            cache[node.name] = value
+            return value
+
+    Recorder(traced).run(images)
+    return cache
+
+
+def _input_masks(model: nn.Module, group: Group, units: list[int], samples: int) -> dict[str, torch.Tensor]:
+    """Per consumer layer, a multiplicative input mask: replicate k silences ``units[k]``."""
+    masks: dict[str, torch.Tensor] = {}
+    for s in group.slices:
+        if s.role != "in" or s.param != "weight":
+            continue
+        layer = model.get_submodule(s.module)
+        width = layer.weight.shape[1] * (layer.groups if isinstance(layer, nn.Conv2d) else 1)
+        mask = masks.get(s.module)
+        if mask is None:
+            mask = torch.ones(len(units), width)
+        for k, u in enumerate(units):
+            mask[k, s.units[u]] = 0.0
+        masks[s.module] = mask
+    return {name: m.repeat_interleave(samples, dim=0) for name, m in masks.items()}
+
+
+def _apply_mask(inputs, mask: torch.Tensor, linear: bool):
+    x = inputs[0]
+    shaped = mask.reshape(mask.shape[0], *([1] * (x.ndim - 2)), mask.shape[1]) if linear \
+        else mask.reshape(*mask.shape, *([1] * (x.ndim - 2)))
+    return (x * shaped, *inputs[1:])
+
+
+def causal_effects(model: nn.Module, space: PruningSpace, images: torch.Tensor, chunk_images: int = 512,
+                   only: dict[str, list[int]] | None = None) -> dict[str, torch.Tensor]:
+    """``log ρ`` per unit and sample (``{group id: units × samples}``), the model in eval mode and left as it was.
+
+    ``only`` restricts the interventions to those units (rows follow its order).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        traced = fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 — data-dependent forwards do not trace; fall back to full forwards
+        traced = None
+    effects = {}
+    try:
+        with torch.no_grad():
+            clean = F.log_softmax(model(images), 1)
+            predicted = clean.argmax(1)
+            clean_logp = clean.gather(1, predicted[:, None]).squeeze(1)
+            cache = _clean_cache(traced, images) if traced is not None else None
+            m = len(images)
+            per_chunk = max(1, chunk_images // m)
+            for g in space.prunable:
+                wanted = list(range(g.size)) if only is None else list(only.get(g.id, ()))
+                if not wanted:
+                    continue
+                rows = []
+                for start in range(0, len(wanted), per_chunk):
+                    units = wanted[start : start + per_chunk]
+                    masks = _input_masks(model, g, units, m)
+                    runner = traced if traced is not None else model
+                    handles = [runner.get_submodule(name).register_forward_pre_hook(
+                        lambda mod, inp, mask=mask: _apply_mask(inp, mask, isinstance(mod, nn.Linear)))
+                        for name, mask in masks.items()]
+                    replicated = images.repeat(len(units), *([1] * (images.ndim - 1)))
+                    try:
+                        if traced is not None:
+                            out = _SuffixRunner(traced, cache, set(masks), len(units)).run(replicated)
+                        else:
+                            out = model(replicated)
+                    finally:
+                        for h in handles:
+                            h.remove()
+                    logp = F.log_softmax(out, 1).gather(1, predicted.repeat(len(units))[:, None]).squeeze(1)
+                    rows.append((logp - clean_logp.repeat(len(units))).reshape(len(units), m))
+                effects[g.id] = torch.cat(rows)
+    finally:
+        model.train(was_training)
+    return effects
+
+
+def sign_flip_p_values(values: torch.Tensor, flips: int = 2000, seed: int = 0) -> torch.Tensor:
+    """Two-sided p-value per row for H0 "mean is 0", by random sign flips of each row's samples."""
+    gen = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (flips, values.shape[1]), generator=gen).double() * 2 - 1
+    observed = values.double().mean(1).abs()
+    null = (values.double() @ signs.T).abs() / values.shape[1]  # rows × flips
+    return ((null >= observed[:, None] - 1e-12).sum(1) + 1).double() / (flips + 1)
+
+
+def holm(p_values: torch.Tensor, alpha: float = 0.05) -> torch.Tensor:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``."""
+    order = torch.argsort(p_values)
+    rejected = torch.zeros(len(p_values), dtype=torch.bool)
+    for rank, index in enumerate(order.tolist()):
+        if p_values[index] > alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def classify(effects: torch.Tensor, alpha: float = 0.05, seed: int = 0) -> list[str]:
+    """"critical" / "detrimental" / "neutral" per unit from its per-sample log ρ."""
+    significant = holm(sign_flip_p_values(effects, seed=seed), alpha)
+    mean = effects.mean(1)
+    return ["critical" if s and mu < 0 else "detrimental" if s and mu > 0 else "neutral"
+            for s, mu in zip(significant.tolist(), mean.tolist(), strict=True)]
+
+
+@register_criterion("cswap")
+def causal_scores(model: nn.Module, space: PruningSpace, batch: Batch, alpha: float = 0.05,
+                  previous: Scores | None = None, only: dict[str, list[int]] | None = None) -> Scores:
+    """Score = −mean log ρ (a unit whose removal raises the predicted class's probability scores lowest);
+    critical units are locked (``Scores.locked``) and the classes are in ``Scores.classes``.
+
+    Re-estimation may be partial: with ``previous`` and ``only``, just those units are
+    intervened on again (Holm's family is then those units of the group) and the rest is kept.
+    """
+    effects = causal_effects(model, space, batch.images, only=only)
+    scores = Scores({k: v.clone() for k, v in previous.items()}) if previous is not None else Scores()
+    classes = {k: list(v) for k, v in (previous.classes if previous is not None else {}).items()}
+    for gid, values in effects.items():
+        units = list(range(len(values))) if only is None else list(only[gid])
+        labels = classify(values, alpha, seed=batch.seed)
+        if gid not in scores:
+            scores[gid], classes[gid] = torch.zeros(len(values)), ["neutral"] * len(values)
+        scores[gid][units] = -values.mean(1).float()
+        for unit, label in zip(units, labels, strict=True):
+            classes[gid][unit] = label
+    scores.classes = classes
+    scores.locked = {gid: [i for i, label in enumerate(labels) if label == "critical"] for gid, labels in classes.items()}
+    scores.partial = True
+    return scores

@@ -1,0 +1,109 @@
+"""C-SWAP causal effects: interventions, the statistical sorting of units, the progressive allocator."""
+
+import pytest
+import torch
+from torch import nn
+
+import fewprune as fp
+from fewprune.criteria import Batch, criteria
+from fewprune.criteria.causal import causal_effects, holm
+from fewprune.models import build
+from fewprune.structure import Plan, PruningSpace, masked_copy
+
+
+class Planted(nn.Module):
+    """Three channels: 0 carries the decision (critical), 1 adds logit noise (detrimental), 2 is dead."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
+            self.conv.weight[1, 0] = 1.0  # channel 1 follows the input brightness
+            self.fc.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 3.0, 0], [0, 0, 1.0]]))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def test_planted_units_are_sorted_critical_detrimental_and_neutral():
+    model = Planted().eval()
+    x = torch.rand(20, 1, 4, 4) * 2  # channel-1 activation in (0, 2): class 0 always wins, by a varying margin
+    space = PruningSpace(model, x[:1])
+    scores = criteria.get("cswap")(model, space, Batch(x, None, model))
+    (gid,) = [g.id for g in space.prunable]
+    assert scores.classes[gid] == ["critical", "detrimental", "neutral"]
+    assert scores.locked[gid] == [0]
+    assert scores[gid].argmin() == 1  # the detrimental unit is removed first
+
+
+def test_silencing_by_batched_intervention_equals_the_masked_model_and_zero_weights_have_no_effect():
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        model.layer2[1].conv1.weight[5].zero_()
+        model.layer2[1].bn1.weight[5] = 0.0
+        model.layer2[1].bn1.bias[5] = 0.0
+    x = torch.randn(6, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    effects = causal_effects(model, space, x)
+    assert torch.equal(effects["layer2.1.conv1"][5], torch.zeros(6))
+    group = space.group("layer2.0.conv1")
+    plan = Plan((1, 28, 28), {group.id: [3]}, {g.id: g.kind for g in space.groups}, {g.id: g.size for g in space.groups})
+    with torch.no_grad():
+        clean = torch.log_softmax(model(x), 1)
+        predicted = clean.argmax(1, keepdim=True)
+        silenced = torch.log_softmax(masked_copy(model, plan, space.groups)(x), 1)
+    expected = (silenced.gather(1, predicted) - clean.gather(1, predicted)).squeeze(1)
+    assert torch.allclose(effects[group.id][3], expected, atol=1e-5)
+
+
+def test_holm_rejects_step_down():
+    p = torch.tensor([0.001, 0.04, 0.012, 0.5])
+    assert holm(p, 0.05).tolist() == [True, False, True, False]  # 0.001 ≤ .05/4, 0.012 ≤ .05/3, 0.04 > .05/2
+
+
+def test_progressive_never_removes_locked_units_and_meets_the_target():
+    from fewprune.allocation import Probe
+
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    scores = fp.criteria.Scores(scores)
+    scores.locked = {g.id: [int(scores[g.id].argmin())] for g in space.prunable}  # lock the first candidates
+    probe = Probe(rescore=lambda removed: scores, class_accuracy=lambda removed: [1.0, 1.0])
+    removed = fp.allocation.allocate(space, scores, fp.Target(macs=0.4), "progressive", probe=probe)
+    assert abs(fp.allocation.reduction(space, removed, "macs") - 0.4) <= 0.01
+    assert all(not set(removed.get(gid, ())) & set(units) for gid, units in scores.locked.items())
+
+
+def test_cswap_compresses_without_fine_tuning_and_re_estimates_only_the_next_candidates():
+    teacher = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(8, 1, 28, 28)
+    relaxed = fp.methods.Method("cswap", allocation="progressive", allocation_options={"tolerance": 1.0})
+    result = fp.compress(teacher, x, method=relaxed, target=fp.Target(macs=0.15), progress=False)
+    assert abs(result.report["macs_reduction"] - 0.15) <= 0.01
+    assert result.report["allocation"]["steps"][0]["removed"] == 0.0
+    space = PruningSpace(teacher, x[:1])
+    full = criteria.get("cswap")(teacher, space, Batch(x, None, teacher))
+    gid = space.prunable[0].id
+    partial = criteria.get("cswap")(teacher, space, Batch(x, None, teacher), previous=full, only={gid: [2, 0]})
+    assert torch.equal(partial[gid], full[gid])  # same model: re-estimated units agree, the others are kept
+    assert all(torch.equal(partial[g], full[g]) for g in full)
+
+
+def test_progressive_stops_before_the_sample_accuracy_drops():
+    from fewprune.allocation import Probe
+
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    probe = Probe(rescore=lambda removed: scores,
+                  class_accuracy=lambda removed: [1.0] if sum(map(len, removed.values())) < 30 else [0.5])
+    with pytest.raises(fp.TargetUnreachable, match="accuracy on the samples"):
+        fp.allocation.allocate(space, scores, fp.Target(macs=0.5), "progressive", probe=probe)
+    assert all(step["accuracy"] == 1.0 for step in probe.log)

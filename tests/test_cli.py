@@ -79,6 +79,17 @@ def test_explain_concept_masks_writes_one_figure_per_block(env, capsys):
     assert not [p for p in tmp.iterdir() if p.name.startswith(".masks")]  # no staging folder left behind
 
 
+def test_explain_lrp_writes_heatmaps_and_channel_ranking(env):
+    tmp, weights = env
+    out = tmp / "lrp"
+    assert main(["explain", "--lrp", "--layer", "layer3.2.conv2", "--model", "resnet20", "--weights", str(weights),
+                 "--images", "3", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["lrp-channels-layer3_2_conv2.png", "lrp-heatmaps.png"]
+    assert main(["explain", "--lrp", "--layer", "nope", "--model", "resnet20", "--weights", str(weights),
+                 "--out", str(tmp / "bad")]) == 2
+    assert not (tmp / "bad").exists()
+
+
 def test_curve_writes_accuracy_per_fraction_and_auc(env, capsys):
     tmp, weights = env
     out = tmp / "curve"

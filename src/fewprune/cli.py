@@ -212,17 +212,21 @@ def _output_folder(out: Path, force: bool):
 
 
 def cmd_explain(args) -> int:
-    from .explain import concept_mask_figures
+    from .explain import concept_mask_figures, lrp_figures
 
-    if not args.concept_masks:
-        raise ValueError("say what to explain: --concept-masks")
+    if not (args.concept_masks or args.lrp):
+        raise ValueError("say what to explain: --concept-masks and/or --lrp")
     out = Path(args.out)
     with _output_folder(out, args.force) as staging:
         test = data.load(args.data, "test", root=args.data_root)
         model = load_model_for(args.model, test.info, args.weights, args.allow_pickle, args.adapt)
-        images = data.few_shot(test, n=args.images, seed=args.seed).tensors()[0].float()
-        files = concept_mask_figures(model, images, staging, theta=args.theta)
-    print(f"wrote {len(files)} figures to {out} ({files[-1].name}: divergence per block)")
+        images, labels = data.few_shot(test, n=args.images, seed=args.seed).tensors()
+        files = []
+        if args.concept_masks:
+            files += concept_mask_figures(model, images.float(), staging, theta=args.theta)
+        if args.lrp:
+            files += lrp_figures(model, images.float(), labels, staging, layer=args.layer)
+    print(f"wrote {len(files)} figures to {out}: " + ", ".join(f.name for f in files[-3:]))
     return 0
 
 
@@ -334,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--concept-masks", action="store_true",
                    help="each block's input/output concept masks and their divergence (CMa)")
+    p.add_argument("--lrp", action="store_true",
+                   help="per-image LRP heatmaps and the most/least relevant channels of --layer")
+    p.add_argument("--layer", help="for --lrp: the layer whose channels to rank (default: the last convolution)")
     p.add_argument("--images", type=int, default=4, help="test images to show (default 4)")
     p.add_argument("--theta", type=float, default=0.2, help="concept-mask top ratio θ (default 0.2)")
     p.add_argument("--seed", type=int, default=0)

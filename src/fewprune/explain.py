@@ -2,7 +2,9 @@
 
 ``concept_mask_figures`` shows, for each removable block and a few images,
 where the channels' concept masks lie before and after the block and which
-pixels flip — the evidence CMa ranks blocks by.
+pixels flip — the evidence CMa ranks blocks by. ``lrp_figures`` shows each
+image's LRP heatmap and which channels of a chosen layer carry the most and
+the least relevance — the evidence ``lrp`` prunes by.
 """
 
 from __future__ import annotations
@@ -67,3 +69,65 @@ def concept_mask_figures(model: nn.Module, images: torch.Tensor, out_dir: str | 
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return [*written, path]
+
+
+def lrp_figures(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, out_dir: str | Path,
+                layer: str | None = None, shown: int = 4) -> list[Path]:
+    """``lrp-heatmaps.png`` (image and input relevance per image) and ``lrp-channels-LAYER.png``.
+
+    The channel figure ranks ``layer``'s output channels by |relevance| summed over the images and
+    draws the spatial relevance of the ``shown`` most and least relevant ones. ``layer`` defaults to the
+    last convolution. Relevance is seeded at ``labels`` (or the model's predictions).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .criteria.lrp import relevance
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    layer = layer or (convs[-1] if convs else None)
+    if layer is None or layer not in dict(model.named_modules()):
+        raise ValueError(f"choose a layer to explain (--layer); convolutions: {', '.join(convs[:8])}…")
+    maps, input_relevance = relevance(model, images, labels, layers=[layer])
+    heat = input_relevance.sum(1)
+    fig, axes = plt.subplots(len(images), 2, figsize=(4, 2 * len(images)), squeeze=False)
+    for row in range(len(images)):
+        limit = float(heat[row].abs().max()) or 1.0
+        axes[row][0].imshow(images[row, 0].numpy(), cmap="gray")
+        axes[row][1].imshow(heat[row].numpy(), cmap="bwr", vmin=-limit, vmax=limit)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].set_title("image", fontsize=9)
+    axes[0][1].set_title("LRP relevance", fontsize=9)
+    fig.tight_layout()
+    heatmaps = out_dir / "lrp-heatmaps.png"
+    fig.savefig(heatmaps, dpi=90)
+    plt.close(fig)
+
+    per_channel = maps[layer].abs()
+    totals = per_channel.reshape(per_channel.shape[0], -1).sum(1)
+    order = torch.argsort(totals, descending=True)
+    picks = [*order[:shown].tolist(), *order[-shown:].tolist()]
+    fig = plt.figure(figsize=(2 * shown, 6))
+    grid = fig.add_gridspec(3, shown)
+    bars = fig.add_subplot(grid[0, :])
+    bars.bar(range(len(totals)), totals[order].numpy())
+    bars.set_title(f"{layer}: |relevance| per channel, sorted ({len(images)} images)", fontsize=9)
+    bars.set_xticks([])
+    for k, channel in enumerate(picks):
+        ax = fig.add_subplot(grid[1 + k // shown, k % shown])
+        spatial = per_channel[channel] if per_channel.ndim == 3 else per_channel[channel].reshape(1, -1)
+        ax.imshow(spatial.numpy(), cmap="magma")
+        ax.set_title(f"{'most' if k < shown else 'least'} #{channel}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    channels = out_dir / f"lrp-channels-{layer.replace('.', '_')}.png"
+    fig.savefig(channels, dpi=90)
+    plt.close(fig)
+    return [heatmaps, channels]

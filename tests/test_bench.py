@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,15 @@ def test_ray_executor_matches_in_process(sweep):
     pick = lambda cfg: {r["key"]: (r["accuracy"], r["plan_removed"], r["macs"])
                         for r in read_results(cfg.results) if r["kind"] == "cell"}
     assert pick(local) == pick(remote) and len(pick(local)) == 2
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("benchmarks/*.yaml")), ids=lambda p: p.name)
+def test_committed_sweep_configs_resolve(path):
+    import fewprune as fp
+
+    config = SweepConfig.read(path)
+    for name in config.methods:
+        fp.methods.get(name)  # raises with the registered parts if a name is wrong
+    cells = config.cells()
+    assert cells and {c.method for c in cells} == set(config.methods)  # every method pairs with some target
+    assert f"fewprune bench benchmarks/{path.name}" in path.read_text()  # the regenerating command is stated

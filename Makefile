@@ -4,7 +4,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo test lint zoo zoo-report
+.PHONY: setup dataset demo test lint zoo zoo-report bench
 
 setup: $(VENV)/.installed dataset
 
@@ -39,3 +39,9 @@ zoo: setup
 	  if [ -f src/fewprune/models/weights/$$r.json ]; then echo "$$r: shipped"; continue; fi; \
 	  $(VENV)/bin/fewprune train $$r --out $(TRAIN_DIR)/$$r --install || exit 1; \
 	done
+
+# Run (or resume) every committed sweep in order, regenerating its report; hours on 2 CPU cores.
+# Each finished cell is kept, so this can be stopped and restarted at any time.
+SWEEPS ?= headline baselines recovery cma explainability
+bench: setup
+	@for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml || exit 1; done

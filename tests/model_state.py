@@ -19,3 +19,15 @@ def same(a, b):
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
     for n, g in a["grads"].items():
         assert (g is None and b["grads"][n] is None) or torch.equal(g, b["grads"][n])
+
+
+def scored_resnet20(samples: int = 4):
+    """A random resnet20, a few random samples, its pruning space and L1 scores (for allocator tests)."""
+    from fewprune.criteria import Batch, criteria
+    from fewprune.models import build
+    from fewprune.structure import PruningSpace
+
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(samples, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    return model, x, space, criteria.get("l1")(model, space, Batch(x, None, model))

@@ -9,6 +9,7 @@ from fewprune.criteria import Batch, criteria
 from fewprune.criteria.causal import causal_effects, holm
 from fewprune.models import build
 from fewprune.structure import Plan, PruningSpace, masked_copy
+from model_state import scored_resnet20
 
 
 class Planted(nn.Module):
@@ -68,10 +69,7 @@ def test_holm_rejects_step_down():
 def test_progressive_never_removes_locked_units_and_meets_the_target():
     from fewprune.allocation import Probe
 
-    model = build("resnet20", num_classes=10, in_channels=1).eval()
-    x = torch.randn(4, 1, 28, 28)
-    space = PruningSpace(model, x[:1])
-    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    model, x, space, scores = scored_resnet20()
     scores = fp.criteria.Scores(scores)
     scores.locked = {g.id: [int(scores[g.id].argmin())] for g in space.prunable}  # lock the first candidates
     probe = Probe(rescore=lambda removed: scores, class_accuracy=lambda removed: [1.0, 1.0])
@@ -98,10 +96,7 @@ def test_cswap_compresses_without_fine_tuning_and_re_estimates_only_the_next_can
 def test_progressive_stops_before_the_sample_accuracy_drops():
     from fewprune.allocation import Probe
 
-    model = build("resnet20", num_classes=10, in_channels=1).eval()
-    x = torch.randn(4, 1, 28, 28)
-    space = PruningSpace(model, x[:1])
-    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    model, x, space, scores = scored_resnet20()
     probe = Probe(rescore=lambda removed: scores,
                   class_accuracy=lambda removed: [1.0] if sum(map(len, removed.values())) < 30 else [0.5])
     with pytest.raises(fp.TargetUnreachable, match="accuracy on the samples"):

@@ -8,10 +8,9 @@ from torch import nn
 
 import fewprune as fp
 from fewprune.allocation import Probe, harmonic_mean
-from fewprune.criteria import Batch, criteria
 from fewprune.criteria.lrp import relevance
 from fewprune.models import build
-from fewprune.structure import PruningSpace
+from model_state import scored_resnet20
 
 
 def test_relevance_is_conserved_from_the_output_to_the_input():
@@ -48,10 +47,7 @@ def test_residual_joins_split_relevance_instead_of_copying_it():
 
 
 def test_accuracy_aware_steps_never_break_the_guard_and_defer_a_harmful_unit():
-    model = build("resnet20", num_classes=10, in_channels=1).eval()
-    x = torch.randn(4, 1, 28, 28)
-    space = PruningSpace(model, x[:1])
-    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    model, x, space, scores = scored_resnet20()
     harmful_group = space.prunable[0].id
     harmful_unit = int(scores[harmful_group].argmin())
     for g in space.prunable:  # make the harmful unit the very first candidate
@@ -72,10 +68,7 @@ def test_accuracy_aware_steps_never_break_the_guard_and_defer_a_harmful_unit():
 
 
 def test_a_guard_that_nothing_satisfies_is_an_error_not_an_overshoot():
-    model = build("resnet20", num_classes=10, in_channels=1).eval()
-    x = torch.randn(4, 1, 28, 28)
-    space = PruningSpace(model, x[:1])
-    scores = criteria.get("l1")(model, space, Batch(x, None, model))
+    model, x, space, scores = scored_resnet20()
     probe = Probe(rescore=lambda removed: scores,
                   class_accuracy=lambda removed: [1.0] if sum(map(len, removed.values())) < 40 else [0.0])
     with pytest.raises(fp.TargetUnreachable, match="accuracy guard"):

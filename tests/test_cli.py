@@ -105,5 +105,6 @@ def test_curve_writes_accuracy_per_fraction_and_auc(env, capsys):
         expected = (0.2 * (points[0]["accuracy"] + points[1]["accuracy"]) / 2
                     + 0.2 * (points[1]["accuracy"] + points[2]["accuracy"]) / 2) / 0.4
         assert result["curves"][method]["auc"] == pytest.approx(expected)
+        assert result["curves"][method]["common_auc"] == pytest.approx(expected)  # both reached 40%
     assert "| l1 |" in (out / "curve.md").read_text() and (out / "curve.png").stat().st_size > 0
     assert main(argv) == 2 and "--force" in capsys.readouterr().err

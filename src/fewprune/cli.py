@@ -255,8 +255,9 @@ def cmd_curve(args) -> int:
         write_curves(result, staging, f"{args.model}: accuracy vs channels removed, {len(few)} samples, "
                                       f"seed {args.seed}")
     for method, curve in result["curves"].items():
-        print(f"{method}: AUC {100 * curve['auc']:.2f}" + (f" ({len(curve['failed'])} fractions failed)"
-                                                          if curve["failed"] else ""))
+        print(f"{method}: AUC {100 * curve['auc']:.2f} up to {100 * curve['reached']:.0f}%, "
+              f"{100 * curve['common_auc']:.2f} over the common range"
+              + (f" ({len(curve['failed'])} fractions not reached)" if curve["failed"] else ""))
     print(f"curves written to {out} (curve.md, curve.png, curve.json)")
     return 0
 

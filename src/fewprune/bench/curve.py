@@ -51,10 +51,16 @@ def accuracy_curves(teacher, samples, methods: list[str], fractions: list[float]
                                 "per_class": measured["per_class"],
                                 "macs_reduction": result.report["macs_reduction"],
                                 "compress_seconds": result.report["wall_seconds"]})
+    # A guarded method may stop early (its failed fractions say why): areas are only comparable over the
+    # range every curve reached, so that common area is reported next to each curve's own.
+    common = min((max((p["fraction"] for p in c["points"]), default=0.0) for c in curves.values()), default=0.0)
     for curve in curves.values():
-        curve["auc"] = area([(p["fraction"], p["accuracy"]) for p in curve["points"]])
+        points = [(p["fraction"], p["accuracy"]) for p in curve["points"]]
+        curve["auc"] = area(points)
+        curve["reached"] = max((x for x, _ in points), default=0.0)
+        curve["common_auc"] = area([(x, y) for x, y in points if x <= common + 1e-9])
     return {"teacher_accuracy": baseline["accuracy"], "test_samples": baseline["samples"], "seed": seed,
-            "fractions": fractions, "curves": curves, "versions": versions()}
+            "fractions": fractions, "common_range": common, "curves": curves, "versions": versions()}
 
 
 def write_curves(result: dict, directory: str | Path, title: str) -> list[Path]:
@@ -69,16 +75,22 @@ def write_curves(result: dict, directory: str | Path, title: str) -> list[Path]:
     lines = [f"# {title}", "",
              f"Teacher {100 * result['teacher_accuracy']:.2f}% on {result['test_samples']} test images; seed "
              f"{result['seed']}; AUC = mean accuracy over the fraction range (trapezoids).", "",
-             "| method | AUC | " + " | ".join(f"{100 * f:.0f}%" for f in result["fractions"]) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in result["fractions"]) + " |"]
+             f"| method | AUC (own range) | AUC 0–{100 * result['common_range']:.0f}% (all methods) | "
+             + " | ".join(f"{100 * f:.0f}%" for f in result["fractions"]) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in result["fractions"]) + " |"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, curve in result["curves"].items():
         by_fraction = {p["fraction"]: p["accuracy"] for p in curve["points"]}
         cells = [f"{100 * by_fraction[f]:.1f}" if f in by_fraction else "–" for f in result["fractions"]]
-        lines.append(f"| {method} | {100 * curve['auc']:.2f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {100 * curve['auc']:.2f} (0–{100 * curve['reached']:.0f}%) | "
+                     f"{100 * curve['common_auc']:.2f} | " + " | ".join(cells) + " |")
         xs = sorted(by_fraction)
         ax.plot([100 * x for x in xs], [100 * by_fraction[x] for x in xs], marker="o",
                 label=f"{method} (AUC {100 * curve['auc']:.1f})")
+    failures = [f"- {m} at {100 * f['fraction']:.0f}%: {f['error']}" for m, c in result["curves"].items()
+                for f in c["failed"]]
+    if failures:
+        lines += ["", "Fractions a method did not reach:", "", *failures]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items())]
     (directory / "curve.md").write_text("\n".join(lines) + "\n")
     ax.set_xlabel("channels removed (%)")

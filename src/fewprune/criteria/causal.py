@@ -50,7 +50,8 @@ class _SuffixRunner(fx.Interpreter):
         return value
 
 
-def _clean_cache(traced: fx.GraphModule, images: torch.Tensor) -> dict[str, torch.Tensor]:
+def _clean_run(traced: fx.GraphModule, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The intact model's output and every node's value on ``images`` (what suffix re-runs reuse)."""
     cache: dict[str, torch.Tensor] = {}
 
     class Recorder(fx.Interpreter):
@@ -59,8 +60,8 @@ def _clean_cache(traced: fx.GraphModule, images: torch.Tensor) -> dict[str, torc
             cache[node.name] = value
             return value
 
-    Recorder(traced).run(images)
-    return cache
+    output = Recorder(traced).run(images)
+    return output, cache
 
 
 def _input_masks(model: nn.Module, group: Group, units: list[int], samples: int) -> dict[str, torch.Tensor]:
@@ -102,10 +103,10 @@ def causal_effects(model: nn.Module, space: PruningSpace, images: torch.Tensor, 
     effects = {}
     try:
         with torch.no_grad():
-            clean = F.log_softmax(model(images), 1)
+            output, cache = _clean_run(traced, images) if traced is not None else (model(images), None)
+            clean = F.log_softmax(output, 1)
             predicted = clean.argmax(1)
             clean_logp = clean.gather(1, predicted[:, None]).squeeze(1)
-            cache = _clean_cache(traced, images) if traced is not None else None
             m = len(images)
             per_chunk = max(1, chunk_images // m)
             for g in space.prunable:

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..structure import PruningSpace
+from ..models.features import record_forward
+from ..structure import PruningSpace, frozen_parameters
 from .base import Batch, Scores, register_criterion, teacher_predictions
 
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -32,27 +33,10 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 def batch_norm_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[tuple[str], str]]:
     """``((linear name,), batch norm name)`` for each BatchNorm whose input is exactly one linear layer's output."""
-    producers: list[tuple[torch.Tensor, str]] = []  # holding the tensors keeps them alive for the identity test
-    pairs = []
-
-    def record(name: str, module: nn.Module, inputs, output) -> None:
-        if isinstance(module, _LINEAR):
-            producers.append((output, name))
-        else:
-            pairs.extend(((p,), name) for out, p in producers if out is inputs[0])
-
-    handles = [m.register_forward_hook(lambda m, i, o, n=n: record(n, m, i, o))
-               for n, m in model.named_modules() if isinstance(m, _LINEAR + _NORM)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return pairs
+    calls = record_forward(model, example, [n for n, m in model.named_modules() if isinstance(m, _LINEAR + _NORM)])
+    norms = {n for n, m in model.named_modules() if isinstance(m, _NORM)}
+    return [((producer,), name) for name, inputs, _ in calls if name in norms
+            for producer, _, output in calls if producer not in norms and output is inputs[0]]
 
 
 def _sum_forward(module: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -131,15 +115,12 @@ def relevance(model: nn.Module, images: torch.Tensor, classes: torch.Tensor | No
     shape = (min(batch_size, len(images)), *images.shape[1:])
     low = images.amin(dim=(0, *range(2, images.ndim)), keepdim=True)[:1].expand(shape).contiguous()
     high = images.amax(dim=(0, *range(2, images.ndim)), keepdim=True)[:1].expand(shape).contiguous()
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
     was_training = model.training
     model.eval()
     totals: dict[str, torch.Tensor] = {}
     input_relevance = []
     try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        with yeom_composite(model, images[:1], low, high) as modified:
+        with frozen_parameters(model), yeom_composite(model, images[:1], low, high) as modified:
             modules = dict(modified.named_modules())
             for start in range(0, len(images), batch_size):
                 x = images[start : start + batch_size].clone().requires_grad_(True)
@@ -158,8 +139,6 @@ def relevance(model: nn.Module, images: torch.Tensor, classes: torch.Tensor | No
                     totals[name] = totals[name] + r if name in totals else r
                 input_relevance.append(x.grad.detach())
     finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(flags[n])
         model.train(was_training)
     return totals, torch.cat(input_relevance)
 

@@ -38,19 +38,32 @@ def feature_layer(model: nn.Module, example_input: torch.Tensor | None = None) -
     return _trace_feature_layer(model, example_input)
 
 
-def _trace_feature_layer(model: nn.Module, example_input: torch.Tensor) -> str:
-    finished: list[tuple[str, tuple[int, ...]]] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out, n=n: finished.append((n, tuple(out.shape)))
-                                if isinstance(out, torch.Tensor) else None)
-        for n, m in model.named_modules() if n
-    ]
+def record_forward(model: nn.Module, example_input: torch.Tensor, names) -> list[tuple[str, tuple, object]]:
+    """``(name, inputs, output)`` of each named module, in the order they finish, for one forward of one example.
+
+    The forward runs in eval mode without gradients (so BN statistics do not move);
+    the model's mode and hooks are restored. The recorded tensors stay alive, so
+    ``is`` comparisons between one module's output and another's input hold.
+    """
+    calls: list[tuple[str, tuple, object]] = []
+    modules = dict(model.named_modules())
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: calls.append((n, i, o))) for n in names]
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
-            model(example_input)
+            model(example_input[:1])
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
+    return calls
+
+
+def _trace_feature_layer(model: nn.Module, example_input: torch.Tensor) -> str:
+    finished = [(n, tuple(out.shape)) for n, _, out in record_forward(model, example_input, [n for n, _ in
+                                                                                           model.named_modules() if n])
+                if isinstance(out, torch.Tensor)]
     # Outer modules finish after their children, so the last match is the outermost one.
     for name, shape in reversed(finished):
         if len(shape) == 4 and shape[2] * shape[3] > 1 or len(shape) == 3:
@@ -79,19 +92,8 @@ def capture(model: nn.Module, *names: str):
 
 def modules_after(model: nn.Module, layer: str, example_input: torch.Tensor) -> list[str]:
     """Names of the parameterised modules that run after ``layer`` finishes (the model's head)."""
-    order: list[str] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
-             for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))
-             or n == layer]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input[:1])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    watched = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False)) or n == layer]
+    order = [n for n, _, _ in record_forward(model, example_input, watched)]
     if layer not in order:
         raise ValueError(f"feature layer {layer!r} did not run in the forward pass")
     after = order[order.index(layer) + 1 :]

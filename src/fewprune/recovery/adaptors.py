@@ -14,10 +14,10 @@ exactly as it was.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 from torch import nn
+
+from ..models.features import record_forward
 
 
 def mixable(layer: nn.Module) -> bool:
@@ -62,7 +62,6 @@ class Adaptors:
         self.sites = list(dict.fromkeys(sites))
         self.weights: dict[tuple[str, str], nn.Parameter] = {}
         self._handles = []
-        self._absorbed = False
 
     def __enter__(self) -> Adaptors:
         for name, side in self.sites:
@@ -89,7 +88,6 @@ class Adaptors:
         for (name, side), q in self.weights.items():
             layer = self.model.get_submodule(name)
             (absorb_input if side == "in" else absorb_output)(layer, q.detach())
-        self._absorbed = True
 
     def _remove_hooks(self) -> None:
         for h in self._handles:
@@ -98,19 +96,6 @@ class Adaptors:
 
     def __exit__(self, *exc) -> None:
         self._remove_hooks()
-
-
-@contextmanager
-def _recording(model: nn.Module, names: set[str]):
-    """Record, in execution order, ``(name, inputs, output)`` of the named modules during one forward."""
-    calls: list[tuple[str, tuple, torch.Tensor]] = []
-    modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: calls.append((n, i, o))) for n in names]
-    try:
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def adaptor_sites(model: nn.Module, hole: str, blocks: list[str], example: torch.Tensor) -> list[tuple[str, str]]:
@@ -128,13 +113,7 @@ def adaptor_sites(model: nn.Module, hole: str, blocks: list[str], example: torch
     parent = hole.rpartition(".")[0]
     siblings = [b for b in blocks if b.rpartition(".")[0] == parent]
     layers = {n for n, m in model.named_modules() if mixable(m)}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _recording(model, layers | set(siblings)) as calls:
-            model(example[:1])
-    finally:
-        model.train(was_training)
+    calls = record_forward(model, example, layers | set(siblings))
     block_inputs = {n: i[0] for n, i, _ in calls if n in siblings}
     # The stage: siblings working at the hole's feature shape (MobileNetV2 keeps all its blocks in one Sequential).
     stage = [b for b in siblings if block_inputs[b].shape == block_inputs[hole].shape]

@@ -17,16 +17,9 @@ from torch import nn
 
 from ..criteria import Batch
 from ..models.features import capture, feature_layer, modules_after
+from ..structure import frozen_parameters
 from .base import Schedule, register_recovery, train_student
 from .baselines import bn_recalibrate
-
-
-def _frozen(model: nn.Module, names: list[str]):
-    params = [p for n in names for p in model.get_submodule(n).parameters(recurse=False)]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    return params, flags
 
 
 @contextmanager
@@ -63,14 +56,9 @@ def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, s
     example = batch.images[:1]
     layer = feature_layer(teacher, example)
     head = modules_after(student, layer, example)
-    frozen, flags = _frozen(student, head)
-    try:
-        with mimicking(student, teacher, layer) as loss_fn:
-            stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking",
-                                  progress=progress)
-    finally:
-        for p, flag in zip(frozen, flags, strict=True):
-            p.requires_grad_(flag)
+    with frozen_parameters(student, head), mimicking(student, teacher, layer) as loss_fn:
+        stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking",
+                              progress=progress)
     return {**stats, "feature_layer": layer, "frozen_head": head, "schedule": asdict(schedule)}
 
 

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from ..criteria import Batch, register_criterion
+from ..criteria.blocks import _block_io
 from ..models.features import feature_layer
-from ..structure import Pruned, PruningSpace, drop_blocks
+from ..structure import Pruned, PruningSpace, drop_blocks, frozen_parameters
 from .adaptors import Adaptors, adaptor_sites
 from .base import Schedule, register_recovery, train_student
 from .mir import mimicking
@@ -40,24 +41,19 @@ ADAPT_SCHEDULE = Schedule(iterations=300, batch_size=64, lr=0.02, weight_decay=0
 @torch.no_grad()
 def block_latency(model: nn.Module, block: str, images: torch.Tensor, repeats: int = 15) -> float:
     """Median seconds the block's forward takes on its real input for ``images`` (eval mode, after warm-up)."""
-    was_training = model.training
-    model.eval()
+    [(_, block_input, _)] = list(_block_io(model, [block], images, batch_size=len(images)))  # one batch, hooks gone
     module = model.get_submodule(block)
-    seen = {}
-    handle = module.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    was_training = module.training
+    module.eval()
     try:
-        try:
-            model(images)
-        finally:
-            handle.remove()
-        module(seen["x"])
+        module(block_input)
         timings = []
         for _ in range(repeats):
             start = time.perf_counter()
-            module(seen["x"])
+            module(block_input)
             timings.append(time.perf_counter() - start)
     finally:
-        model.train(was_training)
+        module.train(was_training)
     return statistics.median(timings)
 
 
@@ -108,17 +104,11 @@ def adapt(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, p
     sites = []
     for hole in pruned.dropped_blocks:
         sites += adaptor_sites(student, hole, pruned.blocks, example)
-    flags = {n: p.requires_grad for n, p in student.named_parameters()}
-    for p in student.parameters():
-        p.requires_grad_(False)
-    try:
-        with Adaptors(student, sites) as adaptors, mimicking(student, teacher, layer) as loss_fn:
-            stats = train_student(student, loss_fn, batch, schedule, seed, parameters=adaptors.parameters(),
-                                  description="adapting", progress=progress)
-            adaptors.absorb()
-    finally:
-        for n, p in student.named_parameters():
-            p.requires_grad_(flags[n])
+    with frozen_parameters(student), Adaptors(student, sites) as adaptors, \
+            mimicking(student, teacher, layer) as loss_fn:
+        stats = train_student(student, loss_fn, batch, schedule, seed, parameters=adaptors.parameters(),
+                              description="adapting", progress=progress)
+        adaptors.absorb()
     return {**stats, "sites": [f"{n}:{side}" for n, side in dict.fromkeys(sites)], "schedule": asdict(schedule)}
 
 

@@ -30,6 +30,21 @@ def gradients_enabled(model: nn.Module):
             p.requires_grad_(flag)
 
 
+@contextmanager
+def frozen_parameters(model: nn.Module, modules: list[str] | None = None):
+    """Temporarily stop the named modules' own parameters (all of ``model``'s by default) requiring grad."""
+    params = list(model.parameters()) if modules is None else \
+        [p for name in modules for p in model.get_submodule(name).parameters(recurse=False)]
+    flags = [(p, p.requires_grad) for p in params]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     """Build torch-pruning's DependencyGraph in eval mode, leaving the model's flags and mode as they were."""
     was_training = model.training

@@ -55,7 +55,7 @@ def test_rerun_completes_only_the_missing_cell(sweep, monkeypatch):
     run_sweep(config, progress=False, log=lambda *_: None)
     calls = []
     original = runner_module.run_cell
-    monkeypatch.setattr("fewprune.bench.sweep.run_cell", lambda cell, *a: calls.append(cell.method) or original(cell, *a))
+    monkeypatch.setattr("fewprune.bench.runner.run_cell", lambda cell, *a: calls.append(cell.method) or original(cell, *a))
     bigger = sweep(["l1", "l1+bn"])
     run_sweep(bigger, progress=False, log=lambda *_: None)
     assert calls == ["l1+bn"]

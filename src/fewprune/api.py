@@ -145,6 +145,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     dropped: list[str] = []
     removed: dict[str, list[int]] = {}
     allocation_log: dict = {}
+    criterion_log: dict | None = None
     if recipe.granularity == "blocks":
         dropped = _choose_blocks(student, space, batch, recipe, target)
         timings["score_s"] = time.perf_counter() - t
@@ -152,7 +153,10 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method "
                          "(e.g. block-residual+kd)")
     elif target.value > 0:
-        scores = criteria.get(recipe.criterion)(student, space, batch, **recipe.criterion_options)
+        criterion = criteria.get(recipe.criterion)
+        aim = {"target_kind": target.kind, "fraction": target.value} if getattr(criterion, "needs_target", False) else {}
+        scores = criterion(student, space, batch, **aim, **recipe.criterion_options)
+        criterion_log = getattr(scores, "log", None)
         timings["score_s"] = time.perf_counter() - t
         t = time.perf_counter()
         family = allocators.get(recipe.allocation)  # name check before the search
@@ -205,6 +209,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         "predicted_macs_reduction": 1 - space.cost.macs(space.keep_counts(removed), tuple(dropped)) / space.cost.base_macs,
         "recovery": recovery_stats,
         **({"allocation": allocation_log} if allocation_log else {}),
+        **({"criterion": criterion_log} if criterion_log else {}),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "wall_seconds": round(sum(timings.values()), 3),
         "versions": versions(),
@@ -242,7 +247,8 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
     """Write plan.json, student.safetensors, report.json, report.md and few_shot.json atomically.
 
     With ``onnx_input`` (an example batch) the student is also exported to
-    student.onnx and checked against onnxruntime.
+    student.onnx and checked against onnxruntime. A method that learned gates
+    (ASCA) also gets gates.png, its gate-learning curves and widths.
 
     The files are written into a temporary sibling folder that is renamed into
     place only when complete, so an interruption leaves no half-written result.
@@ -265,6 +271,11 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
         (staging / "report.json").write_text(json.dumps(result.report, indent=2, default=str) + "\n")
         (staging / "report.md").write_text(_report_markdown(result))
         (staging / "few_shot.json").write_text(json.dumps(result.few_shot, indent=1) + "\n")
+        gates = result.report.get("criterion", {}).get("gates")
+        if gates:  # learned-gate methods (ASCA): how the gates closed
+            from .bench.plots import plot_gate_learning
+
+            plot_gate_learning(gates, staging / "gates.png")
         if onnx_input is not None:
             export_onnx(result.student, staging / "student.onnx", onnx_input)
         if target.exists():

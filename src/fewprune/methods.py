@@ -66,6 +66,10 @@ register_method("practise", Method("practise", recovery="adapt+mir", granularity
 register_method("cma", Method("cma", allocation="de", recovery="mir", augment="cmamix", protect_features=True,
                               description="CMa: concept-mask profiled per-block ratios (DE), L1 inside blocks, "
                                           "MiR on CMaMix images; label-free"))
+register_method("asca", Method("asca", allocation="threshold",
+                               description="ASCA (few-sample form): static gates learned on the frozen teacher with "
+                                           "complexity-weighted distillation, binarisation and MAC-budget losses; "
+                                           "no fine-tuning"))
 register_method("cma-block", Method("cma-block", recovery="mir", augment="cmamix", granularity="blocks",
                                     protect_features=True,
                                     description="CMa block level: drop the blocks whose concept masks move least, "
@@ -100,7 +104,10 @@ def get(name: str | Method) -> Method:
     for registry, part in ((criteria, criterion), (allocators, allocation or "uniform"),
                            *((recoveries, r) for r in rest)):
         registry.get(part)  # raises a KeyError naming the registered parts
-    base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods else Method(criterion)
+    # A criterion may name the allocator its scores are made for (ASCA's gate logits: ``threshold``).
+    preferred = getattr(criteria.get(criterion), "allocation", "uniform")
+    base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods \
+        else Method(criterion, allocation=preferred)
     return replace(base, criterion=criterion, allocation=allocation or base.allocation, recovery=recovery,
                    augment=augment[0] if augment else base.augment,
                    granularity=getattr(criteria.get(criterion), "granularity", "channels"),

@@ -42,11 +42,13 @@ def normalise(scores: torch.Tensor) -> torch.Tensor:
 
 
 @register_allocator("global")
-def global_ranking(space: PruningSpace, scores: Scores, level: float, max_ratio: float = 0.9) -> dict[str, list[int]]:
+def global_ranking(space: PruningSpace, scores: Scores, level: float, max_ratio: float = 0.9,
+                   normalised: bool = True) -> dict[str, list[int]]:
     """One threshold over all groups' mean-normalised scores; λ is the fraction of all units below it."""
     entries = []
     for g in space.prunable:
-        norm = normalise(scores[g.id].float())
+        values = scores[g.id].float()
+        norm = normalise(values) if normalised else values
         entries += [(float(norm[i]), g.id, i) for i in range(g.size)]
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
     budget = math.floor(level * len(entries))
@@ -60,6 +62,12 @@ def global_ranking(space: PruningSpace, scores: Scores, level: float, max_ratio:
             chosen[gid].append(i)
             taken += 1
     return {gid: sorted(v) for gid, v in chosen.items()}
+
+
+@register_allocator("threshold")
+def threshold(space: PruningSpace, scores: Scores, level: float, max_ratio: float = 0.9) -> dict[str, list[int]]:
+    """One threshold over the raw scores, for scores already comparable across groups (learned gate logits)."""
+    return global_ranking(space, scores, level, max_ratio, normalised=False)
 
 
 @register_allocator("ratios")

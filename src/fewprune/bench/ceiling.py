@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -43,3 +44,31 @@ def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: flo
 def ceiling_key(model: str, dataset: str, target: dict, epochs: int, lr: float, eval_limit) -> str:
     (kind, value), = target.items()
     return f"ceiling:{model}:{dataset}:{kind}={value}:e{epochs}:lr{lr}:{eval_limit}"
+
+
+@dataclass
+class CeilingJob:
+    """One ceiling to compute, run by the same executors as the cells (it is the longest job of a sweep)."""
+
+    model: str
+    dataset: str
+    target: dict
+    epochs: int
+    lr: float
+    eval_limit: int | None = None
+
+    @property
+    def key(self) -> str:
+        return ceiling_key(self.model, self.dataset, self.target, self.epochs, self.lr, self.eval_limit)
+
+    def describe(self) -> str:
+        return f"full-data ceiling for {self.model} at {self.target} ({self.epochs} epochs)"
+
+    def run(self, eval_limit, latency: bool) -> dict:
+        """The ceiling's row; a failure becomes an error row, so the sweep goes on (``--retry-failed`` re-runs it)."""
+        try:
+            return run_ceiling(self.model, self.dataset, self.target, self.epochs, self.lr, eval_limit=eval_limit,
+                               latency=latency, log=lambda *_: None)
+        except Exception as error:  # noqa: BLE001 — recorded, like a failing cell
+            return {"kind": "ceiling", "key": self.key, "model": self.model, "target": self.target,
+                    "status": "error", "error": f"{type(error).__name__}: {error}"}

@@ -28,6 +28,14 @@ class Cell:
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
+    def run(self, eval_limit: int | None, latency: bool) -> dict:
+        from .runner import run_cell
+
+        return run_cell(self, eval_limit, latency)
+
+    def describe(self) -> str:
+        return self.command()
+
     def command(self) -> str:
         """The equivalent ``fewprune prune`` command line."""
         (kind, value), = self.target.items()
@@ -88,9 +96,10 @@ class SweepConfig:
             except (KeyError, ValueError):
                 return True  # an unknown method still gets its cell, which records the error
 
+        # Seeds outermost: a sweep stopped part-way has whole seeds, not some settings with three and some with none.
         return [
             Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels)
-            for model, target, n, name, seed in itertools.product(
-                self.models, self.targets, self.samples, self.methods, self.seeds)
+            for seed, model, target, n, name in itertools.product(
+                self.seeds, self.models, self.targets, self.samples, self.methods)
             if fits(name, target)
         ]

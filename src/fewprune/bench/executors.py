@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from .config import Cell, SweepConfig
+from .config import SweepConfig
 
 
-def run_on_ray(cells: list[Cell], config: SweepConfig, record, address: str | None = None,
+def run_on_ray(jobs: list, config: SweepConfig, record, address: str | None = None,
                cpus_per_cell: int = 1) -> None:
-    """Submit every cell as a Ray task and ``record`` each row as it completes.
+    """Submit every job (a :class:`Cell` or a ceiling) as a Ray task and ``record`` each row as it completes.
 
-    Each task runs :func:`fewprune.bench.runner.run_cell` with the same seed as
-    in-process, so the plans (and, on one thread, the numbers) are the same.
+    Each task runs the job exactly as in-process, with the same seed, so the
+    plans (and, on one thread, the numbers) are the same.
     """
     try:
         import ray
@@ -22,16 +22,14 @@ def run_on_ray(cells: list[Cell], config: SweepConfig, record, address: str | No
                  **({} if address else {"num_cpus": None}))
 
     @ray.remote(num_cpus=cpus_per_cell)
-    def task(cell: Cell, eval_limit, latency, threads: int) -> dict:
+    def task(job, eval_limit, latency, threads: int) -> dict:
         import torch
 
-        from fewprune.bench.runner import run_cell
-
         torch.set_num_threads(threads)
-        return run_cell(cell, eval_limit, latency)
+        return job.run(eval_limit, latency)
 
     try:
-        pending = [task.remote(c, config.eval_limit, config.latency, cpus_per_cell) for c in cells]
+        pending = [task.remote(c, config.eval_limit, config.latency, cpus_per_cell) for c in jobs]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             record(ray.get(ready[0]))

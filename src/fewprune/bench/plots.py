@@ -67,3 +67,42 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path) -> list[Pat
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_gate_learning(log: dict, path: str | Path) -> Path:
+    """ASCA's gate learning as one PNG: budget and task loss, binarisation, per-layer widths before → after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    it = log["iterations"]
+    ax = axes[0]
+    ax.plot(it, log["remaining"], label=f"{log['kind']} kept (soft gates)")
+    ax.axhline(log["target_remaining"], color="k", ls="--", lw=1, label="target")
+    ax.set(xlabel="iteration", ylabel="fraction kept", title="budget", ylim=(0, 1.02))
+    twin = ax.twinx()
+    twin.plot(it, log["task"], color="tab:red", alpha=0.6, label="task loss")
+    twin.set_ylabel("complexity-weighted task loss")
+    ax.legend(loc="upper right", fontsize=7)
+    ax = axes[1]
+    ax.plot(it, log["undecided"], label="gates in (0.05, 0.95)")
+    ax.plot(it, log["open"], label="gates open (> 0.5)")
+    ax.plot(it, [4 * b for b in log["binarisation"]], label="4 · mean g(1 − g)")
+    ax.set(xlabel="iteration", ylabel="fraction", title="binarisation", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    names = list(log["widths"])
+    before = [log["widths"][n][0] for n in names]
+    after = [log["widths"][n][1] for n in names]
+    ax.bar(range(len(names)), before, color="lightgray", label="teacher")
+    ax.bar(range(len(names)), after, color="tab:blue", label="gates open at the end")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set(ylabel="width", title="per-layer widths")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

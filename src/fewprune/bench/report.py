@@ -29,7 +29,8 @@ def summarise(rows: list[dict]) -> dict:
 
 def render(config: SweepConfig, rows: list[dict]) -> str:
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
-    ceilings = {(r["model"], _target_label(r["target"])): r for r in rows if r.get("kind") == "ceiling"}
+    ceilings = {(r["model"], _target_label(r["target"])): r for r in rows
+                if r.get("kind") == "ceiling" and r.get("status") == "ok"}
     groups = summarise(rows)
     errors = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "error"]
     n_ok = sum(len(v) for v in groups.values())

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .ceiling import ceiling_key, run_ceiling
+from .ceiling import CeilingJob
 from .config import SweepConfig
 from .plots import plot
 from .report import render
-from .runner import append_result, read_results, run_cell, run_teacher, teacher_key
+from .runner import append_result, read_results, run_teacher, teacher_key
 
 
 def _progress(total: int, enabled: bool):
@@ -32,20 +32,16 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         if teacher_key(model, config.dataset, config.eval_limit) not in done:
             row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
             append_result(config.results, row)
-    if config.ceiling:
+    jobs: list = []
+    if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
-        for model in config.models:
-            for target in config.targets:
-                if "blocks" in target:
-                    continue
-                if ceiling_key(model, config.dataset, target, epochs, lr, config.eval_limit) not in done:
-                    log(f"full-data ceiling for {model} at {target} ({epochs} epochs)")
-                    append_result(config.results, run_ceiling(model, config.dataset, target, epochs, lr,
-                                                              eval_limit=config.eval_limit, latency=config.latency,
-                                                              log=log))
+        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit)
+                 for model in config.models for target in config.targets if "blocks" not in target]
     cells = config.cells()
-    todo = [c for c in cells if c.key not in done or (retry_failed and done[c.key].get("status") != "ok")]
-    log(f"{config.name}: {len(cells) - len(todo)} of {len(cells)} cells already done, {len(todo)} to run ({executor})")
+    jobs += cells
+    todo = [j for j in jobs if j.key not in done or (retry_failed and done[j.key].get("status") != "ok")]
+    log(f"{config.name}: {len(jobs) - len(todo)} of {len(jobs)} jobs ({len(cells)} cells) already done, "
+        f"{len(todo)} to run ({executor})")
     started = time.time()
     finished = 0
 
@@ -57,19 +53,20 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         status = row["status"] if row["status"] == "ok" else f"ERROR {row['error']}"
         acc = f" acc {100 * row['accuracy']:.2f}%" if row["status"] == "ok" else ""
         if bar is None:
-            log(f"[{finished}/{len(todo)}] {row['command']}: {status}{acc} "
+            log(f"[{finished}/{len(todo)}] {row.get('command', row['key'])}: {status}{acc} "
                 f"(ETA {rate * (len(todo) - finished) / 60:.1f} min)")
 
     bar = _progress(len(todo), progress)
     if executor == "local":
         if bar is None:
-            for cell in todo:
-                record(run_cell(cell, config.eval_limit, config.latency))
+            for job in todo:
+                log(job.describe())
+                record(job.run(config.eval_limit, config.latency))
         else:
             with bar:
                 task = bar.add_task(config.name, total=len(todo))
-                for cell in todo:
-                    record(run_cell(cell, config.eval_limit, config.latency))
+                for job in todo:
+                    record(job.run(config.eval_limit, config.latency))
                     bar.advance(task)
     elif executor == "ray":
         from .executors import run_on_ray

@@ -20,12 +20,14 @@ class Scores(dict):
 
     A criterion may also profile whole blocks (``blocks``: block name → score,
     higher = the block matters more); profile-driven allocators such as ``de``
-    read it. ``locked`` names units that step-wise allocators must keep.
+    read it. ``locked`` names units that step-wise allocators must keep;
+    ``log`` is copied into the compression report.
     Plain dicts are accepted wherever Scores are.
     """
 
     blocks: dict[str, float] | None = None
     locked: dict[str, list[int]] | None = None  # units no allocator may remove (e.g. C-SWAP's critical units)
+    log: dict | None = None  # what the criterion wants reported (e.g. ASCA's gate training curves)
 
 criteria: Registry = Registry("criterion")
 register_criterion = criteria.register

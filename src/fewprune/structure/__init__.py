@@ -2,6 +2,7 @@
 
 from .blocks import drop_blocks, find_blocks
 from .cost import CostModel
+from .gates import ChannelGates
 from .graph import dependency_graph, frozen_parameters, gradients_enabled
 from .groups import Group, Slice, find_groups
 from .plan import Plan, Pruned
@@ -9,6 +10,6 @@ from .space import PruningSpace
 from .surgery import apply_plan, masked_copy
 
 __all__ = [
-    "CostModel", "Group", "Plan", "Pruned", "PruningSpace", "Slice", "apply_plan", "dependency_graph", "drop_blocks",
-    "find_blocks", "find_groups", "frozen_parameters", "gradients_enabled", "masked_copy",
+    "ChannelGates", "CostModel", "Group", "Plan", "Pruned", "PruningSpace", "Slice", "apply_plan", "dependency_graph",
+    "drop_blocks", "find_blocks", "find_groups", "frozen_parameters", "gradients_enabled", "masked_copy",
 ]

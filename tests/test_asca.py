@@ -1,0 +1,139 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import fewprune as fp
+from fewprune.allocation import allocate
+from fewprune.criteria import Batch, criteria
+from fewprune.criteria.asca import GateSchedule, binarisation_loss, complexity_weights, learn_gates
+from fewprune.models import build
+from fewprune.structure import ChannelGates, Plan, PruningSpace
+from model_state import same, snapshot
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4)).eval()
+    with torch.no_grad():  # logits of a trained net's scale, so removing a used channel costs something
+        model[-1].weight.mul_(20)
+    return model
+
+
+def test_binarisation_is_zero_exactly_at_binary_gates_and_largest_at_one_half():
+    binary = {"a": torch.tensor([0.0, 1.0, 1.0]), "b": torch.tensor([1.0, 0.0])}
+    assert binarisation_loss(binary) == 0
+    for value in (1e-3, 0.2, 0.5, 0.9, 1 - 1e-3):
+        assert binarisation_loss({"a": torch.tensor([value])}) > 0
+    grid = torch.linspace(0, 1, 101)
+    losses = torch.stack([binarisation_loss({"a": v.view(1)}) for v in grid])
+    assert grid[losses.argmax()] == 0.5
+
+
+def test_complexity_weights_emphasise_hard_samples_and_keep_the_batch_scale():
+    losses = torch.tensor([0.1, 0.5, 2.0, 0.4])
+    w = complexity_weights(losses)
+    assert torch.isclose(w.sum(), torch.tensor(4.0)) and w.argmax() == 2 and w.argmin() == 0
+    assert w[2] > 1 > w[0]
+    assert torch.allclose(complexity_weights(torch.full((5,), 0.3)), torch.ones(5))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])
+def test_gates_leave_the_model_exactly_as_it_was(name):
+    model = build(name, num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(2, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    before, classes, params = snapshot(model), [type(m) for m in model.modules()], list(model.parameters())
+    keys = list(model.state_dict())
+    with ChannelGates(model, space.groups) as gates:
+        gates.fixed = {gid: torch.rand(v.shape) for gid, v in gates.values().items()}
+        model(x).sum().backward()
+    same(before | {"grads": before["grads"]}, snapshot(model) | {"grads": before["grads"]})
+    assert [type(m) for m in model.modules()] == classes and list(model.state_dict()) == keys
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])
+def test_the_pruned_model_equals_the_gated_model_with_binary_gates(name):
+    model = build(name, num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(3, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    gen = torch.Generator().manual_seed(0)
+    removed = {}
+    for g in space.prunable:
+        order = torch.randperm(g.size, generator=gen)
+        removed[g.id] = sorted(order[: g.size // 2].tolist())
+    plan = Plan(input_shape=(1, 28, 28), removed=removed, kinds={g.id: g.kind for g in space.groups},
+                sizes={g.id: g.size for g in space.groups})
+    with ChannelGates(model, space.groups) as gates, torch.no_grad():
+        binary = {}
+        for g in gates.groups:
+            mask = torch.ones(g.size)
+            mask[removed[g.id]] = 0
+            binary[g.id] = mask
+        gates.fixed = binary
+        gated = model(x)
+    student = copy.deepcopy(model)
+    plan.apply(student)
+    with torch.no_grad():
+        assert torch.allclose(student(x), gated, atol=1e-5)
+
+
+def _learn(model, x, fraction, iterations=150, **schedule):
+    space = PruningSpace(model, x[:1])
+    with torch.no_grad():
+        reference = model(x)
+
+    def per_sample(batch, outputs, idx):  # mimic the intact model's logits on un-augmented inputs
+        return ((outputs - reference[idx]) ** 2).mean(1)
+
+    from fewprune.structure import frozen_parameters
+
+    with frozen_parameters(model):
+        logits, log = learn_gates(model, space, x, per_sample, "macs", fraction,
+                                  GateSchedule(iterations=iterations, log_every=1, **schedule), augment=False,
+                                  progress=False)
+    return space, logits, log
+
+
+def test_the_budget_lands_within_one_point_of_the_target_on_a_tiny_net():
+    model, x = _tiny(), torch.randn(16, 1, 12, 12)
+    space, logits, log = _learn(model, x, 0.5)
+    assert all(abs(r - 0.5) <= 0.01 for r in log["remaining"])  # the soft gates keep half the MACs at every step
+    # and end at 0 or 1, except the few marginal gates that share the budget's fractional remainder
+    assert log["undecided"][0] == 1 and log["undecided"][-1] <= 0.25 and log["binarisation"][-1] < 0.05
+    removed = allocate(space, logits, fp.Target(macs=0.5), "threshold")
+    assert abs(1 - space.cost.macs(space.keep_counts(removed)) / space.cost.base_macs - 0.5) <= 0.01
+
+
+def test_gates_close_a_planted_useless_channel_group():
+    model, x = _tiny(), torch.randn(16, 1, 12, 12)
+    with torch.no_grad():  # channels 0-2 of the first conv produce nothing and are read by nothing
+        model[0].weight[:3] = 0
+        model[0].bias[:3] = 0
+        model[1].weight[:3] = 0
+        model[1].bias[:3] = 0
+    space, logits, _ = _learn(model, x, 0.375)  # what removing three of conv 0's eight channels saves
+    first = logits["0"]
+    assert first[:3].max() < first[3:].min(), first
+    removed = allocate(space, logits, fp.Target(macs=0.375), "threshold")
+    assert removed["0"] == [0, 1, 2] and not removed["3"]
+
+
+def test_the_asca_criterion_aims_at_the_target_and_compress_meets_it_exactly(tmp_path):
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(8, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    scores = criteria.get("asca")(model, space, Batch(x, None, model), target_kind="macs", fraction=0.5,
+                                  iterations=60)
+    log = scores.log["gates"]
+    assert abs(log["remaining"][-1] - 0.5) < 0.05 and len(log["open"]) == len(log["iterations"])
+    result = fp.compress(model, (x, None), method="asca", target=fp.Target(macs=0.5), progress=False)
+    assert abs(result.report["macs_reduction"] - 0.5) <= 0.01
+    assert result.report["recipe"]["allocation"] == "threshold" and "gates" in result.report["criterion"]
+    assert fp.methods.get("asca+kd").allocation == "threshold"
+    saved = fp.save(result, tmp_path / "run")
+    assert (saved / "gates.png").read_bytes()[:4] == b"\x89PNG"

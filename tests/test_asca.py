@@ -137,3 +137,20 @@ def test_the_asca_criterion_aims_at_the_target_and_compress_meets_it_exactly(tmp
     assert fp.methods.get("asca+kd").allocation == "threshold"
     saved = fp.save(result, tmp_path / "run")
     assert (saved / "gates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_asca_from_scratch_learns_gates_and_weights_and_prunes_to_the_target(tiny_fmnist, tmp_path):
+    from fewprune import data
+    from fewprune.models.recipes import train_asca_scratch
+
+    train = data.load("fashion-mnist", "train", root=tiny_fmnist)
+    result = train_asca_scratch("resnet20-fmnist", fp.Target(macs=0.5), epochs=2, progress=False, log=lambda *_: None,
+                                train_set=train)
+    assert abs(result.report["macs_reduction"] - 0.5) <= 0.01
+    log = result.report["criterion"]["gates"]
+    assert len(log["iterations"]) >= 2 and all(abs(r - 0.5) <= 0.01 for r in log["remaining"])
+    saved = fp.save(result, tmp_path / "run")
+    loaded = fp.load(saved, architecture=build("resnet20", num_classes=10, in_channels=1))
+    x = train.normalise(train.images[:4])
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), result.student.eval()(x))

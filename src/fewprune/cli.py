@@ -84,6 +84,8 @@ def _write_json_atomic(path: Path, obj) -> None:
 def cmd_train(args) -> int:
     from .models.recipes import train_teacher
 
+    if args.asca:
+        return _train_asca(args)
     out = Path(args.out or f"runs/train/{args.recipe}")
     manifest = train_teacher(args.recipe, out, epochs=args.epochs)
     if args.install:
@@ -93,6 +95,31 @@ def cmd_train(args) -> int:
         shutil.copy2(out / manifest["weights"], target / manifest["weights"])
         _write_json_atomic(target / f"{args.recipe}.json", manifest)
         print(f"installed {args.recipe} into {target}")
+    return 0
+
+
+def _train_asca(args) -> int:
+    """``fewprune train RECIPE --asca macs=0.5``: ASCA from scratch, saved like a ``fewprune prune`` result."""
+    from . import api
+    from .allocation import Target
+    from .models.recipes import recipes, train_asca_scratch
+
+    kind, _, value = args.asca.partition("=")
+    if kind not in ("macs", "params", "channels") or not value:
+        raise ValueError(f"--asca takes macs=F, params=F or channels=F (a fraction to remove), not {args.asca!r}")
+    target = Target(**{kind: float(value)})
+    out = Path(args.out or f"runs/asca-scratch/{args.recipe}-{kind}{value}")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    result = train_asca_scratch(args.recipe, target, epochs=args.epochs)
+    test = data.load(recipes.get(args.recipe).dataset, "test")
+    example = test.batch([0])[0]
+    result.report["evaluation"] = {"student": metrics.measure(result.student, test, example), "split": "test"}
+    result.report["command"] = "fewprune " + " ".join(args.argv)
+    api.save(result, out, force=args.force)
+    e = result.report["evaluation"]["student"]
+    print(f"asca-scratch {args.recipe}: test accuracy {100 * e['accuracy']:.2f}%, "
+          f"{100 * result.report['macs_reduction']:.1f}% MACs removed; saved to {out}")
     return 0
 
 
@@ -328,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (checkpoint, weights, manifest); default runs/train/RECIPE")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     p.add_argument("--install", action="store_true", help="copy the result into the package's zoo")
+    p.add_argument("--asca", metavar="KIND=FRACTION",
+                   help="ASCA from scratch: learn gates and weights together towards this target (e.g. macs=0.5), "
+                        "then remove the closed channels; no fine-tuning")
+    p.add_argument("--force", action="store_true", help="with --asca: replace an existing --out folder")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("zoo", help="the shipped teachers")

@@ -123,15 +123,20 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
                 per_sample_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], kind: str,
                 fraction: float,
                 schedule: GateSchedule | None = None, seed: int = 0, weights: list[nn.Parameter] | None = None,
-                weight_optimizer: Callable | None = None, augment: bool = True, progress: bool = True,
+                weight_optimizer: Callable | None = None, weight_lr: Callable[[int], float] | None = None,
+                augment: bool = True, bf16: bool = False, bake: bool = False, progress: bool = True,
                 description: str = "learning gates") -> tuple[dict[str, torch.Tensor], dict]:
     """Learn gate logits towards removing ``fraction`` of ``kind``; returns ``(logits, log)``.
 
     ``per_sample_loss(x, outputs, indices)`` gives the task loss of each
     image of a mini-batch (``x`` the augmented images, ``outputs`` the gated
     model's, ``indices`` into ``images``). Only the gates are trained
-    unless ``weights`` (with ``weight_optimizer(weights)``) are given, as in
-    ASCA from scratch. The model's mode is the caller's choice; the gates are
+    unless ``weights`` (with ``weight_optimizer(weights)`` and an optional
+    learning-rate factor per iteration ``weight_lr``) are given, as in ASCA
+    from scratch; ``bf16`` runs the forward pass under CPU bf16 autocast;
+    ``bake`` folds the final gate values into the consumers' weights (so the
+    model computes what the gated one did, and pruning the closed units
+    changes only what they contributed). The model's mode is the caller's choice; the gates are
     removed afterwards, leaving the model's structure as it was. A non-finite
     loss stops with a ``FloatingPointError``.
     """
@@ -141,8 +146,11 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
     # One normalisation for all gates, not Adam's per-gate one: Adam moves every logit at about the same
     # speed whatever its gradient, so gates of very different use closed together.
     optimizers = [torch.optim.SGD(gates.parameters(), lr=schedule.lr, momentum=0.9)]
+    schedulers = []
     if weights:
         optimizers.append(weight_optimizer(weights))
+        if weight_lr is not None:
+            schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizers[-1], weight_lr))
     t0, t1 = schedule.temperature
     total = schedule.iterations
     ramp = max(1, round(schedule.binarise_ramp * total))
@@ -156,7 +164,9 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
             if augment:
                 x = random_crop_flip(x, 2, gen, mode="replicate")
             project_onto_budget(space, gates, kind, 1 - fraction)
-            losses = per_sample_loss(x, model(x), idx)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                outputs = model(x)
+            losses = per_sample_loss(x, outputs.float(), idx)
             task = (complexity_weights(losses) * losses).mean()
             remaining = remaining_fraction(space, gates, kind)
             values = gates.values()
@@ -171,6 +181,8 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
             _normalise_gradients(gates.parameters())
             for opt in optimizers:
                 opt.step()
+            for scheduler in schedulers:
+                scheduler.step()
             if it % schedule.log_every == 0 or it == total - 1:
                 flat = torch.cat([v.detach().reshape(-1) for v in values.values()])
                 log["iterations"].append(it + 1)
@@ -183,6 +195,7 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
                 log["open"].append(float((flat > 0.5).float().mean()))
         project_onto_budget(space, gates, kind, 1 - fraction)
         final = {gid: v.detach().clone() for gid, v in gates.values().items()}
+        gates.fixed, gates.bake = (final, True) if bake else (None, False)
     log["widths"] = {g.id: [g.size, int((final[g.id] > 0.5).sum())] for g in gates.groups}
     return {gid: (logit + gates.offset).detach().clone() for gid, logit in gates.logits.items()}, log
 

@@ -53,6 +53,7 @@ class ChannelGates:
         self.temperature = temperature
         self.offset = 0.0
         self.fixed: dict[str, torch.Tensor] | None = None
+        self.bake = False  # set before leaving to fold the current gate values into the consumers' weights
         self._attached: list[tuple[nn.Module, str, list[str]]] = []
 
     def values(self) -> dict[str, torch.Tensor]:
@@ -91,9 +92,11 @@ class ChannelGates:
     def __exit__(self, *exc) -> None:
         # leave_parametrized=False puts the original Parameter objects back, untouched; re-registering
         # appends them, so the parameters' order (state_dict keys, optimiser order) is restored too.
+        # With ``bake`` the gated weights stay instead (gates and weights trained together, ASCA from scratch).
         for module, param, order in reversed(self._attached):
             if parametrize.is_parametrized(module, param):
-                parametrize.remove_parametrizations(module, param, leave_parametrized=False)
+                with torch.no_grad():
+                    parametrize.remove_parametrizations(module, param, leave_parametrized=self.bake)
             for name in order:
                 module._parameters[name] = module._parameters.pop(name)
         self._attached.clear()

@@ -60,6 +60,18 @@ def test_targets_are_met_within_one_point(kind, value, allocator):
     assert abs(achieved - value) <= 0.01, f"{allocator} reached {achieved:.4f} for {kind}={value}"
 
 
+@pytest.mark.parametrize("method,multiple", [("l1", 8), ("l1@global", 8), ("l1", 16)])
+def test_rounded_widths_are_multiples_and_still_meet_the_target(method, multiple):
+    model = teacher("resnet56")
+    x, y = tiny_samples(4)
+    result = fp.compress(model, (x, y), method=method, target=fp.Target(macs=0.5), progress=False, round_to=multiple)
+    assert abs(result.report["macs_reduction"] - 0.5) <= 0.01
+    widths = [after for _, kind, before, after in result.plan.summary() if kind == "channels" and before >= multiple]
+    assert widths and all(w % multiple == 0 and w > 0 for w in widths), widths
+    with pytest.raises(ValueError, match="cannot round widths"):
+        allocate(PruningSpace(model, x[:1]), {}, fp.Target(macs=0.5), "iterative", round_to=8)
+
+
 def test_unreachable_target_says_why():
     model = teacher()
     x, y = tiny_samples(4)

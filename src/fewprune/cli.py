@@ -192,7 +192,8 @@ def cmd_prune(args) -> int:
     console = _console()
     console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
                   f"(seed {args.seed}{', labels hidden' if args.no_labels else ''})")
-    result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels)
+    result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
+                          round_to=args.round_to)
     example = few.tensors()[0][:1]
     rows = {"teacher": metrics.measure(teacher, test, example), "student": metrics.measure(result.student, test, example)}
     result.report["evaluation"] = {**rows, "split": "test", "dataset": args.data}
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, help="number of residual blocks to drop (block-level methods)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-labels", action="store_true", help="compress without reading the samples' labels")
+    p.add_argument("--round-to", type=int, metavar="N",
+                   help="keep every channel width a multiple of N (8 or 16 suit CPU kernels: real speed-up)")
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
     p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
     p.add_argument("--out", required=True, help="output folder (plan, weights, reports)")

@@ -8,6 +8,7 @@ allocator only has to say how λ maps to per-group removals.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -77,6 +78,86 @@ def max_removable(size: int, min_keep: int, max_ratio: float) -> int:
     return max(0, min(size - min_keep, math.floor(size * max_ratio)))
 
 
+def round_keep(size: int, keep: int, multiple: int | None) -> int:
+    """``keep`` rounded to the nearest multiple of ``multiple`` (at least one, at most ``size``).
+
+    CPU kernels (oneDNN's blocked layouts) pad channels to 8 or 16, so a width
+    of 11 runs as slowly as 16: rounding turns removed MACs into saved time.
+    Groups narrower than ``multiple`` are left alone.
+    """
+    if not multiple or multiple <= 1 or size < multiple:
+        return keep
+    return min(size, max(multiple, round(keep / multiple) * multiple))
+
+
+def round_widths(space: PruningSpace, scores: Scores, removed: dict[str, list[int]],
+                 multiple: int | None) -> dict[str, list[int]]:
+    """``removed`` adjusted so every channel group keeps a multiple of ``multiple`` units.
+
+    A group that must lose more gives up its lowest-scoring kept units; one
+    that must lose fewer takes back its highest-scoring removed units. Heads
+    are left alone.
+    """
+    if not multiple or multiple <= 1:
+        return removed
+    out = dict(removed)
+    for g in space.prunable:
+        gone = list(removed.get(g.id, ()))
+        if g.kind != "channels":
+            continue
+        keep = round_keep(g.size, g.size - len(gone), multiple)
+        change = (g.size - keep) - len(gone)
+        key = lambda i, v=scores[g.id]: (float(v[i]), i)  # noqa: E731
+        if change > 0:
+            kept = sorted((i for i in range(g.size) if i not in set(gone)), key=key)
+            gone += kept[:change]
+        elif change < 0:
+            gone = sorted(gone, key=key)[:change]
+        out[g.id] = sorted(gone)
+    return out
+
+
+def _refine_rounded(space: PruningSpace, scores: Scores, removed: dict[str, list[int]], target: Target,
+                    multiple: int, max_ratio: float) -> dict[str, list[int]]:
+    """Move towards ``target`` one multiple of channels at a time (a greedy local search).
+
+    With rounded widths many groups can cross a rounding threshold at the same
+    level, so the family jumps over the target. Each step either removes a
+    group's next ``multiple`` lowest-scoring channels or gives back its
+    ``multiple`` highest-scoring removed ones, whichever lands closest to the
+    target (ties: least mean-normalised score moved); it stops when no move
+    gets closer.
+    """
+    removed = {gid: list(r) for gid, r in removed.items()}
+    while True:
+        now = reduction(space, removed, target.kind)
+        distance = abs(now - target.value)
+        best, best_key = None, (distance, math.inf)
+        for g in space.prunable:
+            if g.kind != "channels" or g.size < multiple:
+                continue
+            gone = set(removed.get(g.id, ()))
+            values = scores[g.id].float()
+            mean = float(values.abs().mean()) or 1.0
+            order = lambda i, v=values: (float(v[i]), i)  # noqa: E731
+            moves = []
+            if g.size - len(gone) - multiple >= max(multiple, g.min_keep) \
+                    and len(gone) + multiple <= math.floor(g.size * max_ratio):
+                taken = sorted((i for i in range(g.size) if i not in gone), key=order)[:multiple]
+                moves.append((sorted(gone | set(taken)), sum(float(values[i]) for i in taken) / mean))
+            if len(gone) >= multiple:
+                back = sorted(gone, key=order)[-multiple:]
+                moves.append((sorted(gone - set(back)), 0.0))
+            for trial_removed, cost in moves:
+                trial = {**removed, g.id: trial_removed}
+                key = (abs(reduction(space, trial, target.kind) - target.value), cost)
+                if key[0] < distance and key < best_key:  # strictly closer each step: it terminates
+                    best, best_key = trial, key
+        if best is None:
+            return removed
+        removed = best
+
+
 def reduction(space: PruningSpace, removed: dict[str, list[int]], kind: str, dropped=()) -> float:
     keep = space.keep_counts(removed)
     if kind == "macs":
@@ -88,12 +169,13 @@ def reduction(space: PruningSpace, removed: dict[str, list[int]], kind: str, dro
 
 
 def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str = "uniform",
-             max_ratio: float = 0.9, seed: int = 0, **options) -> dict[str, list[int]]:
+             max_ratio: float = 0.9, seed: int = 0, round_to: int | None = None, **options) -> dict[str, list[int]]:
     """Removed unit indices per group meeting ``target`` (MACs, params or channels).
 
     Most allocators are a family over one level λ that is bisected here; a
     ``direct`` allocator (such as ``de``) solves for the target itself with
-    ``seed`` and is only checked.
+    ``seed`` and is only checked. ``round_to`` keeps every channel width a
+    multiple of that many channels (see :func:`round_keep`).
     """
     if target.kind == "blocks":
         raise ValueError("a blocks= target is met by dropping blocks, not by channel allocation")
@@ -101,12 +183,18 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
     if target.value == 0:
         return {}
     if getattr(family, "direct", False):
+        if round_to:
+            if "round_to" not in inspect.signature(family).parameters:
+                raise ValueError(f"the {allocator} allocator cannot round widths (round_to); use uniform, global, "
+                                 "threshold, ratios or de")
+            options["round_to"] = round_to
         best = family(space, scores, target, max_ratio=max_ratio, seed=seed, **options)
         return _checked(space, best, target, lambda achieved: (
             f"the {allocator} allocator reached {100 * achieved:.2f}% {target.kind} removed, not the "
             f"{100 * target.value:.1f}% requested (±{100 * target.tolerance:.1f}): it prunes only the channels "
             f"its profile covers, at most {100 * max_ratio:.0f}% of each group"))
-    removal = lambda level: family(space, scores, level, max_ratio=max_ratio, **options)
+    removal = lambda level: round_widths(space, scores, family(space, scores, level, max_ratio=max_ratio, **options),
+                                         round_to)
     if target.kind == "channels" and allocator == "uniform":
         return removal(target.value / max_ratio if max_ratio else 0.0)
     most = reduction(space, removal(1.0), target.kind)
@@ -132,6 +220,8 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
     # The smallest level that reaches the target may overshoot by one coarse unit (a whole head);
     # the level just below it may land closer.
     below = removal(lo)
+    if round_to and abs(reduction(space, best, target.kind) - target.value) > target.tolerance:
+        below = _refine_rounded(space, scores, below, target, round_to, max_ratio)
     if abs(reduction(space, below, target.kind) - target.value) < abs(reduction(space, best, target.kind) - target.value):
         best = below
     return _checked(space, best, target, lambda achieved: (

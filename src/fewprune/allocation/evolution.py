@@ -18,7 +18,7 @@ import torch
 
 from ..criteria import Scores
 from ..structure import PruningSpace
-from .base import Target, lowest, max_removable, reduction, register_allocator
+from .base import Target, lowest, max_removable, reduction, register_allocator, round_keep
 
 
 @dataclass
@@ -94,14 +94,15 @@ def block_groups(space: PruningSpace, blocks: list[str]) -> dict[str, list]:
 @register_allocator("de")
 def profile_matching(space: PruningSpace, scores: Scores, target: Target, max_ratio: float = 0.9, seed: int = 0,
                      bounds: tuple[float, float] = (0.1, 0.9), least_changed: float = 0.7, most_changed: float = 0.4,
-                     population: int = 50, generations: int = 100, tolerance: float = 4e-4) -> dict[str, list[int]]:
+                     population: int = 50, generations: int = 100, tolerance: float = 4e-4,
+                     round_to: int | None = None) -> dict[str, list[int]]:
     """Per-block inner-channel ratios whose profile follows the blocks' scores and whose cost meets ``target``.
 
     Needs block scores (``Scores.blocks``, e.g. from the ``cma`` criterion):
     they map to a desired ratio profile (least-changing block ``least_changed``,
     most-changing ``most_changed``); DE minimises the L1 distance between the
     normalised ratio and desired profiles with the target met within
-    ``tolerance``. Inside each block the lowest-scoring units go. Only groups
+    ``tolerance`` (``round_to``: widths kept multiples of it). Inside each block the lowest-scoring units go. Only groups
     inside blocks are pruned; every other width is kept.
     """
     profile_of = getattr(scores, "blocks", None)
@@ -120,7 +121,7 @@ def profile_matching(space: PruningSpace, scores: Scores, target: Target, max_ra
         counts = {}
         for b, r in zip(names, ratios.tolist(), strict=True):
             for g in inside[b]:
-                keep = math.ceil(g.size * (1 - r) - 1e-9)
+                keep = round_keep(g.size, math.ceil(g.size * (1 - r) - 1e-9), round_to)
                 counts[g.id] = min(g.size - keep, max_removable(g.size, g.min_keep, max_ratio))
         return counts
 

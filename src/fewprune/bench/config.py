@@ -23,10 +23,14 @@ class Cell:
     dataset: str
     per_class: bool = False
     labels: bool = True
+    round_to: int | None = None
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if fields["round_to"] is None:  # cells from before round_to existed keep their keys
+            del fields["round_to"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def run(self, eval_limit: int | None, latency: bool) -> dict:
         from .runner import run_cell
@@ -41,7 +45,8 @@ class Cell:
         (kind, value), = self.target.items()
         count = f"--per-class {self.samples}" if self.per_class else f"--samples {self.samples}"
         return (f"fewprune prune --model {self.model} --data {self.dataset} {count} --method {self.method} "
-                f"--{kind} {value} --seed {self.seed}" + ("" if self.labels else " --no-labels") + " --out OUT")
+                f"--{kind} {value} --seed {self.seed}" + ("" if self.labels else " --no-labels")
+                + (f" --round-to {self.round_to}" if self.round_to else "") + " --out OUT")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     per_class: bool = False
     labels: bool = True
+    round_to: int | None = None  # channel widths kept multiples of this (latency-friendly structures)
     eval_limit: int | None = None  # None: the full test split
     latency: bool = True
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": ..}
@@ -98,7 +104,7 @@ class SweepConfig:
 
         # Seeds outermost: a sweep stopped part-way has whole seeds, not some settings with three and some with none.
         return [
-            Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels)
+            Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels, self.round_to)
             for seed, model, target, n, name in itertools.product(
                 self.seeds, self.models, self.targets, self.samples, self.methods)
             if fits(name, target)

@@ -149,3 +149,17 @@ def test_grouped_convolutions_are_protected_with_a_reason():
     reasons = {g.id: g.reason for g in space.groups if g.protected}
     assert "grouped convolution" in reasons["0"] and "grouped convolution" in reasons["3"]
     assert [g.id for g in space.prunable] == ["5"]
+
+
+def test_eval_mode_gives_every_module_back_its_own_mode_even_after_an_error():
+    from fewprune.modes import eval_mode
+
+    model = build("resnet20", num_classes=10, in_channels=1).train()
+    for m in model.modules():  # a training model with frozen BN statistics: mixed modes
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    before = {n: m.training for n, m in model.named_modules()}
+    with pytest.raises(RuntimeError), eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        raise RuntimeError("interrupted")
+    assert {n: m.training for n, m in model.named_modules()} == before

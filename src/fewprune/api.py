@@ -21,6 +21,7 @@ from .criteria import Batch, criteria, teacher_predictions
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import versions
+from .modes import eval_mode
 from .recovery import recoveries
 from .structure import Plan, Pruned, PruningSpace, masked_copy
 
@@ -118,12 +119,8 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
     method_name = method if isinstance(method, str) else recipe.name
-    teacher_mode = teacher.training
-    teacher.eval()
-    try:
+    with eval_mode(teacher):
         return _compress(teacher, samples, recipe, method_name, target, seed, labels, progress, round_to)
-    finally:
-        teacher.train(teacher_mode)
 
 
 def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, labels: bool, progress: bool,

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..criteria.concept_mask import as_spatial, concept_mask
 from ..models.features import capture, feature_layer
+from ..modes import eval_mode
 from ..registry import Registry
 
 augmentations: Registry = Registry("augmentation")
@@ -64,12 +65,8 @@ def cmamix(teacher: nn.Module, example: torch.Tensor, theta: float = 0.2):
 
     def mix(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         order = _partners(len(images), generator)
-        was_training = teacher.training
-        teacher.eval()
-        try:
+        with eval_mode(teacher):
             masks = salient_masks(teacher, layer, images, theta)
-        finally:
-            teacher.train(was_training)
         return paste(images, images[order], masks[order])
 
     return mix

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from ..registry import Registry
 from ..structure import Group
 
@@ -75,10 +76,6 @@ def reduce_slices(model: nn.Module, group: Group, per_unit, tensor_of=lambda p: 
 
 def teacher_predictions(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The teacher's predicted classes (eval mode, restored after), the relevance seed for unlabeled samples."""
-    was_training = teacher.training
-    teacher.eval()
-    try:
+    with eval_mode(teacher):
         with torch.no_grad():
             return teacher(images).argmax(1)
-    finally:
-        teacher.train(was_training)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ..modes import eval_mode
 from ..structure import PruningSpace
 from .base import Batch, register_criterion
 
 
 def _block_io(model, names: list[str], images: torch.Tensor, batch_size: int = 64):
     """Yield ``(block name, input, output)`` per mini-batch, one block hooked at a time (bounded memory)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for name in names:
             seen = {}
             handle = model.get_submodule(name).register_forward_hook(
@@ -24,8 +23,6 @@ def _block_io(model, names: list[str], images: torch.Tensor, batch_size: int = 6
                         yield name, seen["x"], seen["y"]
             finally:
                 handle.remove()
-    finally:
-        model.train(was_training)
 
 
 @register_criterion("block-residual")

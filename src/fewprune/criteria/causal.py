@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..modes import eval_mode
 from ..structure import Group, PruningSpace
 from .base import Batch, Scores, register_criterion
 
@@ -94,47 +95,42 @@ def causal_effects(model: nn.Module, space: PruningSpace, images: torch.Tensor, 
 
     ``only`` restricts the interventions to those units (rows follow its order).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        traced = fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 — data-dependent forwards do not trace; fall back to full forwards
-        traced = None
     effects = {}
-    try:
-        with torch.no_grad():
-            output, cache = _clean_run(traced, images) if traced is not None else (model(images), None)
-            clean = F.log_softmax(output, 1)
-            predicted = clean.argmax(1)
-            clean_logp = clean.gather(1, predicted[:, None]).squeeze(1)
-            m = len(images)
-            per_chunk = max(1, chunk_images // m)
-            for g in space.prunable:
-                wanted = list(range(g.size)) if only is None else list(only.get(g.id, ()))
-                if not wanted:
-                    continue
-                rows = []
-                for start in range(0, len(wanted), per_chunk):
-                    units = wanted[start : start + per_chunk]
-                    masks = _input_masks(model, g, units, m)
-                    runner = traced if traced is not None else model
-                    handles = [runner.get_submodule(name).register_forward_pre_hook(
-                        lambda mod, inp, mask=mask: _apply_mask(inp, mask, isinstance(mod, nn.Linear)))
-                        for name, mask in masks.items()]
-                    replicated = images.repeat(len(units), *([1] * (images.ndim - 1)))
-                    try:
-                        if traced is not None:
-                            out = _SuffixRunner(traced, cache, set(masks), len(units)).run(replicated)
-                        else:
-                            out = model(replicated)
-                    finally:
-                        for h in handles:
-                            h.remove()
-                    logp = F.log_softmax(out, 1).gather(1, predicted.repeat(len(units))[:, None]).squeeze(1)
-                    rows.append((logp - clean_logp.repeat(len(units))).reshape(len(units), m))
-                effects[g.id] = torch.cat(rows)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        try:
+            traced = fx.symbolic_trace(model)
+        except Exception:  # noqa: BLE001 — data-dependent forwards do not trace; fall back to full forwards
+            traced = None
+        output, cache = _clean_run(traced, images) if traced is not None else (model(images), None)
+        clean = F.log_softmax(output, 1)
+        predicted = clean.argmax(1)
+        clean_logp = clean.gather(1, predicted[:, None]).squeeze(1)
+        m = len(images)
+        per_chunk = max(1, chunk_images // m)
+        for g in space.prunable:
+            wanted = list(range(g.size)) if only is None else list(only.get(g.id, ()))
+            if not wanted:
+                continue
+            rows = []
+            for start in range(0, len(wanted), per_chunk):
+                units = wanted[start : start + per_chunk]
+                masks = _input_masks(model, g, units, m)
+                runner = traced if traced is not None else model
+                handles = [runner.get_submodule(name).register_forward_pre_hook(
+                    lambda mod, inp, mask=mask: _apply_mask(inp, mask, isinstance(mod, nn.Linear)))
+                    for name, mask in masks.items()]
+                replicated = images.repeat(len(units), *([1] * (images.ndim - 1)))
+                try:
+                    if traced is not None:
+                        out = _SuffixRunner(traced, cache, set(masks), len(units)).run(replicated)
+                    else:
+                        out = model(replicated)
+                finally:
+                    for h in handles:
+                        h.remove()
+                logp = F.log_softmax(out, 1).gather(1, predicted.repeat(len(units))[:, None]).squeeze(1)
+                rows.append((logp - clean_logp.repeat(len(units))).reshape(len(units), m))
+            effects[g.id] = torch.cat(rows)
     return effects
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models.features import record_forward
+from ..modes import eval_mode
 from ..structure import PruningSpace, frozen_parameters
 from .base import Batch, Scores, register_criterion, teacher_predictions
 
@@ -115,31 +116,26 @@ def relevance(model: nn.Module, images: torch.Tensor, classes: torch.Tensor | No
     shape = (min(batch_size, len(images)), *images.shape[1:])
     low = images.amin(dim=(0, *range(2, images.ndim)), keepdim=True)[:1].expand(shape).contiguous()
     high = images.amax(dim=(0, *range(2, images.ndim)), keepdim=True)[:1].expand(shape).contiguous()
-    was_training = model.training
-    model.eval()
     totals: dict[str, torch.Tensor] = {}
     input_relevance = []
-    try:
-        with frozen_parameters(model), yeom_composite(model, images[:1], low, high) as modified:
-            modules = dict(modified.named_modules())
-            for start in range(0, len(images), batch_size):
-                x = images[start : start + batch_size].clone().requires_grad_(True)
-                seen: dict[str, torch.Tensor] = {}
-                handles = [modules[n].register_forward_hook(lambda m, i, o, n=n, seen=seen: _keep(seen, n, o))
-                           for n in layers]
-                try:
-                    logits = modified(x)
-                finally:
-                    for h in handles:
-                        h.remove()
-                chosen = logits.argmax(1) if classes is None else classes[start : start + batch_size]
-                logits.backward(torch.zeros_like(logits).scatter_(1, chosen[:, None], 1.0))  # unit relevance
-                for name, out in seen.items():
-                    r = out.grad.detach().sum(0)
-                    totals[name] = totals[name] + r if name in totals else r
-                input_relevance.append(x.grad.detach())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), frozen_parameters(model), yeom_composite(model, images[:1], low, high) as modified:
+        modules = dict(modified.named_modules())
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].clone().requires_grad_(True)
+            seen: dict[str, torch.Tensor] = {}
+            handles = [modules[n].register_forward_hook(lambda m, i, o, n=n, seen=seen: _keep(seen, n, o))
+                       for n in layers]
+            try:
+                logits = modified(x)
+            finally:
+                for h in handles:
+                    h.remove()
+            chosen = logits.argmax(1) if classes is None else classes[start : start + batch_size]
+            logits.backward(torch.zeros_like(logits).scatter_(1, chosen[:, None], 1.0))  # unit relevance
+            for name, out in seen.items():
+                r = out.grad.detach().sum(0)
+                totals[name] = totals[name] + r if name in totals else r
+            input_relevance.append(x.grad.detach())
     return totals, torch.cat(input_relevance)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
+from ..modes import eval_mode
 from ..structure import PruningSpace, gradients_enabled
-from .base import Batch, Scores, reduce_slices, register_criterion
+from .base import Batch, Scores, reduce_slices, register_criterion, teacher_predictions
 
 
 @register_criterion("taylor")
@@ -22,13 +22,10 @@ def taylor(model, space: PruningSpace, batch: Batch, batch_size: int = 64) -> Sc
     if batch.labels is not None:
         targets = batch.labels
     else:
-        with torch.no_grad():
-            targets = batch.teacher.eval()(images).argmax(1)
-    was_training = model.training
-    model.eval()  # BN in inference mode: importance of the deployed function
+        targets = teacher_predictions(batch.teacher, images)
     saved_grads = {p: p.grad for p in model.parameters()}
-    try:
-        with gradients_enabled(model):
+    try:  # BN in inference mode: importance of the deployed function
+        with eval_mode(model), gradients_enabled(model):
             for p in model.parameters():
                 p.grad = None
             for start in range(0, len(images), batch_size):
@@ -44,5 +41,4 @@ def taylor(model, space: PruningSpace, batch: Batch, batch_size: int = 64) -> Sc
     finally:
         for p, grad in saved_grads.items():
             p.grad = grad
-        model.train(was_training)
     return scores

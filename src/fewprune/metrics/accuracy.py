@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..modes import eval_mode
 from ..progress import progress_bar
 
 
@@ -13,10 +14,8 @@ from ..progress import progress_bar
 def predict(model: nn.Module, dataset, batch_size: int = 256, progress: bool = True,
             description: str = "evaluating") -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes and true labels for every item of ``dataset`` (model run in eval mode, restored after)."""
-    was_training = model.training
-    model.eval()
     preds, labels = [], []
-    try:
+    with eval_mode(model):
         if hasattr(dataset, "batch"):  # in-memory datasets: skip the per-item collate
             chunks = [range(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
             batches = (dataset.batch(list(c)) for c in chunks)
@@ -27,8 +26,6 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, progress: bool = T
         for x, y in progress_bar(batches, total=total, description=description, enabled=progress):
             preds.append(model(x).argmax(1))
             labels.append(torch.as_tensor(y))
-    finally:
-        model.train(was_training)
     return torch.cat(preds), torch.cat(labels)
 
 

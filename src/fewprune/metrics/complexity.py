@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..modes import eval_mode
+
 aten = torch.ops.aten
 
 
@@ -53,14 +55,10 @@ def _custom_mapping() -> dict:
 @torch.no_grad()
 def macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates of one forward on ``example_input`` (usually a batch of one), in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
         with counter:
             model(example_input)
-    finally:
-        model.train(was_training)
     return counter.get_total_flops() // 2
 
 

@@ -8,6 +8,8 @@ import time
 import torch
 from torch import nn
 
+from ..modes import eval_mode
+
 
 @torch.no_grad()
 def latency(model: nn.Module, example_input: torch.Tensor, repeats: int | None = None, warmup: int = 3,
@@ -18,9 +20,7 @@ def latency(model: nn.Module, example_input: torch.Tensor, repeats: int | None =
     passed (at least 5, at most ``max_repeats``) unless ``repeats`` is given.
     Returns milliseconds: median, 25th and 75th percentile, plus batch size and threads.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(warmup):
             model(example_input)
         times: list[float] = []
@@ -34,8 +34,6 @@ def latency(model: nn.Module, example_input: torch.Tensor, repeats: int | None =
                     break
             elif len(times) >= max_repeats or (len(times) >= 5 and time.perf_counter() - start >= min_seconds):
                 break
-    finally:
-        model.train(was_training)
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {
         "median_ms": round(statistics.median(times), 4),

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..modes import eval_mode
+
 # torchvision family (class name) -> module whose output is the pre-pooling map
 _TORCHVISION_FEATURES = {
     "ResNet": "layer4", "MobileNetV2": "features", "MobileNetV3": "features", "VGG": "features",
@@ -48,13 +50,10 @@ def record_forward(model: nn.Module, example_input: torch.Tensor, names) -> list
     calls: list[tuple[str, tuple, object]] = []
     modules = dict(model.named_modules())
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: calls.append((n, i, o))) for n in names]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(example_input[:1])
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return calls

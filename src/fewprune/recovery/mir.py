@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import capture, feature_layer, modules_after
-from ..structure import frozen_parameters
+from ..models.features import capture, feature_layer, modules_after, record_forward
+from ..modes import eval_mode
+from ..structure import Pruned, frozen_parameters
 from .base import Schedule, register_recovery, train_student
 from .baselines import bn_recalibrate
 
@@ -28,9 +29,7 @@ def mimicking(student: nn.Module, teacher: nn.Module, layer: str):
 
     The teacher runs in eval mode without gradients; its mode and the hooks are restored when the context closes.
     """
-    teacher_mode = teacher.training
-    teacher.eval()
-    try:
+    with eval_mode(teacher):
         with capture(student, layer) as s_out, capture(teacher, layer) as t_out:
             def loss_fn(x, y=None):
                 with torch.no_grad():
@@ -39,8 +38,6 @@ def mimicking(student: nn.Module, teacher: nn.Module, layer: str):
                 return F.mse_loss(s_out[layer], t_out[layer])
 
             yield loss_fn
-    finally:
-        teacher.train(teacher_mode)
 
 
 @register_recovery("mir")
@@ -63,3 +60,65 @@ def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, s
 
 
 mimic.needs_features = True
+
+
+def block_output_channels(teacher: nn.Module, block: str, pruned: Pruned,
+                          example: torch.Tensor) -> torch.Tensor | None:
+    """The teacher's output channels of ``block`` that the student still has (None: all of them).
+
+    A shape-preserving block writes its output through the last convolution
+    it runs (and the residual add coupled to it), so that layer's kept
+    outputs are the block's.
+    """
+    convs = [f"{block}.{n}" for n, m in teacher.get_submodule(block).named_modules()
+             if isinstance(m, nn.Conv2d | nn.Linear)]
+    order = [name for name, _, _ in record_forward(teacher, example, convs)]
+    return pruned.kept_outputs.get(order[-1]) if order else None
+
+
+def _relative_mse(student_out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(student_out, teacher_out) / teacher_out.pow(2).mean().clamp_min(1e-8)
+
+
+@register_recovery("mir-blocks")
+def mimic_blocks(student: nn.Module, teacher: nn.Module, batch: Batch, pruned: Pruned, seed: int = 0,
+                 schedule: Schedule | None = None, block_weight: float = 1.0, recalibrate: bool = True,
+                 progress: bool = True, mix=None) -> dict:
+    """MiR with every residual block's output mimicked too, on the channels the student kept.
+
+    NOT FROM SOURCE — fewprune's proposal for the fewest samples: the final
+    features alone give few constraints per image, while each block output
+    gives as many as the final features. The student's channels are a subset
+    of the teacher's (the plan says which), so each block output is compared
+    with the same channels of the teacher's. Losses are relative MSEs
+    (divided by the teacher's mean square) so shallow and deep layers weigh
+    alike: final + ``block_weight`` × mean over blocks. The head is frozen.
+    """
+    schedule = schedule or Schedule()
+    if recalibrate:
+        bn_recalibrate(student, teacher, batch, seed=seed)
+    example = batch.images[:1]
+    layer = feature_layer(teacher, example)
+    head = modules_after(student, layer, example)
+    blocks = [b for b in pruned.blocks if b not in pruned.dropped_blocks]
+    channels = {b: block_output_channels(teacher, b, pruned, example) for b in blocks}
+    with eval_mode(teacher):
+        with frozen_parameters(student, head), capture(student, layer, *blocks) as s_out, \
+                capture(teacher, layer, *blocks) as t_out:
+            def loss_fn(x, y=None):
+                with torch.no_grad():
+                    teacher(x)
+                student(x)
+                inner = [_relative_mse(s_out[b], t_out[b] if channels[b] is None else t_out[b][:, channels[b]])
+                         for b in blocks]
+                final = _relative_mse(s_out[layer], t_out[layer])
+                return final + block_weight * torch.stack(inner).mean() if inner else final
+
+            stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking blocks",
+                                  progress=progress)
+    return {**stats, "feature_layer": layer, "blocks": blocks, "block_weight": block_weight, "frozen_head": head,
+            "schedule": asdict(schedule)}
+
+
+mimic_blocks.needs_features = True
+mimic_blocks.needs_structure = True

@@ -26,6 +26,7 @@ from torch import nn
 from ..criteria import Batch, register_criterion
 from ..criteria.blocks import _block_io
 from ..models.features import feature_layer
+from ..modes import eval_mode
 from ..structure import Pruned, PruningSpace, drop_blocks, frozen_parameters
 from .adaptors import Adaptors, adaptor_sites
 from .base import Schedule, register_recovery, train_student
@@ -43,17 +44,13 @@ def block_latency(model: nn.Module, block: str, images: torch.Tensor, repeats: i
     """Median seconds the block's forward takes on its real input for ``images`` (eval mode, after warm-up)."""
     [(_, block_input, _)] = list(_block_io(model, [block], images, batch_size=len(images)))  # one batch, hooks gone
     module = model.get_submodule(block)
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         module(block_input)
         timings = []
         for _ in range(repeats):
             start = time.perf_counter()
             module(block_input)
             timings.append(time.perf_counter() - start)
-    finally:
-        module.train(was_training)
     return statistics.median(timings)
 
 

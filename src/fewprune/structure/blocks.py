@@ -13,6 +13,8 @@ import copy
 import torch
 from torch import nn
 
+from ..modes import eval_mode
+
 
 def _io_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -36,9 +38,7 @@ def _io_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple
 
 def find_blocks(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     """Names of the innermost residual blocks of ``model`` that could be replaced by an identity."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         candidates = _io_shapes(model, example_input)
         blocks = []
         for name, (x, _) in candidates.items():
@@ -51,8 +51,6 @@ def find_blocks(model: nn.Module, example_input: torch.Tensor) -> list[str]:
                     p.zero_()
                 if torch.equal(zeroed(x), x):
                     blocks.append(name)
-    finally:
-        model.train(was_training)
     # Keep the innermost: drop a candidate that contains another candidate.
     return [b for b in blocks if not any(o != b and o.startswith(b + ".") for o in blocks)]
 

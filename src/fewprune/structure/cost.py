@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..metrics.complexity import _custom_mapping
+from ..modes import eval_mode
 from .groups import PRUNABLE_TYPES, Group
 
 
@@ -39,11 +40,8 @@ class CostModel:
     @classmethod
     def measure(cls, model: nn.Module, example_input: torch.Tensor, groups: list[Group]) -> CostModel:
         counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
-        was_training = model.training
-        model.eval()
-        with counter, torch.no_grad():
+        with eval_mode(model), counter, torch.no_grad():
             model(example_input[:1])
-        model.train(was_training)
         per_module = {k.split(".", 1)[1] if "." in k else "": sum(v.values()) // 2
                       for k, v in counter.get_flop_counts().items() if k != "Global"}
         out_of: dict[tuple[str, str], str] = {}  # (module, param) -> group controlling its outputs

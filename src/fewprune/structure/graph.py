@@ -15,6 +15,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..modes import eval_mode
+
 
 @contextmanager
 def gradients_enabled(model: nn.Module):
@@ -47,15 +49,11 @@ def frozen_parameters(model: nn.Module, modules: list[str] | None = None):
 
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     """Build torch-pruning's DependencyGraph in eval mode, leaving the model's flags and mode as they were."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with gradients_enabled(model), warnings.catch_warnings():
             # Unwrapped parameters (cls tokens, position embeddings) sit in protected groups; the warning is noise.
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-    finally:
-        model.train(was_training)
 
 
 def is_out_fn(fn) -> bool:

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -16,12 +17,16 @@ def model_and_batch(name="resnet20", n=16):
     return model, Batch(x, torch.randint(0, 10, (n,)), model)
 
 
+@pytest.mark.parametrize("recovery", ["mir", "mir-blocks"])
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])
-def test_mir_on_a_student_identical_to_the_teacher_changes_nothing(name):
+def test_mir_on_a_student_identical_to_the_teacher_changes_nothing(name, recovery):
     teacher, batch = model_and_batch(name)
     student = copy.deepcopy(teacher)
     still = Schedule(iterations=5, batch_size=8, weight_decay=0.0, bn="frozen")
-    stats = recoveries.get("mir")(student, teacher, batch, schedule=still, recalibrate=False, progress=False)
+    structure = {"pruned": fp.structure.Pruned(blocks=fp.structure.find_blocks(teacher, batch.images[:1]))} \
+        if recovery == "mir-blocks" else {}
+    stats = recoveries.get(recovery)(student, teacher, batch, schedule=still, recalibrate=False, progress=False,
+                                     **structure)
     assert stats["first_loss"] == 0 and stats["last_loss"] == 0
     for (k, a), b in zip(teacher.state_dict().items(), student.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
@@ -172,3 +177,25 @@ def test_practise_drops_a_zero_residual_block_first_without_changing_any_output(
     assert result.plan.dropped_blocks == ["layer2.2"]
     with torch.no_grad():
         assert torch.allclose(result.student(batch.images), teacher(batch.images), atol=1e-5)
+
+
+def test_block_mimicking_compares_each_block_with_the_channels_the_student_kept():
+    from fewprune.recovery.mir import block_output_channels
+
+    teacher, batch = model_and_batch("resnet20")
+    keep_features = dataclasses.replace(fp.methods.get("l1"), protect_features=True)  # as every MiR method does
+    result = fp.compress(teacher, batch.images, method=keep_features, target=fp.Target(macs=0.5), progress=False)
+    pruned = fp.structure.Pruned.from_plan(result.plan, fp.structure.PruningSpace(teacher, batch.images[:1]).groups,
+                                           fp.structure.find_blocks(teacher, batch.images[:1]))
+    example = batch.images[:1]
+    from fewprune.models.features import capture
+
+    for block in ("layer1.1", "layer2.2"):
+        kept = block_output_channels(teacher, block, pruned, example)
+        with torch.no_grad(), capture(result.student, block) as s_out, capture(teacher, block) as t_out:
+            result.student(example)
+            teacher(example)
+        assert kept is not None and len(kept) == s_out[block].shape[1] < t_out[block].shape[1]
+    stats = recoveries.get("mir-blocks")(copy.deepcopy(result.student), teacher, batch, pruned=pruned,
+                                         schedule=Schedule(iterations=3, batch_size=8), progress=False)
+    assert stats["blocks"] and stats["first_loss"] > 0

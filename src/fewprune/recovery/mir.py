@@ -40,6 +40,16 @@ def mimicking(student: nn.Module, teacher: nn.Module, layer: str):
             yield loss_fn
 
 
+def _prepare(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int, schedule: Schedule | None,
+             recalibrate: bool) -> tuple[Schedule, torch.Tensor, str, list[str]]:
+    """Shared set-up of the mimicking recoveries: BN recalibration, the feature layer and the head to freeze."""
+    if recalibrate:
+        bn_recalibrate(student, teacher, batch, seed=seed)
+    example = batch.images[:1]
+    layer = feature_layer(teacher, example)
+    return schedule or Schedule(), example, layer, modules_after(student, layer, example)
+
+
 @register_recovery("mir")
 def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, schedule: Schedule | None = None,
           recalibrate: bool = True, progress: bool = True, mix=None) -> dict:
@@ -47,12 +57,7 @@ def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, s
 
     With ``recalibrate`` the BN statistics are first re-estimated on the samples (as for KD).
     """
-    schedule = schedule or Schedule()
-    if recalibrate:
-        bn_recalibrate(student, teacher, batch, seed=seed)
-    example = batch.images[:1]
-    layer = feature_layer(teacher, example)
-    head = modules_after(student, layer, example)
+    schedule, example, layer, head = _prepare(student, teacher, batch, seed, schedule, recalibrate)
     with frozen_parameters(student, head), mimicking(student, teacher, layer) as loss_fn:
         stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking",
                               progress=progress)
@@ -94,28 +99,22 @@ def mimic_blocks(student: nn.Module, teacher: nn.Module, batch: Batch, pruned: P
     (divided by the teacher's mean square) so shallow and deep layers weigh
     alike: final + ``block_weight`` × mean over blocks. The head is frozen.
     """
-    schedule = schedule or Schedule()
-    if recalibrate:
-        bn_recalibrate(student, teacher, batch, seed=seed)
-    example = batch.images[:1]
-    layer = feature_layer(teacher, example)
-    head = modules_after(student, layer, example)
+    schedule, example, layer, head = _prepare(student, teacher, batch, seed, schedule, recalibrate)
     blocks = [b for b in pruned.blocks if b not in pruned.dropped_blocks]
     channels = {b: block_output_channels(teacher, b, pruned, example) for b in blocks}
-    with eval_mode(teacher):
-        with frozen_parameters(student, head), capture(student, layer, *blocks) as s_out, \
-                capture(teacher, layer, *blocks) as t_out:
-            def loss_fn(x, y=None):
-                with torch.no_grad():
-                    teacher(x)
-                student(x)
-                inner = [_relative_mse(s_out[b], t_out[b] if channels[b] is None else t_out[b][:, channels[b]])
-                         for b in blocks]
-                final = _relative_mse(s_out[layer], t_out[layer])
-                return final + block_weight * torch.stack(inner).mean() if inner else final
+    with eval_mode(teacher), frozen_parameters(student, head), capture(student, layer, *blocks) as s_out, \
+            capture(teacher, layer, *blocks) as t_out:
+        def loss_fn(x, y=None):
+            with torch.no_grad():
+                teacher(x)
+            student(x)
+            inner = [_relative_mse(s_out[b], t_out[b] if channels[b] is None else t_out[b][:, channels[b]])
+                     for b in blocks]
+            final = _relative_mse(s_out[layer], t_out[layer])
+            return final + block_weight * torch.stack(inner).mean() if inner else final
 
-            stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking blocks",
-                                  progress=progress)
+        stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking blocks",
+                              progress=progress)
     return {**stats, "feature_layer": layer, "blocks": blocks, "block_weight": block_weight, "frozen_head": head,
             "schedule": asdict(schedule)}
 

@@ -24,9 +24,9 @@ def sweep(tiny_fmnist, monkeypatch, tmp_path):
         "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
     save_file(build(f"{model_file}:make", num_classes=10, in_channels=1).state_dict(), str(weights))
 
-    def write(methods, name="tiny"):
+    def write(methods, name="tiny", **extra):
         config = {"name": name, "dataset": "fashion-mnist", "models": [f"{model_file}:make"], "methods": methods,
-                  "samples": [20], "targets": [{"macs": 0.4}], "seeds": [0], "latency": False}
+                  "samples": [20], "targets": [{"macs": 0.4}], "seeds": [0], "latency": False, **extra}
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         return SweepConfig.read(path)
@@ -124,3 +124,16 @@ def test_committed_sweep_configs_resolve(path):
     cells = config.cells()
     assert cells and {c.method for c in cells} == set(config.methods)  # every method pairs with some target
     assert f"fewprune bench benchmarks/{path.name}" in path.read_text()  # the regenerating command is stated
+
+
+def test_the_ceiling_is_a_job_run_once_and_a_failing_one_is_recorded(sweep):
+    config = sweep(["l1"], ceiling={"epochs": 1}, targets=[{"macs": 0.4}, {"macs": 0.995}])
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = read_results(config.results)
+    ceilings = {r["target"]["macs"]: r for r in rows if r["kind"] == "ceiling"}
+    assert ceilings[0.4]["status"] == "ok" and 0 <= ceilings[0.4]["accuracy"] <= 1
+    assert abs(ceilings[0.4]["macs_reduction"] - 0.4) <= 0.01
+    assert ceilings[0.995]["status"] == "error" and "TargetUnreachable" in ceilings[0.995]["error"]
+    assert "full-data ceiling" in open(config.report).read()
+    run_sweep(config, progress=False, log=lambda *_: None)  # nothing left to run: no second ceiling row
+    assert sum(r["kind"] == "ceiling" for r in read_results(config.results)) == 2

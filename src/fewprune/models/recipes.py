@@ -125,7 +125,8 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    steps_per_epoch = len(train_set) // recipe.batch_size
+    batch_size = min(recipe.batch_size, len(train_set))  # a training set smaller than one batch still trains
+    steps_per_epoch = len(train_set) // batch_size
     total, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup))
     if recipe.channels_last:
@@ -147,7 +148,7 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
         seen = correct = 0
         loss_sum = 0.0
         for step in range(steps_per_epoch):
-            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            idx = order[step * batch_size : (step + 1) * batch_size]
             raw = random_crop_flip(train_set.images[idx], recipe.crop_padding, gen, recipe.flip)
             x, y = train_set.normalise(raw), train_set.targets[idx]
             if recipe.channels_last:

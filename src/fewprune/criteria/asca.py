@@ -47,7 +47,7 @@ from .base import Batch, Scores, register_criterion
 
 @dataclass
 class GateSchedule:
-    """How gates are learned. The defaults suit the few-sample criterion (gates only, Adam)."""
+    """How gates are learned. The defaults suit the few-sample criterion (gates only, a few hundred steps)."""
 
     iterations: int = 300
     batch_size: int = 64
@@ -137,9 +137,9 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
     from scratch; ``bf16`` runs the forward pass under CPU bf16 autocast;
     ``bake`` folds the final gate values into the consumers' weights (so the
     model computes what the gated one did, and pruning the closed units
-    changes only what they contributed). The model's mode is the caller's choice; the gates are
-    removed afterwards, leaving the model's structure as it was. A non-finite
-    loss stops with a ``FloatingPointError``.
+    changes only what they contributed). The model's mode is the caller's
+    choice; the gates are removed afterwards, leaving the model's structure
+    as it was. A non-finite loss stops with a ``FloatingPointError``.
     """
     schedule = schedule or GateSchedule()
     gen = torch.Generator().manual_seed(seed)

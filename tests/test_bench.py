@@ -137,3 +137,21 @@ def test_the_ceiling_is_a_job_run_once_and_a_failing_one_is_recorded(sweep):
     assert "full-data ceiling" in open(config.report).read()
     run_sweep(config, progress=False, log=lambda *_: None)  # nothing left to run: no second ceiling row
     assert sum(r["kind"] == "ceiling" for r in read_results(config.results)) == 2
+
+
+def test_latency_is_remeasured_on_the_rebuilt_structures_and_used_by_the_report(sweep):
+    from fewprune.bench.relatency import remeasure
+
+    config = sweep(["l1", "l1+bn"])
+    config.latency = True
+    run_sweep(config, progress=False, log=lambda *_: None)
+    assert remeasure(config, log=lambda *_: None) == 2
+    assert remeasure(config, log=lambda *_: None) == 0  # measured once
+    rows = read_results(config.results)
+    quiet = [r for r in rows if r["kind"] == "latency"]
+    assert len(quiet) == 2 and all(r["student"]["batch64"]["median_ms"] > 0 and "batch1" in r["teacher"]
+                                   for r in quiet)
+    from fewprune.bench.sweep import write_report
+
+    write_report(config)
+    assert "quiet re-measurement" in open(config.report).read()

@@ -216,8 +216,14 @@ def cmd_bench(args) -> int:
     config = SweepConfig.read(args.config)
     if args.threads:
         _torch.set_num_threads(args.threads)
-    summary = write_report(config) if args.report_only else run_sweep(
-        config, executor=args.executor, address=args.address, retry_failed=args.retry_failed)
+    if args.remeasure_latency:
+        from .bench.relatency import remeasure
+
+        remeasure(config, threads=args.threads)
+        summary = write_report(config)
+    else:
+        summary = write_report(config) if args.report_only else run_sweep(
+            config, executor=args.executor, address=args.address, retry_failed=args.retry_failed)
     print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
     return 0
 
@@ -342,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from existing results")
+    p.add_argument("--remeasure-latency", action="store_true",
+                   help="time every finished cell's structure again, back to back with its teacher, on a quiet "
+                        "machine; the report's speed-ups then use these timings")
     p.add_argument("--threads", type=int, help="torch threads for in-process cells")
     p.set_defaults(func=cmd_bench)
 

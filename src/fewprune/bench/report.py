@@ -92,14 +92,29 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
         lines.append("")
     if errors:
         lines += ["## Failed cells", ""] + [f"- `{r['command']}`: {r['error']}" for r in errors] + [""]
+    quiet = [r for g in groups.values() for r in g if r.get("latency_remeasured")]
+    if quiet:
+        lines.append(f"Speed-ups of {len(quiet)} of {n_ok} cells come from a quiet re-measurement "
+                     f"(`fewprune bench {config.source} --remeasure-latency`): each structure timed back to back "
+                     "with its teacher, nothing else running.")
+        lines.append("")
     versions = next((r["versions"] for r in rows if "versions" in r), {})
     threads = next((r["threads"] for r in rows if "threads" in r), "?")
     lines.append(f"Measured on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
+def speedup(row: dict, teacher: dict | None, batch: int = 64) -> float | None:
+    """Measured speed-up of a cell's student over its teacher, from the quiet re-measurement when there is one."""
+    key = f"batch{batch}"
+    base = row.get("latency_teacher") or (teacher or {}).get("latency")
+    if not base or "latency" not in row:
+        return None
+    return base[key]["median_ms"] / row["latency"][key]["median_ms"]
+
+
 def _speedups(cells: list[dict], teacher: dict | None) -> str:
-    if not teacher or "latency" not in teacher or any("latency" not in r for r in cells):
+    values = [speedup(r, teacher) for r in cells]
+    if any(v is None for v in values):
         return "–"
-    base = teacher["latency"]["batch64"]["median_ms"]
-    return f"{statistics.fmean(base / r['latency']['batch64']['median_ms'] for r in cells):.2f}×"
+    return f"{statistics.fmean(values):.2f}×"

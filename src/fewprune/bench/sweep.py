@@ -8,6 +8,7 @@ from pathlib import Path
 from .ceiling import CeilingJob
 from .config import SweepConfig
 from .plots import plot
+from .relatency import apply_remeasured
 from .report import render
 from .runner import append_result, read_results, run_teacher, teacher_key
 
@@ -85,7 +86,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
 def write_report(config: SweepConfig) -> dict:
     """Report and plots from the rows of the config's current cells (rows of cells since removed are ignored)."""
     keys = {c.key for c in config.cells()}
-    rows = [r for r in read_results(config.results) if r.get("kind") != "cell" or r.get("key") in keys]
+    rows = apply_remeasured([r for r in read_results(config.results) if r.get("kind") != "cell" or r.get("key") in keys])
     report_path = Path(config.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     plots = plot(config, rows, report_path.parent / "plots")

@@ -1,0 +1,92 @@
+"""Latency measured again, on a quiet machine, for the structures a sweep produced.
+
+Cells time their student while other cells may be training beside them, so
+their latency columns are only as good as the machine was quiet. Latency
+depends on the structure alone (the widths and dropped blocks, not the
+weights), so each finished cell's structure is rebuilt from its result row
+and timed back to back with its teacher, one pair at a time, on every core
+given. The rows are appended to the results file (``kind: latency``) and the
+report's speed-ups use them in place of the cell's own timings.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from .config import SweepConfig
+from .runner import _load_data, _teacher, append_result, read_results
+
+
+def latency_key(cell_key: str) -> str:
+    return f"latency:{cell_key}"
+
+
+def rebuilt_student(teacher: torch.nn.Module, example: torch.Tensor, row: dict) -> torch.nn.Module:
+    """A model with the widths and dropped blocks of the cell's student (its weights are the teacher's, cut)."""
+    from ..structure import Plan, PruningSpace
+
+    space = PruningSpace(teacher, example)
+    removed = {gid: list(range(count)) for gid, count in row.get("plan_removed", {}).items() if count}
+    plan = Plan(input_shape=tuple(example.shape[1:]), removed=removed, kinds={g.id: g.kind for g in space.groups},
+                sizes={g.id: g.size for g in space.groups}, dropped_blocks=list(row.get("dropped_blocks") or []))
+    return plan.apply(copy.deepcopy(teacher).eval())
+
+
+def remeasure(config: SweepConfig, threads: int | None = None, log=print) -> int:
+    """Time every finished cell's structure and its teacher back to back; returns how many were measured."""
+    from ..metrics import latency, macs, versions
+
+    if threads:
+        torch.set_num_threads(threads)
+    rows = read_results(config.results)
+    done = {r["key"] for r in rows if r.get("kind") == "latency"}
+    keys = {c.key for c in config.cells()}
+    todo = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "ok" and r["key"] in keys
+            and latency_key(r["key"]) not in done]
+    teachers: dict[str, tuple] = {}
+    for i, row in enumerate(todo, 1):
+        model = row["cell"]["model"]
+        if model not in teachers:
+            train, _ = _load_data(row["cell"]["dataset"], 1)
+            teacher = _teacher(model, train.info).eval()
+            teachers[model] = (teacher, train[0][0].unsqueeze(0))
+        teacher, example = teachers[model]
+        student = rebuilt_student(teacher, example, row)
+        rebuilt = macs(student, example)
+        if abs(rebuilt - row["macs"]) > 0.001 * row["macs"]:
+            raise RuntimeError(f"the rebuilt structure of {row['command']} has {rebuilt} MACs, the cell measured "
+                               f"{row['macs']}: the results file does not match this model")
+        measured: dict = {"teacher": {}, "student": {}}
+        for batch in (1, 64):
+            x = example.expand(batch, *example.shape[1:]).contiguous()
+            with torch.inference_mode():
+                # interleaved: teacher, student, teacher, student — drifts in the machine's speed hit both
+                runs = [(who, latency(m, x)) for _ in range(2) for who, m in (("teacher", teacher),
+                                                                              ("student", student))]
+            for who in ("teacher", "student"):
+                measured[who][f"batch{batch}"] = min((r for w, r in runs if w == who), key=lambda r: r["median_ms"])
+        append_result(config.results, {"kind": "latency", "key": latency_key(row["key"]), "cell": row["key"],
+                                       **measured, "threads": torch.get_num_threads(), "versions": versions(),
+                                       "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        speed = measured["teacher"]["batch64"]["median_ms"] / measured["student"]["batch64"]["median_ms"]
+        log(f"[{i}/{len(todo)}] {row['command']}: {speed:.2f}× at batch 64 "
+            f"(MACs {row['teacher_macs'] / row['macs']:.2f}×)")
+    return len(todo)
+
+
+def apply_remeasured(rows: list[dict]) -> list[dict]:
+    """Cell rows with their latency replaced by the quiet re-measurement where there is one.
+
+    Each such row also carries ``latency_teacher``, its teacher timed beside it.
+    """
+    quiet = {r["cell"]: r for r in rows if r.get("kind") == "latency"}
+    out = []
+    for r in rows:
+        if r.get("kind") == "cell" and r["key"] in quiet:
+            r = {**r, "latency": quiet[r["key"]]["student"], "latency_teacher": quiet[r["key"]]["teacher"],
+                 "latency_remeasured": True}
+        out.append(r)
+    return out

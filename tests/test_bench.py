@@ -122,7 +122,7 @@ def test_committed_sweep_configs_resolve(path):
     for name in config.methods:
         fp.methods.get(name)  # raises with the registered parts if a name is wrong
     cells = config.cells()
-    assert cells and {c.method for c in cells} == set(config.methods)  # every method pairs with some target
+    assert (cells or config.scratch) and {c.method for c in cells} == set(config.methods)  # each pairs with a target
     assert f"fewprune bench benchmarks/{path.name}" in path.read_text()  # the regenerating command is stated
 
 
@@ -155,3 +155,16 @@ def test_latency_is_remeasured_on_the_rebuilt_structures_and_used_by_the_report(
 
     write_report(config)
     assert "quiet re-measurement" in open(config.report).read()
+
+
+def test_asca_from_scratch_runs_as_a_sweep_job_beside_its_same_epoch_ceiling(tiny_fmnist, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    config = SweepConfig(name="scratch", dataset="fashion-mnist", models=["zoo:resnet20-fmnist"], methods=["l1"],
+                         samples=[10], targets=[{"macs": 0.5}], latency=False, scratch={"epochs": 1},
+                         ceiling={"epochs": 1}, results=str(tmp_path / "r.jsonl"), report=str(tmp_path / "r.md"),
+                         source="scratch.yaml")
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = {r["kind"]: r for r in read_results(config.results)}
+    assert rows["scratch"]["status"] == "ok" and abs(rows["scratch"]["macs_reduction"] - 0.5) <= 0.01
+    assert rows["ceiling"]["status"] == "ok" and rows["cell"]["status"] == "ok"
+    assert "*asca-scratch* (1 ep., full data, no teacher)" in open(config.report).read()

@@ -64,6 +64,7 @@ class SweepConfig:
     eval_limit: int | None = None  # None: the full test split
     latency: bool = True
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": ..}
+    scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..}
     results: str = ""  # JSON-lines file; default next to the config
     report: str = ""  # markdown report; default next to the config
     source: str = ""

@@ -56,6 +56,13 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
         if any(c != "–" for c in ceiling_cells):
             epochs = next(r["epochs"] for r in ceilings.values())
             lines.append(f"| *full-data ceiling* ({epochs} ep.) | " + " | ".join(ceiling_cells) + " | |")
+        scratch = {_target_label(r["target"]): r for r in rows
+                   if r.get("kind") == "scratch" and r.get("status") == "ok" and r["model"] == model}
+        if scratch:
+            epochs = next(iter(scratch.values()))["epochs"]
+            lines.append(f"| *asca-scratch* ({epochs} ep., full data, no teacher) | "
+                         + " | ".join(f"{100 * scratch[t]['accuracy']:.2f}" if t in scratch else "–"
+                                      for t, _n in settings) + " | |")
         means = {(m, s): _mean_std([100 * r["accuracy"] for r in groups[(model, *s, m)]])
                  for m in config.methods for s in settings if groups.get((model, *s, m))}
         ranks: dict[str, list[int]] = defaultdict(list)

@@ -11,6 +11,7 @@ from .plots import plot
 from .relatency import apply_remeasured
 from .report import render
 from .runner import append_result, read_results, run_teacher, teacher_key
+from .scratch import ScratchJob
 
 
 def _progress(total: int, enabled: bool):
@@ -37,6 +38,9 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
         jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit)
+                 for model in config.models for target in config.targets if "blocks" not in target]
+    if config.scratch:
+        jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit)
                  for model in config.models for target in config.targets if "blocks" not in target]
     cells = config.cells()
     jobs += cells

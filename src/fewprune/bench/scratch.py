@@ -1,0 +1,57 @@
+"""ASCA from scratch as a sweep job: gates and weights learned on the full training set, no teacher weights.
+
+A zoo model ``zoo:NAME`` names its training recipe ``NAME``; the job trains
+that architecture from scratch towards each width target and measures the
+pruned result on the test split. Set ``ceiling`` to the same epochs to get
+the comparison the paper makes: the zoo teacher pruned by L1 and fine-tuned
+on the full set for the same number of epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .runner import _load_data, measure_model
+
+
+@dataclass
+class ScratchJob:
+    model: str
+    dataset: str
+    target: dict
+    epochs: int
+    eval_limit: int | None = None
+
+    @property
+    def key(self) -> str:
+        (kind, value), = self.target.items()
+        return f"asca-scratch:{self.model}:{self.dataset}:{kind}={value}:e{self.epochs}:{self.eval_limit}"
+
+    def describe(self) -> str:
+        return f"asca-scratch for {self.model} at {self.target} ({self.epochs} epochs, full training set)"
+
+    def run(self, eval_limit, latency: bool) -> dict:
+        """The job's row; a failure becomes an error row, so the sweep goes on."""
+        from ..allocation import Target
+        from ..metrics import versions
+        from ..models.recipes import train_asca_scratch
+
+        row = {"kind": "scratch", "key": self.key, "model": self.model, "target": self.target, "epochs": self.epochs}
+        started = time.time()
+        try:
+            if not self.model.startswith("zoo:"):
+                raise ValueError(f"asca-scratch needs a training recipe: use a zoo:NAME model, not {self.model!r}")
+            train, test = _load_data(self.dataset, eval_limit)
+            result = train_asca_scratch(self.model.removeprefix("zoo:"), Target(**self.target), epochs=self.epochs,
+                                        progress=False, log=lambda *_: None, train_set=train)
+            row.update(measure_model(result.student, test, train[0][0].unsqueeze(0), latency))
+            row.update(status="ok", macs_reduction=result.report["macs_reduction"],
+                       params_reduction=result.report["params_reduction"],
+                       gates=result.report["criterion"]["gates"]["widths"])
+        except Exception as error:  # noqa: BLE001 — recorded, like a failing cell
+            row.update(status="error", error=f"{type(error).__name__}: {error}")
+        row.update(wall_seconds=round(time.time() - started, 1), versions=versions(), threads=torch.get_num_threads())
+        return row

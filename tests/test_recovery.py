@@ -199,3 +199,37 @@ def test_block_mimicking_compares_each_block_with_the_channels_the_student_kept(
     stats = recoveries.get("mir-blocks")(copy.deepcopy(result.student), teacher, batch, pruned=pruned,
                                          schedule=Schedule(iterations=3, batch_size=8), progress=False)
     assert stats["blocks"] and stats["first_loss"] > 0
+
+
+def _pruned_resnet20(batch):
+    teacher = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
+    result = fp.compress(teacher, batch.images, method="l1", target=fp.Target(macs=0.5), progress=False)
+    space = fp.structure.PruningSpace(teacher, batch.images[:1])
+    return teacher, result, fp.structure.Pruned.from_plan(result.plan, space.groups)
+
+
+def test_kept_inputs_are_what_the_student_layer_reads():
+    _, batch = model_and_batch("resnet20")
+    teacher, result, pruned = _pruned_resnet20(batch)
+    assert pruned.kept_inputs and set(pruned.kept_inputs) == set(pruned.reduced_inputs)
+    for name, kept in pruned.kept_inputs.items():
+        layer = result.student.get_submodule(name)
+        assert len(kept) == layer.weight.shape[1] < teacher.get_submodule(name).weight.shape[1]
+        # the student's weights are the teacher's on exactly those inputs (before any recovery)
+        teacher_w = teacher.get_submodule(name).weight
+        rows = pruned.kept_outputs.get(name, torch.arange(teacher_w.shape[0]))
+        assert torch.equal(layer.weight, teacher_w[rows][:, kept])
+
+
+def test_cross_distillation_lowers_every_layer_loss_and_changes_nothing_when_nothing_was_pruned():
+    _, batch = model_and_batch("resnet20")
+    teacher, result, pruned = _pruned_resnet20(batch)
+    student = copy.deepcopy(result.student)
+    stats = recoveries.get("cd")(student, teacher, batch, pruned=pruned, iterations=20, progress=False)
+    layers = stats["layers"]
+    assert layers and all(s["loss_after"] < s["loss_before"] or s["loss_before"] == s["loss_after"] == 0
+                          for s in layers) and sum(s["loss_before"] > 0 for s in layers) > len(layers) // 2
+    same = copy.deepcopy(teacher)
+    stats = recoveries.get("cd")(same, teacher, batch, pruned=fp.structure.Pruned(), iterations=5, progress=False)
+    assert stats["layers"] == [] and all(torch.equal(a, b) for a, b in
+                                         zip(same.state_dict().values(), teacher.state_dict().values(), strict=True))

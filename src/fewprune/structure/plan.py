@@ -83,11 +83,13 @@ class Pruned:
     """What a plan did to each layer, in index terms recoveries can use (FSKD, reconstruction).
 
     ``kept_outputs[layer]``: the teacher's output channels the student layer still has;
-    ``reduced_inputs``: layers whose input channels shrank; ``dropped_blocks``
+    ``kept_inputs[layer]``: the teacher's input channels it still reads, for the
+    ``reduced_inputs`` layers (those whose input channels shrank); ``dropped_blocks``
     among the teacher's removable ``blocks``.
     """
 
     kept_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # the teacher's input channels still read
     reduced_inputs: list[str] = field(default_factory=list)
     dropped_blocks: list[str] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)  # every removable block of the teacher
@@ -95,18 +97,22 @@ class Pruned:
     @classmethod
     def from_plan(cls, plan: Plan, groups, blocks=()) -> Pruned:
         out = cls(dropped_blocks=list(plan.dropped_blocks), blocks=list(blocks))
+        inputs_seen: dict[str, set[int]] = {}  # a layer may read several groups (concatenations)
+        inputs_gone: dict[str, set[int]] = {}
         for g in groups:
-            removed = plan.removed.get(g.id)
-            if not removed:
-                continue
-            gone = set(removed)
+            gone = set(plan.removed.get(g.id, ()))
             for s in g.slices:
                 if s.param != "weight":
                     continue
-                if s.role == "out":
+                dropped = {i for u in gone for i in s.units[u]}
+                if s.role == "out" and dropped:
                     size = sum(len(u) for u in s.units)
-                    dropped = {i for u in gone for i in s.units[u]}
                     out.kept_outputs[s.module] = torch.tensor([i for i in range(size) if i not in dropped])
-                elif s.role == "in" and s.module not in out.reduced_inputs:
-                    out.reduced_inputs.append(s.module)
+                elif s.role == "in":
+                    inputs_seen.setdefault(s.module, set()).update(i for u in s.units for i in u)
+                    inputs_gone.setdefault(s.module, set()).update(dropped)
+        for module, gone in inputs_gone.items():
+            if gone:
+                out.reduced_inputs.append(module)
+                out.kept_inputs[module] = torch.tensor(sorted(inputs_seen[module] - gone))
         return out

@@ -51,13 +51,16 @@ def _layer_inputs(model: nn.Module, name: str, images: torch.Tensor, batch_size:
 
 @register_recovery("cd")
 def cross_distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, pruned: Pruned | None = None,
-                  mu: float = 0.6, iterations: int = 200, lr: float = 1e-3, batch_size: int = 64,
+                  mu: float = 0.9, iterations: int = 300, lr: float = 1e-3, batch_size: int = 64,
                   progress: bool = True) -> dict:
     """Train each pruned convolution on correction + imitation losses (``mu`` weighs correction), front to back.
 
     Adam on that layer's weights only, ``iterations`` steps of ``batch_size``
-    images per layer; both models in eval mode (the ResNet setting of the
-    authors). A non-finite loss stops with :class:`RecoveryDiverged`.
+    images per layer; both models in eval mode. μ = 0.9 is the authors'
+    ResNet-56 setting (0.6 for VGG): on resnet20-fmnist at 50% MACs with 50
+    samples, μ = 0.6 left 57.6% accuracy and μ = 0.9 89.4%, because the
+    imitation term keeps each layer close to the teacher's cut-down layer.
+    A non-finite loss stops with :class:`RecoveryDiverged`.
     """
     if pruned is None:
         raise ValueError("cd needs to know what was pruned (call it through fewprune.compress)")

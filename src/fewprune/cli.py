@@ -303,7 +303,7 @@ def cmd_demo(args) -> int:
         return 1
     name = args.teacher or ("resnet56-fmnist" if "resnet56-fmnist" in names else names[0])
     argv = ["prune", "--model", f"zoo:{name}", "--data", zoo.manifest(name)["dataset"], "--samples", "50",
-            "--method", "l1+fskd+mir", "--macs", "0.5", "--out", args.out, "--force"]
+            "--method", "cma", "--macs", "0.5", "--out", args.out, "--force"]
     if args.eval_limit:
         argv += ["--eval-limit", str(args.eval_limit)]
     return main(argv)

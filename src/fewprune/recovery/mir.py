@@ -81,6 +81,13 @@ def block_output_channels(teacher: nn.Module, block: str, pruned: Pruned,
     return pruned.kept_outputs.get(order[-1]) if order else None
 
 
+def _kept(features: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
+    """``features`` on ``channels`` only: dim 1 of a feature map, the last dim of tokens."""
+    if channels is None:
+        return features
+    return features.index_select(1 if features.ndim == 4 else features.ndim - 1, channels)
+
+
 def _relative_mse(student_out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(student_out, teacher_out) / teacher_out.pow(2).mean().clamp_min(1e-8)
 
@@ -108,8 +115,7 @@ def mimic_blocks(student: nn.Module, teacher: nn.Module, batch: Batch, pruned: P
             with torch.no_grad():
                 teacher(x)
             student(x)
-            inner = [_relative_mse(s_out[b], t_out[b] if channels[b] is None else t_out[b][:, channels[b]])
-                     for b in blocks]
+            inner = [_relative_mse(s_out[b], _kept(t_out[b], channels[b])) for b in blocks]
             final = _relative_mse(s_out[layer], t_out[layer])
             return final + block_weight * torch.stack(inner).mean() if inner else final
 

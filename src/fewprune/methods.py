@@ -70,6 +70,11 @@ register_method("asca", Method("asca", allocation="threshold",
                                description="ASCA (few-sample form): static gates learned on the frozen teacher with "
                                            "complexity-weighted distillation, binarisation and MAC-budget losses; "
                                            "no fine-tuning"))
+register_method("cma+mir-blocks", Method("cma", allocation="de", recovery="mir-blocks", augment="cmamix",
+                                         protect_features=True,
+                                         description="CMa's per-block ratios and CMaMix with block-wise MiR (every "
+                                                     "residual block's output mimicked on the kept channels); "
+                                                     "label-free"))
 register_method("cma-block", Method("cma-block", recovery="mir", augment="cmamix", granularity="blocks",
                                     protect_features=True,
                                     description="CMa block level: drop the blocks whose concept masks move least, "

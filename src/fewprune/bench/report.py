@@ -80,7 +80,10 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
                 gap = f" ({mean - 100 * teacher['accuracy']:+.2f})" if teacher else ""
                 rank = sorted((mm for mm in config.methods if (mm, s) in means),
                               key=lambda mm: -means[(mm, s)][0]).index(m) + 1
-                cells.append(f"{mean:.2f} ± {std:.2f}{gap} #{rank}")
+                n = len(groups[(model, *s, m)])
+                spread = f" ± {std:.2f}" if n > 1 else ""
+                seeds = f" [{n} of {len(config.seeds)} seeds]" if n < len(config.seeds) else ""
+                cells.append(f"{mean:.2f}{spread}{gap} #{rank}{seeds}")
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
         lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells):",

@@ -233,3 +233,18 @@ def test_cross_distillation_lowers_every_layer_loss_and_changes_nothing_when_not
     stats = recoveries.get("cd")(same, teacher, batch, pruned=fp.structure.Pruned(), iterations=5, progress=False)
     assert stats["layers"] == [] and all(torch.equal(a, b) for a, b in
                                          zip(same.state_dict().values(), teacher.state_dict().values(), strict=True))
+
+
+def test_bf16_recovery_runs_its_forwards_in_bf16_and_stays_close_to_fp32():
+    teacher, batch = model_and_batch("resnet20")
+    seen = []
+    results = {}
+    for bf16 in (False, True):
+        student = copy.deepcopy(teacher)
+        handle = student.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        stats = recoveries.get("kd")(student, teacher, batch, schedule=Schedule(iterations=3, batch_size=8, bf16=bf16),
+                                     recalibrate=False, progress=False)
+        handle.remove()
+        results[bf16] = stats["first_loss"]
+    assert seen[0] == torch.float32 and seen[-1] == torch.bfloat16
+    assert results[True] != results[False] and abs(results[True] - results[False]) < 0.3 * results[False]

@@ -43,6 +43,7 @@ class Schedule:
     weight_decay: float = 1e-4
     warmup: int = 20
     bn: str = "train"  # "train": batch statistics (running stats updated); "frozen": BN layers in eval mode
+    bf16: bool = False  # forward passes under CPU bf16 autocast (faster on CPUs with bf16 units; fp32 weights)
 
 
 def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -84,7 +85,8 @@ def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ten
             x, y = mix(x, gen), None  # a mixed image has no single label; mixing recoveries compare with the teacher
         for group in opt.param_groups:
             group["lr"] = lr_at(it)
-        loss = loss_fn(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
+            loss = loss_fn(x, y).float()
         value = loss.item()
         if first is None:
             first = value

@@ -193,6 +193,9 @@ def test_method_names_and_composition():
     assert (composed.criterion, composed.allocation, composed.recovery) == ("l2", "global", "bn")
     with pytest.raises(KeyError, match="registered"):
         fp.methods.get("l3+kd")
+    best = fp.methods.get("cma+mir-blocks+mixup")  # a registered recipe with another augmentation
+    assert (best.criterion, best.allocation, best.recovery, best.augment) == ("cma", "de", "mir-blocks", "mixup")
+    assert fp.methods.get("l1+mir-blocks").protect_features and fp.methods.get("l1+cd").recovery == "cd"
 
 
 def test_block_level_method_drops_the_least_changing_blocks():

@@ -104,13 +104,14 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
         lines += ["## Failed cells", ""] + [f"- `{r['command']}`: {r['error']}" for r in errors] + [""]
     quiet = [r for g in groups.values() for r in g if r.get("latency_remeasured")]
     if quiet:
+        threads = sorted({r.get("latency_threads") for r in quiet} - {None})
         lines.append(f"Speed-ups of {len(quiet)} of {n_ok} cells come from a quiet re-measurement "
-                     f"(`fewprune bench {config.source} --remeasure-latency`): each structure timed back to back "
-                     "with its teacher, nothing else running.")
+                     f"(`fewprune bench {config.source} --remeasure-latency`) on {', '.join(map(str, threads)) or '?'} threads: each "
+                     "structure timed back to back with its teacher, nothing else running.")
         lines.append("")
     versions = next((r["versions"] for r in rows if "versions" in r), {})
     threads = next((r["threads"] for r in rows if "threads" in r), "?")
-    lines.append(f"Measured on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    lines.append(f"Cells ran on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     return "\n".join(lines) + "\n"
 
 

@@ -104,9 +104,9 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
         lines += ["## Failed cells", ""] + [f"- `{r['command']}`: {r['error']}" for r in errors] + [""]
     quiet = [r for g in groups.values() for r in g if r.get("latency_remeasured")]
     if quiet:
-        threads = sorted({r.get("latency_threads") for r in quiet} - {None})
+        threads = ", ".join(map(str, sorted({r.get("latency_threads") for r in quiet} - {None}))) or "?"
         lines.append(f"Speed-ups of {len(quiet)} of {n_ok} cells come from a quiet re-measurement "
-                     f"(`fewprune bench {config.source} --remeasure-latency`) on {', '.join(map(str, threads)) or '?'} threads: each "
+                     f"(`fewprune bench {config.source} --remeasure-latency`) on {threads} threads: each "
                      "structure timed back to back with its teacher, nothing else running.")
         lines.append("")
     versions = next((r["versions"] for r in rows if "versions" in r), {})

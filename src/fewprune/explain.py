@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .criteria.blocks import _block_io
 from .criteria.concept_mask import concept_mask
+from .models.features import module_io
 from .structure import find_blocks
 
 
@@ -37,7 +37,7 @@ def concept_mask_figures(model: nn.Module, images: torch.Tensor, out_dir: str | 
         raise ValueError(f"{type(model).__name__} has no shape-preserving residual block to explain")
     size = tuple(images.shape[-2:])
     written, divergence = [], {}
-    for name, x, y in _block_io(model, blocks, images, batch_size=len(images)):
+    for name, x, y in module_io(model, blocks, images, batch_size=len(images)):
         before, after = concept_mask(x, size, theta), concept_mask(y, size, theta)
         flipped = (before ^ after).float().mean(1)
         divergence[name] = int((before ^ after).sum())

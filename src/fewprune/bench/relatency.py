@@ -25,11 +25,14 @@ def latency_key(cell_key: str) -> str:
     return f"latency:{cell_key}"
 
 
-def rebuilt_student(teacher: torch.nn.Module, example: torch.Tensor, row: dict) -> torch.nn.Module:
-    """A model with the widths and dropped blocks of the cell's student (its weights are the teacher's, cut)."""
+def rebuilt_student(teacher: torch.nn.Module, example: torch.Tensor, row: dict, space=None) -> torch.nn.Module:
+    """A model with the widths and dropped blocks of the cell's student (its weights are the teacher's, cut).
+
+    ``space`` is the teacher's :class:`~fewprune.structure.PruningSpace` when the caller already has it.
+    """
     from ..structure import Plan, PruningSpace
 
-    space = PruningSpace(teacher, example)
+    space = space or PruningSpace(teacher, example)
     removed = {gid: list(range(count)) for gid, count in row.get("plan_removed", {}).items() if count}
     plan = Plan(input_shape=tuple(example.shape[1:]), removed=removed, kinds={g.id: g.kind for g in space.groups},
                 sizes={g.id: g.size for g in space.groups}, dropped_blocks=list(row.get("dropped_blocks") or []))
@@ -39,6 +42,7 @@ def rebuilt_student(teacher: torch.nn.Module, example: torch.Tensor, row: dict) 
 def remeasure(config: SweepConfig, threads: int | None = None, log=print) -> int:
     """Time every finished cell's structure and its teacher back to back; returns how many were measured."""
     from ..metrics import latency, macs, versions
+    from ..structure import PruningSpace
 
     if threads:
         torch.set_num_threads(threads)
@@ -54,15 +58,16 @@ def remeasure(config: SweepConfig, threads: int | None = None, log=print) -> int
         if model not in teachers:
             train, _ = _load_data(row["cell"]["dataset"], 1)
             teacher = _teacher(model, train.info).eval()
-            teachers[model] = (teacher, train[0][0].unsqueeze(0))
-        teacher, example = teachers[model]
+            example = train[0][0].unsqueeze(0)
+            teachers[model] = (teacher, example, PruningSpace(teacher, example))  # one dependency graph per model
+        teacher, example, space = teachers[model]
         structure = json.dumps([model, row.get("plan_removed"), row.get("dropped_blocks")], sort_keys=True)
         if structure in timed:
             measured = timed[structure]
             append_result(config.results, {"kind": "latency", "key": latency_key(row["key"]), "cell": row["key"],
                                            **measured, "same_structure_as": measured["first_cell"]})
             continue
-        student = rebuilt_student(teacher, example, row)
+        student = rebuilt_student(teacher, example, row, space)
         rebuilt = macs(student, example)
         if abs(rebuilt - row["macs"]) > 0.001 * row["macs"]:
             raise RuntimeError(f"the rebuilt structure of {row['command']} has {rebuilt} MACs, the cell measured "

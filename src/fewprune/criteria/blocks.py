@@ -4,25 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..modes import eval_mode
+from ..models.features import module_io
 from ..structure import PruningSpace
 from .base import Batch, register_criterion
-
-
-def _block_io(model, names: list[str], images: torch.Tensor, batch_size: int = 64):
-    """Yield ``(block name, input, output)`` per mini-batch, one block hooked at a time (bounded memory)."""
-    with eval_mode(model):
-        for name in names:
-            seen = {}
-            handle = model.get_submodule(name).register_forward_hook(
-                lambda m, i, o, seen=seen: seen.update(x=i[0].detach(), y=o.detach()))
-            try:
-                with torch.no_grad():
-                    for start in range(0, len(images), batch_size):
-                        model(images[start : start + batch_size])
-                        yield name, seen["x"], seen["y"]
-            finally:
-                handle.remove()
 
 
 @register_criterion("block-residual")
@@ -30,7 +14,7 @@ def residual_ratio(model, space: PruningSpace, batch: Batch) -> dict[str, float]
     """‖block(x) − x‖ / ‖x‖ over the few samples: how much each block changes what flows through it."""
     change = {b: 0.0 for b in space.blocks}
     size = {b: 0.0 for b in space.blocks}
-    for name, x, y in _block_io(model, space.blocks, batch.images):
+    for name, x, y in module_io(model, space.blocks, batch.images):
         change[name] += (y - x).pow(2).sum().item()
         size[name] += x.pow(2).sum().item()
     return {b: (change[b] / size[b]) ** 0.5 if size[b] > 0 else 0.0 for b in space.blocks}

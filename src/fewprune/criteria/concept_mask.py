@@ -15,9 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..models.features import module_io
 from ..structure import PruningSpace
 from .base import Batch, Scores, register_criterion
-from .blocks import _block_io
 from .magnitude import l1
 
 
@@ -73,7 +73,7 @@ def block_divergence(model, blocks: list[str], images: torch.Tensor, theta: floa
     """
     size = tuple(images.shape[-2:])
     totals = {b: 0 for b in blocks}
-    for name, x, y in _block_io(model, blocks, images, batch_size):
+    for name, x, y in module_io(model, blocks, images, batch_size):
         totals[name] += mask_divergence(x, y, size, theta)
     return totals
 

@@ -97,3 +97,23 @@ def modules_after(model: nn.Module, layer: str, example_input: torch.Tensor) -> 
         raise ValueError(f"feature layer {layer!r} did not run in the forward pass")
     after = order[order.index(layer) + 1 :]
     return [n for n in after if not n.startswith(layer + ".")]
+
+
+def module_io(model: nn.Module, names: list[str], images: torch.Tensor, batch_size: int = 64):
+    """Yield ``(module name, input, output)`` per mini-batch, one module hooked at a time (bounded memory).
+
+    The forwards run in eval mode without gradients; the tensors are detached, the hooks removed and the
+    model's modes restored afterwards.
+    """
+    with eval_mode(model):
+        for name in names:
+            seen = {}
+            handle = model.get_submodule(name).register_forward_hook(
+                lambda m, i, o, seen=seen: seen.update(x=i[0].detach(), y=o.detach()))
+            try:
+                with torch.no_grad():
+                    for start in range(0, len(images), batch_size):
+                        model(images[start : start + batch_size])
+                        yield name, seen["x"], seen["y"]
+            finally:
+                handle.remove()

@@ -177,9 +177,6 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
     return elapsed
 
 
-if __name__ == "__main__":  # pragma: no cover - convenience for background runs
-    train_teacher(sys.argv[1], sys.argv[2])
-
 
 def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, progress: bool = True,
                        train_set=None):
@@ -193,8 +190,6 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
     fine-tuned after. Returns a :class:`~fewprune.api.Result` for
     :func:`fewprune.save`.
     """
-    import copy
-
     import torch.nn.functional as F
 
     from .. import data, metrics
@@ -219,8 +214,8 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
     example = images[:1]
     space = PruningSpace(model, example)
     batch_size = min(recipe.batch_size, len(images))
-    steps = recipe.epochs * max(1, len(images) // batch_size)
-    warmup = int(recipe.warmup_epochs * max(1, len(images) // batch_size))
+    steps_per_epoch = max(1, len(images) // batch_size)
+    steps, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
     schedule = GateSchedule(iterations=steps, batch_size=batch_size, log_every=max(1, steps // 200))
     model.train()
     logits, gate_log = learn_gates(
@@ -232,14 +227,13 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
         weight_lr=lambda step: _lr_factor(step, steps, warmup), bf16=recipe.bf16, bake=True, progress=progress,
         description=f"asca-scratch {name}")
     model.eval()
-    full = copy.deepcopy(model)
+    full_macs, full_params = metrics.macs(model, example), metrics.params(model)  # before the channels go
     removed = {g: r for g, r in allocate(space, logits, target, "threshold").items() if r}
     plan = Plan(input_shape=tuple(example.shape[1:]), removed=removed, kinds={g.id: g.kind for g in space.groups},
                 sizes={g.id: g.size for g in space.groups}, meta={"method": "asca-scratch", "recipe": name,
                                                                    "target": target.to_dict(), "seed": recipe.seed})
     plan.apply(model)
-    full_macs, macs = metrics.macs(full, example), metrics.macs(model, example)
-    full_params, params = metrics.params(full), metrics.params(model)
+    macs, params = metrics.macs(model, example), metrics.params(model)
     report = {
         "method": "asca-scratch", "recipe": asdict(recipe), "target": target.to_dict(), "seed": recipe.seed,
         "samples": {"count": len(images), "dataset": recipe.dataset, "split": "train", "labelled": True},
@@ -252,3 +246,7 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
     }
     log(f"asca-scratch {name}: {100 * report['macs_reduction']:.1f}% MACs removed after {recipe.epochs} epochs")
     return Result(student=model, plan=plan, report=report, few_shot={"count": len(images), "split": "train"})
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience for background runs
+    train_teacher(sys.argv[1], sys.argv[2])

@@ -17,36 +17,48 @@ proximal-gradient channel selection is a criterion's job here); label-free.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import record_forward
+from ..models.features import module_io, record_forward
 from ..modes import eval_mode
 from ..progress import progress_bar
-from ..structure import Pruned
+from ..structure import Pruned, gradients_enabled
 from .base import RecoveryDiverged, register_recovery
 
 
-@contextmanager
-def _inputs(model: nn.Module, name: str):
-    """Collect the inputs of module ``name`` over forwards."""
-    seen: list[torch.Tensor] = []
-    handle = model.get_submodule(name).register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
-
 def _layer_inputs(model: nn.Module, name: str, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    with _inputs(model, name) as seen, torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            model(images[start : start + batch_size])
-    return torch.cat(seen)
+    return torch.cat([x for _, x, _ in module_io(model, [name], images, batch_size)])
+
+
+def _fit_layer(layer: nn.Module, correction: tuple, imitation: tuple, mu: float, iterations: int, lr: float,
+               batch_size: int, gen: torch.Generator, name: str) -> tuple[float, float]:
+    """Adam on ``layer``'s weights for μ·correction + (1 − μ)·imitation; returns the loss before and after."""
+    (x_c, y_c), (x_i, y_i) = correction, imitation
+
+    def objective(idx=slice(None)):
+        return mu * F.mse_loss(layer(x_c[idx]), y_c[idx]) + (1 - mu) * F.mse_loss(layer(x_i[idx]), y_i[idx])
+
+    with torch.no_grad():
+        before = objective().item()
+    with gradients_enabled(layer):
+        opt = torch.optim.Adam(layer.parameters(), lr=lr)
+        try:
+            for it in range(iterations if before > 1e-12 else 0):  # nothing to correct: leave it
+                loss = objective(torch.randperm(len(x_c), generator=gen)[:batch_size])
+                if not torch.isfinite(loss):
+                    raise RecoveryDiverged(f"cross distillation of {name}: loss became {loss.item()} at step "
+                                           f"{it + 1}; lower lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        finally:
+            opt.zero_grad(set_to_none=True)  # leave no gradients behind on the student
+    with torch.no_grad():
+        after = objective().item()
+    return before, after
 
 
 @register_recovery("cd")
@@ -87,32 +99,8 @@ def cross_distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: in
                 if kept_out is not None:
                     corrected_target = corrected_target.index_select(1, kept_out)
                     imitated_target = imitated_target.index_select(1, kept_out)
-            params = [p for p in s_layer.parameters(recurse=False)]
-            flags = [p.requires_grad for p in params]
-            for p in params:
-                p.requires_grad_(True)
-            opt = torch.optim.Adam(params, lr=lr)
-            try:
-                with torch.no_grad():
-                    before = (mu * F.mse_loss(s_layer(xt_for_student), corrected_target)
-                              + (1 - mu) * F.mse_loss(s_layer(xs), imitated_target)).item()
-                for it in range(iterations if before > 1e-12 else 0):  # nothing to correct: leave it
-                    idx = torch.randperm(len(images), generator=gen)[:batch_size]
-                    loss = (mu * F.mse_loss(s_layer(xt_for_student[idx]), corrected_target[idx])
-                            + (1 - mu) * F.mse_loss(s_layer(xs[idx]), imitated_target[idx]))
-                    if not torch.isfinite(loss):
-                        raise RecoveryDiverged(f"cross distillation of {name}: loss became {loss.item()} at step "
-                                               f"{it + 1}; lower lr")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                with torch.no_grad():
-                    after = (mu * F.mse_loss(s_layer(xt_for_student), corrected_target)
-                             + (1 - mu) * F.mse_loss(s_layer(xs), imitated_target)).item()
-            finally:
-                for p, flag in zip(params, flags, strict=True):
-                    p.requires_grad_(flag)
-                    p.grad = None
+            before, after = _fit_layer(s_layer, (xt_for_student, corrected_target), (xs, imitated_target), mu,
+                                       iterations, lr, batch_size, gen, name)
             fitted.append({"layer": name, "loss_before": before, "loss_after": after})
     return {"layers": fitted, "mu": mu, "iterations": iterations, "lr": lr}
 

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from ..criteria import Batch, register_criterion
-from ..criteria.blocks import _block_io
-from ..models.features import feature_layer
+from ..models.features import feature_layer, module_io
 from ..modes import eval_mode
 from ..structure import Pruned, PruningSpace, drop_blocks, frozen_parameters
 from .adaptors import Adaptors, adaptor_sites
@@ -42,7 +41,7 @@ ADAPT_SCHEDULE = Schedule(iterations=300, batch_size=64, lr=0.02, weight_decay=0
 @torch.no_grad()
 def block_latency(model: nn.Module, block: str, images: torch.Tensor, repeats: int = 15) -> float:
     """Median seconds the block's forward takes on its real input for ``images`` (eval mode, after warm-up)."""
-    [(_, block_input, _)] = list(_block_io(model, [block], images, batch_size=len(images)))  # one batch, hooks gone
+    [(_, block_input, _)] = list(module_io(model, [block], images, batch_size=len(images)))  # one batch, hooks gone
     module = model.get_submodule(block)
     with eval_mode(module):
         module(block_input)

@@ -1,9 +1,19 @@
 """Allocation: scores + Target → removed units per group."""
 
 from . import evolution, iterative, strategies  # noqa: F401  (registration)
-from .base import Target, TargetUnreachable, allocate, allocators, lowest, reduction, register_allocator
+from .base import (
+                   Target,
+                   TargetUnreachable,
+                   allocate,
+                   allocators,
+                   channel_block,
+                   lowest,
+                   reduction,
+                   register_allocator,
+                   resolve_round_to,
+)
 from .evolution import differential_evolution
 from .iterative import Probe, class_averaged_auc, harmonic_mean
 
-__all__ = ["Probe", "Target", "TargetUnreachable", "allocate", "allocators", "class_averaged_auc",
-           "differential_evolution", "harmonic_mean", "lowest", "reduction", "register_allocator"]
+__all__ = ["Probe", "Target", "TargetUnreachable", "allocate", "allocators", "channel_block", "class_averaged_auc",
+           "differential_evolution", "harmonic_mean", "lowest", "reduction", "register_allocator", "resolve_round_to"]

@@ -79,15 +79,36 @@ def max_removable(size: int, min_keep: int, max_ratio: float) -> int:
 
 
 def round_keep(size: int, keep: int, multiple: int | None) -> int:
-    """``keep`` rounded to the nearest multiple of ``multiple`` (at least one, at most ``size``).
+    """``keep`` snapped to a width CPU kernels run efficiently (at most ``size``).
 
-    CPU kernels (oneDNN's blocked layouts) pad channels to 8 or 16, so a width
-    of 11 runs as slowly as 16: rounding turns removed MACs into saved time.
-    Groups narrower than ``multiple`` are left alone.
+    oneDNN's convolutions work on blocks of ``multiple`` channels (16 with
+    AVX-512, 8 with AVX2) and pad the last block, so above one block a width of
+    20 runs as slowly as 32: such widths are rounded to the nearest multiple.
+    Below one block the kernels scale with the width (at least on their input
+    side), so narrower widths are kept as they are, and so is an unpruned group.
     """
-    if not multiple or multiple <= 1 or size < multiple:
+    if not multiple or multiple <= 1 or keep < multiple or keep >= size:
         return keep
-    return min(size, max(multiple, round(keep / multiple) * multiple))
+    return min(size, max(multiple, math.floor(keep / multiple + 0.5) * multiple))  # halves round up
+
+
+def channel_block() -> int:
+    """The channel block of this CPU's convolution kernels: 16 with AVX-512, 8 with AVX2, else 4."""
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    return 16 if "AVX512" in capability else 8 if "AVX2" in capability else 4
+
+
+def resolve_round_to(round_to: int | str | None) -> int | None:
+    """``round_to`` as a channel count: ``"auto"`` is :func:`channel_block` of this machine."""
+    if round_to in (None, 0, 1):
+        return None
+    if round_to == "auto":
+        return channel_block()
+    if isinstance(round_to, str) and round_to.isdigit():
+        round_to = int(round_to)
+    if not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be a positive channel count or 'auto', not {round_to!r}")
+    return round_to
 
 
 def round_widths(space: PruningSpace, scores: Scores, removed: dict[str, list[int]],

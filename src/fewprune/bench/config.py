@@ -23,7 +23,7 @@ class Cell:
     dataset: str
     per_class: bool = False
     labels: bool = True
-    round_to: int | None = None
+    round_to: int | str | None = None  # a channel count or 'auto' (this machine's channel block)
 
     @property
     def key(self) -> str:
@@ -60,7 +60,7 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     per_class: bool = False
     labels: bool = True
-    round_to: int | None = None  # channel widths kept multiples of this (latency-friendly structures)
+    round_to: int | str | None = None  # widths above it kept multiples of it, or 'auto' (latency-friendly)
     eval_limit: int | None = None  # None: the full test split
     latency: bool = True
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": ..}

@@ -8,6 +8,8 @@ from torch import nn
 from fewprune import metrics
 from fewprune.models import build
 from fewprune.structure import Plan, PruningSpace, find_blocks, masked_copy
+from fewprune.structure.graph import dependency_graph
+from fewprune.structure.groups import output_layers
 
 ARCHITECTURES = [
     ("resnet20", (1, 28, 28)), ("resnet56", (1, 28, 28)), ("vgg16", (1, 28, 28)),
@@ -163,3 +165,19 @@ def test_eval_mode_gives_every_module_back_its_own_mode_even_after_an_error():
         assert not any(m.training for m in model.modules())
         raise RuntimeError("interrupted")
     assert {n: m.training for n, m in model.named_modules()} == before
+
+
+@pytest.mark.parametrize("spec,head", [("torchvision:squeezenet1_0", "classifier.1"), ("torchvision:resnet18", "fc"),
+                                       ("resnet20", "fc"), ("vit", "head")])
+def test_the_layer_producing_the_output_is_found_and_protected_whatever_its_type(spec, head):
+    # SqueezeNet's classifier is a 1×1 conv followed by ReLU and pooling: "the last Linear" would miss it.
+    shape = (3, 64, 64) if spec.startswith("torchvision") else (1, 28, 28)
+    model = build(spec, num_classes=10, in_channels=shape[0], image_size=shape[1]).eval()
+    x = torch.randn(1, *shape)
+    assert output_layers(model, dependency_graph(model, x)) == {head}
+    space = PruningSpace(model, x)
+    owning = [g for g in space.groups if any(s.module == head and s.role == "out" for s in g.slices)]
+    assert owning and all(g.protected for g in owning)
+    student = random_plan(space, shape).apply(copy.deepcopy(model)).eval()
+    with torch.no_grad():
+        assert student(x).shape == (1, 10)

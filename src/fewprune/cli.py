@@ -296,6 +296,34 @@ def cmd_curve(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Prune, check and reload models; with --torchvision every torchvision classifier, into a report."""
+    import os
+
+    from .bench.coverage import check_model, check_torchvision, coverage_markdown
+
+    shape = tuple(int(v) for v in args.input_shape.split(","))
+    if args.torchvision:
+        results = Path(args.results)
+        rows = check_torchvision(results, args.models or None, shape, args.macs)
+        rows = [r for r in rows if not args.models or r["model"].removeprefix("torchvision:") in args.models]
+        if args.out:
+            out = Path(args.out)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(coverage_markdown(rows, "fewprune " + " ".join(args.argv)))
+            os.replace(tmp, out)
+            print(f"report written to {out}")
+    else:
+        if not args.models:
+            raise SystemExit("name the models to check (e.g. torchvision:resnet18 resnet56), or pass --torchvision")
+        rows = [check_model(m, shape, args.macs) for m in args.models]
+    failed = [r for r in rows if r["status"] != "ok"]
+    for r in rows:
+        print(f"{r['model']}: " + ("ok" if r["status"] == "ok" else f"FAILS at {r['stage']}: {r['error']}"))
+    print(f"{len(rows) - len(failed)} of {len(rows)} models prune, match their masked teacher and reload exactly")
+    return 1 if failed else 0
+
+
 def cmd_demo(args) -> int:
     names = zoo.list()
     if not names:
@@ -404,6 +432,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (curve.md, curve.png, curve.json)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_curve)
+
+    p = sub.add_parser("check", help="prune a model (random weights), check pruned == masked teacher, MACs and "
+                                      "save → load; --torchvision: every torchvision classifier, as a report")
+    p.add_argument("models", nargs="*", help="model specs (with --torchvision: torchvision names to limit to)")
+    p.add_argument("--torchvision", action="store_true", help="check torchvision's classifiers (resumable)")
+    p.add_argument("--input-shape", default="3,224,224", help="C,H,W of the random input (default 3,224,224)")
+    p.add_argument("--macs", type=float, default=0.3, help="fraction of MACs L1 removes (default 0.3)")
+    p.add_argument("--results", default="benchmarks/results/torchvision.jsonl",
+                   help="with --torchvision: JSON lines kept between runs")
+    p.add_argument("--out", help="with --torchvision: write the markdown report here")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="the embedded default job: halve a shipped teacher's MACs with 50 samples")
     p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")

@@ -73,23 +73,51 @@ def head_group(name: str, attn: nn.Module) -> Group:
     return Group(id=name, kind="heads", size=heads, slices=slices)
 
 
+def output_layers(model: nn.Module, graph) -> set[str]:
+    """The layers whose output channels are the model's outputs (the classifier).
+
+    Walks the traced graph back from its outputs through parameter-free
+    operations (activations, pooling, reshapes, normalisation) and stops at
+    the first convolution or linear layer on each path: SqueezeNet's final
+    1×1 conv is found as surely as a ResNet's ``fc``. Falls back to the last
+    Linear when the trace has no output node.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    found: set[str] = set()
+    seen: set[int] = set()
+    stack = [node for node in graph.module2node.values() if not node.outputs]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node.module, PRUNABLE_TYPES) and node.module in names:
+            found.add(names[node.module])
+        else:
+            stack.extend(node.inputs)
+    if not found:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        found = set(linears[-1:])
+    return found
+
+
 def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[str] | None = None,
                 protect_features: bool = False) -> list[Group]:
     """All prunable groups of ``model``, including protected ones (flagged, with the reason).
 
     ``protected`` names modules whose output width must stay; the classifier
-    (the last Linear) always is. With ``protect_features`` the group feeding the
-    classifier (the pre-pooling feature width) is protected too.
+    (every layer that produces the model's output, see :func:`output_layers`)
+    always is. With ``protect_features`` the group feeding the classifier (the
+    pre-pooling feature width) is protected too.
     """
     names = {m: n for n, m in model.named_modules()}
     param_names = {id(p): n for n, p in model.named_parameters()}
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    head = linears[-1] if linears else None
-    protected = set(protected or ()) | ({head} if head else set())
+    graph = dependency_graph(model, example_input)
+    heads = output_layers(model, graph)
+    protected = set(protected or ()) | heads
     attention = attention_modules(model)
     attention_linears = {f"{a}.{p}" for a in attention for p in ("qkv", "proj")}
 
-    graph = dependency_graph(model, example_input)
     groups: list[Group] = []
     for tp_group in graph.get_all_groups(ignored_layers=[], root_module_types=PRUNABLE_TYPES):
         root = names[tp_group[0].dep.target.module]
@@ -130,7 +158,7 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
                     group.protected, group.reason = True, f"{name} ({type(module).__name__}) has coupled parameters"
             elif is_in_fn(dep.handler) and isinstance(module, PRUNABLE_TYPES):
                 group.slices.append(Slice(name, "weight", 1, "in", units))
-                if protect_features and name == head:
+                if protect_features and name in heads:
                     group.protected, group.reason = True, "pre-pooling feature width is kept for feature mimicking"
         if group.slices:
             groups.append(group)

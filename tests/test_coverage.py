@@ -1,0 +1,18 @@
+from fewprune.bench.coverage import check_model, coverage_markdown
+
+
+def test_a_supported_model_passes_every_check_and_its_figures_are_consistent():
+    row = check_model("resnet20", (1, 28, 28), macs=0.3)
+    assert row["status"] == "ok", row
+    assert row["macs_after"] < row["macs_before"] and row["params_after"] < row["params_before"]
+    assert abs(row["macs_reduction"] - 0.3) <= 0.01
+    assert abs(1 - row["macs_after"] / row["macs_before"] - row["macs_reduction"]) < 1e-9
+    assert row["max_logit_difference"] < 1e-4 and 0 < row["pruned_groups"] <= row["groups"]
+
+
+def test_a_failure_is_recorded_with_its_stage_and_reported():
+    bad = check_model("torchvision:no_such_net", (3, 32, 32))
+    assert bad["status"] == "fail" and bad["stage"] == "build" and "no_such_net" in bad["error"]
+    good = check_model("resnet20", (1, 28, 28))
+    text = coverage_markdown([good, bad], "fewprune check --torchvision")
+    assert "**1 of 2 models** pass" in text and "fails at build" in text and "fewprune check --torchvision" in text

@@ -16,3 +16,10 @@ def test_a_failure_is_recorded_with_its_stage_and_reported():
     good = check_model("resnet20", (1, 28, 28))
     text = coverage_markdown([good, bad], "fewprune check --torchvision")
     assert "**1 of 2 models** pass" in text and "fails at build" in text and "fewprune check --torchvision" in text
+
+
+def test_the_latest_check_of_a_model_is_the_one_that_counts():
+    from fewprune.bench.coverage import latest_rows
+
+    rows = [{"model": "a", "status": "fail"}, {"model": "b", "status": "ok"}, {"model": "a", "status": "ok"}]
+    assert latest_rows(rows) == [{"model": "a", "status": "ok"}, {"model": "b", "status": "ok"}]

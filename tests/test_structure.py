@@ -181,3 +181,24 @@ def test_the_layer_producing_the_output_is_found_and_protected_whatever_its_type
     student = random_plan(space, shape).apply(copy.deepcopy(model)).eval()
     with torch.no_grad():
         assert student(x).shape == (1, 10)
+
+
+@pytest.mark.parametrize("spec,shape", [("torchvision:densenet121", (3, 64, 64)), ("vgg16", (1, 28, 28)),
+                                        ("vit", (1, 28, 28)), ("mobilenetv2", (1, 28, 28))])
+def test_cost_model_equals_counts_when_every_group_loses_a_different_share(spec, shape):
+    # A DenseNet conv reads the concatenation of many groups: each group's share of its input
+    # must be costed on its own (uniform shares hid a bug that assigned the whole input to one group).
+    model = build(spec, num_classes=10, in_channels=shape[0], image_size=shape[1]).eval()
+    x = torch.randn(1, *shape)
+    space = PruningSpace(model, x)
+    gen = torch.Generator().manual_seed(1)
+    removed = {}
+    for g in space.prunable:
+        count = min(int(g.size * float(torch.rand(1, generator=gen)) * 0.8), g.size - g.min_keep)
+        removed[g.id] = sorted(torch.randperm(g.size, generator=gen)[:count].tolist())
+    plan = Plan(input_shape=shape, removed=removed, kinds={g.id: g.kind for g in space.groups},
+                sizes={g.id: g.size for g in space.groups})
+    student = plan.apply(copy.deepcopy(model))
+    keep = space.keep_counts(removed)
+    assert metrics.macs(student, x) == pytest.approx(space.cost.macs(keep), rel=1e-9)
+    assert metrics.params(student) == pytest.approx(space.cost.params(keep), rel=1e-9)

@@ -168,3 +168,16 @@ def test_asca_from_scratch_runs_as_a_sweep_job_beside_its_same_epoch_ceiling(tin
     assert rows["scratch"]["status"] == "ok" and abs(rows["scratch"]["macs_reduction"] - 0.5) <= 0.01
     assert rows["ceiling"]["status"] == "ok" and rows["cell"]["status"] == "ok"
     assert "*asca-scratch* (1 ep., full data, no teacher)" in open(config.report).read()
+
+
+def test_a_sweep_shows_the_matching_cells_of_the_sweep_it_runs_alongside(sweep):
+    plain = sweep(["l1", "l1+bn"], name="plain")
+    run_sweep(plain, progress=False, log=lambda *_: None)
+    rounded = sweep(["l1"], name="rounded", round_to=16, alongside=plain.source)
+    summary = run_sweep(rounded, progress=False, log=lambda *_: None)
+    report = open(summary["report"]).read()
+    # the plain sweep's l1 cell (same model, samples, target, seed) sits under the rounded one; l1+bn is not asked for
+    assert "| l1 |" in report and "| l1 (plain) |" in report and "l1+bn" not in report
+    plain_accuracy = next(r["accuracy"] for r in read_results(plain.results) if r.get("cell", {}).get("method") == "l1")
+    assert f"| l1 (plain) | {100 * plain_accuracy:.2f}" in report
+    assert len([r for r in read_results(rounded.results) if r["kind"] == "cell"]) == 1

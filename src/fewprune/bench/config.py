@@ -65,6 +65,8 @@ class SweepConfig:
     latency: bool = True
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": ..}
     scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..}
+    alongside: str | None = None  # another sweep's config (path relative to this one): its matching cells are
+    #                                shown in the report as "method (its name)"
     results: str = ""  # JSON-lines file; default next to the config
     report: str = ""  # markdown report; default next to the config
     source: str = ""
@@ -85,6 +87,8 @@ class SweepConfig:
             config.results = str(base / "results" / f"{config.name}.jsonl")
         if not config.report:
             config.report = str(base / f"{config.name}.md")
+        if config.alongside and not Path(config.alongside).is_absolute():
+            config.alongside = str(base / config.alongside)  # like results and report: next to the config
         for t in config.targets:
             if not isinstance(t, dict) or len(t) != 1:
                 raise ValueError(f"{path}: each target is one mapping such as {{macs: 0.5}}, got {t!r}")

@@ -9,7 +9,17 @@ from .config import SweepConfig
 from .report import speedup, summarise
 
 
-def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path) -> list[Path]:
+def _legend(ax, **options) -> None:
+    """A legend when the axes have labelled series (an empty sweep has none, and matplotlib warns)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
+
+
+def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: list[str] | None = None) -> list[Path]:
+    """Accuracy vs MACs removed, accuracy vs samples, measured vs MAC speed-up: one PNG per model.
+
+    ``methods`` are the series in order (default: the config's methods).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,6 +28,7 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path) -> list[Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = summarise(rows)
+    methods = methods or config.methods
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
     written = []
     for model in config.models:
@@ -25,7 +36,7 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path) -> list[Pat
         mid_samples = sorted(config.samples)[len(config.samples) // 2]
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
         ax = axes[0]
-        for m in config.methods:
+        for m in methods:
             points = sorted(
                 (statistics.fmean(r["macs_reduction"] for r in rs), statistics.fmean(100 * r["accuracy"] for r in rs))
                 for (mm, _t, n, meth), rs in groups.items() if mm == model and meth == m and n == mid_samples)
@@ -34,16 +45,16 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path) -> list[Pat
         if model in teachers:
             ax.axhline(100 * teachers[model]["accuracy"], color="k", ls="--", lw=1, label="teacher")
         ax.set(xlabel="MACs removed", ylabel="test accuracy (%)", title=f"{model}, {mid_samples} samples")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
         ax = axes[1]
-        for m in config.methods:
+        for m in methods:
             for t in {tt for (mm, tt, _n, meth) in groups if mm == model and meth == m}:
                 points = sorted((n, statistics.fmean(100 * r["accuracy"] for r in rs))
                                 for (mm, tt, n, meth), rs in groups.items() if mm == model and meth == m and tt == t)
                 ax.plot(*zip(*points, strict=True), marker="o", label=f"{m} ({t})")
         ax.set_xscale("log")
         ax.set(xlabel="samples", ylabel="test accuracy (%)", title="accuracy vs number of samples")
-        ax.legend(fontsize=6)
+        _legend(ax, fontsize=6)
         ax = axes[2]
         teacher = teachers.get(model)
         xs, ys = [], []

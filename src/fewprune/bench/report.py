@@ -27,7 +27,9 @@ def summarise(rows: list[dict]) -> dict:
     return groups
 
 
-def render(config: SweepConfig, rows: list[dict]) -> str:
+def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = None) -> str:
+    """The report's markdown; ``methods`` are the row labels in order (default: the config's methods)."""
+    methods = methods or config.methods
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
     ceilings = {(r["model"], _target_label(r["target"])): r for r in rows
                 if r.get("kind") == "ceiling" and r.get("status") == "ok"}
@@ -64,13 +66,13 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
                          + " | ".join(f"{100 * scratch[t]['accuracy']:.2f}" if t in scratch else "–"
                                       for t, _n in settings) + " | |")
         means = {(m, s): _mean_std([100 * r["accuracy"] for r in groups[(model, *s, m)]])
-                 for m in config.methods for s in settings if groups.get((model, *s, m))}
+                 for m in methods for s in settings if groups.get((model, *s, m))}
         ranks: dict[str, list[int]] = defaultdict(list)
         for s in settings:
-            ordered = sorted((m for m in config.methods if (m, s) in means), key=lambda m: -means[(m, s)][0])
+            ordered = sorted((m for m in methods if (m, s) in means), key=lambda m: -means[(m, s)][0])
             for i, m in enumerate(ordered):
                 ranks[m].append(i + 1)
-        for m in config.methods:
+        for m in methods:
             cells = []
             for s in settings:
                 if (m, s) not in means:
@@ -78,7 +80,7 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
                     continue
                 mean, std = means[(m, s)]
                 gap = f" ({mean - 100 * teacher['accuracy']:+.2f})" if teacher else ""
-                rank = sorted((mm for mm in config.methods if (mm, s) in means),
+                rank = sorted((mm for mm in methods if (mm, s) in means),
                               key=lambda mm: -means[(mm, s)][0]).index(m) + 1
                 n = len(groups[(model, *s, m)])
                 spread = f" ± {std:.2f}" if n > 1 else ""
@@ -89,7 +91,7 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
         lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells):",
                   "", "| method | target | MACs removed | params removed | MAC speed-up | measured speed-up "
                   "| compress time |", "| --- | --- | --- | --- | --- | --- | --- |"]
-        for m in config.methods:
+        for m in methods:
             for t in map(_target_label, config.targets):
                 cells = [r for (mm, tt, _n, meth), rs in groups.items() if mm == model and tt == t and meth == m for r in rs]
                 if not cells:
@@ -107,7 +109,8 @@ def render(config: SweepConfig, rows: list[dict]) -> str:
         threads = ", ".join(map(str, sorted({r.get("latency_threads") for r in quiet} - {None}))) or "?"
         lines.append(f"Speed-ups of {len(quiet)} of {n_ok} cells come from a quiet re-measurement "
                      f"(`fewprune bench {config.source} --remeasure-latency`) on {threads} threads: each "
-                     "structure timed back to back with its teacher, nothing else running.")
+                     "structure timed back to back with its teacher, nothing else running"
+                     + (" (cells of the alongside sweep by that sweep's command)." if config.alongside else "."))
         lines.append("")
     versions = next((r["versions"] for r in rows if "versions" in r), {})
     threads = next((r["threads"] for r in rows if "threads" in r), "?")

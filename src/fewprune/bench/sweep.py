@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -87,14 +88,42 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     return write_report(config)
 
 
+def alongside_rows(config: SweepConfig) -> tuple[list[dict], object]:
+    """The ``alongside`` sweep's finished cells that match this sweep's settings, relabelled "method (its name)".
+
+    Same model, dataset, method, samples, target and seed: only what the two
+    sweeps differ in (e.g. ``round_to``) tells the rows apart.
+    """
+    other = SweepConfig.read(config.alongside)
+    label = lambda method: f"{method} ({other.name})"  # noqa: E731
+    wanted = {(m, config.dataset, meth, n, json.dumps(t, sort_keys=True), seed)
+              for m in config.models for meth in config.methods for n in config.samples for t in config.targets
+              for seed in config.seeds}
+    extra = []
+    for row in apply_remeasured(read_results(other.results)):
+        c = row.get("cell") or {}
+        if row.get("kind") != "cell" or row.get("status") != "ok" or (
+                c.get("model"), c.get("dataset"), c.get("method"), c.get("samples"),
+                json.dumps(c.get("target"), sort_keys=True), c.get("seed")) not in wanted:
+            continue
+        extra.append({**row, "cell": {**c, "method": label(c["method"])}})
+    return extra, label
+
+
 def write_report(config: SweepConfig) -> dict:
     """Report and plots from the rows of the config's current cells (rows of cells since removed are ignored)."""
     keys = {c.key for c in config.cells()}
     rows = apply_remeasured([r for r in read_results(config.results) if r.get("kind") != "cell" or r.get("key") in keys])
+    methods = list(config.methods)
+    if config.alongside:
+        extra, label = alongside_rows(config)
+        rows += extra
+        present = {r["cell"]["method"] for r in extra}
+        methods = [name for m in config.methods for name in (m, label(m)) if name == m or name in present]
     report_path = Path(config.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    plots = plot(config, rows, report_path.parent / "plots")
-    text = render(config, rows)
+    plots = plot(config, rows, report_path.parent / "plots", methods)
+    text = render(config, rows, methods)
     text += "\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
     tmp = report_path.with_name(report_path.name + ".tmp")
     tmp.write_text(text)

@@ -202,3 +202,18 @@ def test_cost_model_equals_counts_when_every_group_loses_a_different_share(spec,
     keep = space.keep_counts(removed)
     assert metrics.macs(student, x) == pytest.approx(space.cost.macs(keep), rel=1e-9)
     assert metrics.params(student) == pytest.approx(space.cost.params(keep), rel=1e-9)
+
+
+def test_memory_guard_turns_exhaustion_into_a_clear_error_and_restores_the_limit():
+    import resource
+
+    from fewprune.structure.graph import memory_guard
+
+    available = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable:"))
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with pytest.raises(MemoryError, match="grouping a test model ran out of memory .*; too many reshapes"):
+        with memory_guard("grouping a test model", "too many reshapes"):
+            bytearray(int(0.9 * available))  # address space only: the pages are never touched
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    with memory_guard("a small job"):
+        assert len(bytearray(1 << 20)) == 1 << 20

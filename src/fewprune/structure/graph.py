@@ -47,6 +47,43 @@ def frozen_parameters(model: nn.Module, modules: list[str] | None = None):
             p.requires_grad_(flag)
 
 
+@contextmanager
+def memory_guard(what: str, hint: str = "", share: float = 0.8):
+    """Turn running out of memory inside the block into a clear MemoryError instead of the OOM killer.
+
+    torch-pruning's grouping expands index mappings through every reshape, and
+    on some models (torchvision's MaxViT) that needs tens of GB. Within the
+    block the process's address space is capped at its current size plus
+    ``share`` of the memory still available, so the allocation fails in Python
+    (and the caller's other work survives). Where the limit cannot be set
+    (not Linux, or a lower hard limit) the block runs unguarded.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/status") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        cap = size + int(share * available)
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        if soft != resource.RLIM_INFINITY:
+            cap = min(cap, soft)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ImportError, OSError, StopIteration, ValueError):
+        yield
+        return
+    try:
+        yield
+    except MemoryError:
+        raise MemoryError(f"{what} ran out of memory (capped at {cap / 2 ** 30:.1f} GiB of address space so this "
+                          "process survives)" + (f"; {hint}" if hint else "")) from None
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     """Build torch-pruning's DependencyGraph in eval mode, leaving the model's flags and mode as they were."""
     with eval_mode(model):

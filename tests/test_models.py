@@ -100,3 +100,16 @@ def test_adapt_changes_stem_and_head_after_loading(tmp_path):
 def test_unknown_model_lists_the_registered_ones():
     with pytest.raises(KeyError, match="resnet56"):
         build("resnet57")
+
+
+def test_weights_reload_into_a_module_that_checks_its_state_version(tmp_path):
+    # torchvision's MNASNet refuses a state dict without its version metadata, which safetensors files do not keep.
+    from fewprune.bench.coverage import check_model
+    model = build("torchvision:mnasnet0_5", num_classes=10).eval()
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    fresh = build("torchvision:mnasnet0_5", num_classes=10, weights=str(tmp_path / "w.safetensors")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), fresh(x))
+    row = check_model("torchvision:mnasnet0_5", (3, 64, 64))  # prune, save and load it back
+    assert row["status"] == "ok", row

@@ -303,6 +303,7 @@ def load(directory: str | Path, architecture: nn.Module | str) -> nn.Module:
     from safetensors.torch import load_file
 
     from .models import build, zoo
+    from .models.weights import load_state
 
     directory = Path(directory)
     if isinstance(architecture, str):
@@ -311,7 +312,7 @@ def load(directory: str | Path, architecture: nn.Module | str) -> nn.Module:
     model = copy.deepcopy(architecture).eval()
     plan = Plan.read(directory / "plan.json")
     plan.apply(model)
-    model.load_state_dict(load_file(str(directory / "student.safetensors")))
+    load_state(model, load_file(str(directory / "student.safetensors")))
     return model.eval()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -47,13 +48,32 @@ def read_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, t
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = OrderedDict((k.removeprefix("module."), v) for k, v in obj.items())
+    metadata = getattr(obj, "_metadata", None)  # torch's per-module versions, when the file kept them
+    if metadata is not None:
+        state._metadata = OrderedDict(("" if k == "module" else k.removeprefix("module."), v)
+                                      for k, v in metadata.items())
+    return state
+
+
+def load_state(model: nn.Module, state: dict, strict: bool = True):
+    """``model.load_state_dict(state)`` with torch's per-module version metadata.
+
+    safetensors files hold tensors only, and some modules (torchvision's
+    MNASNet) refuse a state without their version: the state's own metadata is
+    used when it has some, else the model's (the file was written by this code).
+    """
+    metadata = getattr(state, "_metadata", None) or getattr(model.state_dict(), "_metadata", None)
+    state = OrderedDict(state)
+    if metadata is not None:
+        state._metadata = metadata
+    return model.load_state_dict(state, strict=strict)
 
 
 def load_weights(model: nn.Module, path: str | Path, allow_pickle: bool = False) -> nn.Module:
     """Load weights into ``model`` strictly, naming mismatched keys on failure."""
     state = read_state_dict(path, allow_pickle)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_state(model, state, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"weights in {path} do not fit {type(model).__name__}: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "

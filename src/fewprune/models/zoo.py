@@ -48,7 +48,7 @@ def load(name: str) -> nn.Module:
     """The trained teacher in eval mode, after checking its weights against the recorded sha256."""
     from safetensors.torch import load_file
 
-    from .weights import sha256_of
+    from .weights import load_state, sha256_of
 
     m = manifest(name)
     path = WEIGHTS_DIR / m["weights"]
@@ -58,5 +58,5 @@ def load(name: str) -> nn.Module:
     if digest != m["sha256"]:
         raise ValueError(f"teacher {name}: {path} has sha256 {digest}, manifest records {m['sha256']}")
     model = architecture(name)
-    model.load_state_dict(load_file(str(path)))
+    load_state(model, load_file(str(path)))
     return model.eval()

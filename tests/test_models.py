@@ -105,6 +105,7 @@ def test_unknown_model_lists_the_registered_ones():
 def test_weights_reload_into_a_module_that_checks_its_state_version(tmp_path):
     # torchvision's MNASNet refuses a state dict without its version metadata, which safetensors files do not keep.
     from fewprune.bench.coverage import check_model
+
     model = build("torchvision:mnasnet0_5", num_classes=10).eval()
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
     fresh = build("torchvision:mnasnet0_5", num_classes=10, weights=str(tmp_path / "w.safetensors")).eval()

@@ -308,8 +308,9 @@ def load(directory: str | Path, architecture: nn.Module | str) -> nn.Module:
     directory = Path(directory)
     if isinstance(architecture, str):
         name = architecture.removeprefix("zoo:")
-        architecture = zoo.architecture(name) if name in zoo.list() else build(architecture)
-    model = copy.deepcopy(architecture).eval()
+        model = (zoo.architecture(name) if name in zoo.list() else build(architecture)).eval()
+    else:
+        model = copy.deepcopy(architecture).eval()  # the caller's module stays as it was
     plan = Plan.read(directory / "plan.json")
     plan.apply(model)
     load_state(model, load_file(str(directory / "student.safetensors")))

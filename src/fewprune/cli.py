@@ -305,7 +305,7 @@ def cmd_check(args) -> int:
     shape = tuple(int(v) for v in args.input_shape.split(","))
     if args.torchvision:
         results = Path(args.results)
-        rows = check_torchvision(results, args.models or None, shape, args.macs)
+        rows = check_torchvision(results, args.models or None, shape, args.macs, args.retry_failed)
         rows = [r for r in rows if not args.models or r["model"].removeprefix("torchvision:") in args.models]
         if args.out:
             out = Path(args.out)
@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="benchmarks/results/torchvision.jsonl",
                    help="with --torchvision: JSON lines kept between runs")
     p.add_argument("--out", help="with --torchvision: write the markdown report here")
+    p.add_argument("--retry-failed", action="store_true", help="with --torchvision: check failed models again")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="the embedded default job: halve a shipped teacher's MACs with 50 samples")

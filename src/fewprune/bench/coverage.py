@@ -13,7 +13,6 @@ classification model, resumably (one JSON line per model), and
 
 from __future__ import annotations
 
-import copy
 import gc
 import tempfile
 import time
@@ -74,10 +73,12 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
                    macs_reduction=result.report["macs_reduction"],
                    predicted_macs_reduction=result.report["predicted_macs_reduction"])
         stage = "pruned == masked"
-        space = PruningSpace(copy.deepcopy(teacher), x[:1])
+        space = PruningSpace(teacher, x[:1])
         masked = masked_copy(teacher, result.plan, space.groups).eval()
         with torch.no_grad():
             logits, expected = student(x), masked(x)
+        del masked, space, teacher  # the largest torchvision models need every copy's memory back
+        gc.collect()
         if logits.shape != expected.shape:
             raise AssertionError(f"the pruned model outputs {tuple(logits.shape)}, the teacher "
                                  f"{tuple(expected.shape)}: its output layer was pruned")
@@ -116,16 +117,18 @@ def torchvision_models() -> list[str]:
 
 
 def check_torchvision(results: str | Path, names: list[str] | None = None, input_shape=(3, 224, 224),
-                      macs: float = 0.3, log=print) -> list[dict]:
-    """``check_model`` for every torchvision classification model that has not passed yet in ``results``.
+                      macs: float = 0.3, retry_failed: bool = False, log=print) -> list[dict]:
+    """``check_model`` for every torchvision classification model not yet checked in ``results``.
 
-    ``results`` holds one JSON line per check; a model that failed is checked
-    again, and its latest row is the one that counts (see :func:`latest_rows`).
+    ``results`` holds one JSON line per check; with ``retry_failed`` the models
+    that failed are checked again, and a model's latest row is the one that
+    counts (see :func:`latest_rows`).
     """
     from ..metrics import versions
 
-    passed = {r["model"] for r in latest_rows(read_results(results)) if r["status"] == "ok"}
-    todo = [n for n in (names or torchvision_models()) if f"torchvision:{n}" not in passed]
+    latest = latest_rows(read_results(results))
+    done = {r["model"] for r in latest if r["status"] == "ok" or not retry_failed}
+    todo = [n for n in (names or torchvision_models()) if f"torchvision:{n}" not in done]
     for i, name in enumerate(todo, 1):
         row = check_model(f"torchvision:{name}", input_shape, macs)
         row["versions"] = versions()

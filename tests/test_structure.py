@@ -217,3 +217,12 @@ def test_memory_guard_turns_exhaustion_into_a_clear_error_and_restores_the_limit
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     with memory_guard("a small job"):
         assert len(bytearray(1 << 20)) == 1 << 20
+
+
+def test_a_model_torch_pruning_cannot_trace_is_refused_by_name():
+    # ShuffleNetV2's channel shuffle makes torch-pruning divide by zero in its reshape index mapping.
+    from fewprune.structure.graph import UnsupportedModel
+
+    model = build("torchvision:shufflenet_v2_x0_5", num_classes=10).eval()
+    with pytest.raises(UnsupportedModel, match="channel dependencies of ShuffleNetV2: ZeroDivisionError.* in "):
+        PruningSpace(model, torch.randn(1, 3, 64, 64))

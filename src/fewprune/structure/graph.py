@@ -8,6 +8,7 @@ the trace only and restores every flag afterwards.
 
 from __future__ import annotations
 
+import traceback
 import warnings
 from contextlib import contextmanager
 
@@ -84,13 +85,39 @@ def memory_guard(what: str, hint: str = "", share: float = 0.8):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+class UnsupportedModel(ValueError):
+    """torch-pruning cannot analyse this model's channel dependencies; the message says where it stopped."""
+
+
+@contextmanager
+def torch_pruning_errors(model: nn.Module, doing: str):
+    """Re-raise a crash inside torch-pruning as :class:`UnsupportedModel`, naming the model and where it failed.
+
+    Its tracer breaks on some layouts (ShuffleNet's channel shuffle divides by
+    zero in its reshape mapping); a bare ZeroDivisionError would say nothing.
+    """
+    try:
+        yield
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if "torch_pruning" in f.filename]
+        if not frames:
+            raise
+        where = f"{frames[-1].name} ({frames[-1].filename.split('torch_pruning')[-1].lstrip('/')}:{frames[-1].lineno})"
+        raise UnsupportedModel(
+            f"torch-pruning could not {doing} the channel dependencies of {type(model).__name__}: "
+            f"{type(error).__name__}: {error} in {where}; fewprune cannot prune this architecture yet") from error
+
+
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     """Build torch-pruning's DependencyGraph in eval mode, leaving the model's flags and mode as they were."""
     with eval_mode(model):
         with gradients_enabled(model), warnings.catch_warnings():
             # Unwrapped parameters (cls tokens, position embeddings) sit in protected groups; the warning is noise.
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+            with torch_pruning_errors(model, "trace"):
+                return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
 def is_out_fn(fn) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .graph import dependency_graph, is_in_fn, is_out_fn, memory_guard
+from .graph import dependency_graph, is_in_fn, is_out_fn, memory_guard, torch_pruning_errors
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -122,7 +122,8 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
     with memory_guard(f"grouping the channels of {type(model).__name__}",
                       "torch-pruning expands its channel index mappings through every reshape of the model, "
                       "and this model's are too many for this machine; protect or replace its attention blocks"):
-        tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=PRUNABLE_TYPES))
+        with torch_pruning_errors(model, "group"):
+            tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=PRUNABLE_TYPES))
     for tp_group in tp_groups:
         root = names[tp_group[0].dep.target.module]
         n_units = len(tp_group[0].idxs)

@@ -121,7 +121,7 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
     groups: list[Group] = []
     with memory_guard(f"grouping the channels of {type(model).__name__}",
                       "torch-pruning expands its channel index mappings through every reshape of the model, "
-                      "and this model's are too many for this machine; protect or replace its attention blocks"):
+                      "and this model has too many for this machine's memory (MaxViT and Swin do)"):
         with torch_pruning_errors(model, "group"):
             tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=PRUNABLE_TYPES))
     for tp_group in tp_groups:

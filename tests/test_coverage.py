@@ -14,8 +14,9 @@ def test_a_failure_is_recorded_with_its_stage_and_reported():
     bad = check_model("torchvision:no_such_net", (3, 32, 32))
     assert bad["status"] == "fail" and bad["stage"] == "build" and "no_such_net" in bad["error"]
     good = check_model("resnet20", (1, 28, 28))
-    text = coverage_markdown([good, bad], "fewprune check --torchvision")
+    text = coverage_markdown([good, bad], "fewprune check --torchvision", unchecked=["vit_b_16"])
     assert "**1 of 2 models** pass" in text and "fails at build" in text and "fewprune check --torchvision" in text
+    assert "Not checked yet (1): vit_b_16." in text
 
 
 def test_the_latest_check_of_a_model_is_the_one_that_counts():

@@ -300,17 +300,22 @@ def cmd_check(args) -> int:
     """Prune, check and reload models; with --torchvision every torchvision classifier, into a report."""
     import os
 
-    from .bench.coverage import check_model, check_torchvision, coverage_markdown
+    from .bench import read_results
+    from .bench.coverage import check_model, check_torchvision, coverage_markdown, latest_rows, torchvision_models
 
     shape = tuple(int(v) for v in args.input_shape.split(","))
     if args.torchvision:
         results = Path(args.results)
-        rows = check_torchvision(results, args.models or None, shape, args.macs, args.retry_failed)
+        rows = latest_rows(read_results(results)) if args.report_only else \
+            check_torchvision(results, args.models or None, shape, args.macs, args.retry_failed)
         rows = [r for r in rows if not args.models or r["model"].removeprefix("torchvision:") in args.models]
         if args.out:
             out = Path(args.out)
             tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(coverage_markdown(rows, "fewprune " + " ".join(args.argv)))
+            checked = {r["model"].removeprefix("torchvision:") for r in rows}
+            unchecked = [n for n in (args.models or torchvision_models()) if n not in checked]
+            tmp.write_text(coverage_markdown(rows, "fewprune " + " ".join(a for a in args.argv if a != "--report-only"),
+                                             unchecked))
             os.replace(tmp, out)
             print(f"report written to {out}")
     else:
@@ -443,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --torchvision: JSON lines kept between runs")
     p.add_argument("--out", help="with --torchvision: write the markdown report here")
     p.add_argument("--retry-failed", action="store_true", help="with --torchvision: check failed models again")
+    p.add_argument("--report-only", action="store_true", help="with --torchvision: only rewrite --out from the results")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="the embedded default job: halve a shipped teacher's MACs with 50 samples")

@@ -148,8 +148,11 @@ def latest_rows(rows: list[dict]) -> list[dict]:
     return list(latest.values())
 
 
-def coverage_markdown(rows: list[dict], command: str) -> str:
-    """A table of every checked model: widths pruned, MACs and params before → after, invariants, time."""
+def coverage_markdown(rows: list[dict], command: str, unchecked: list[str] = ()) -> str:
+    """A table of every checked model: widths pruned, MACs and params before → after, invariants, time.
+
+    ``unchecked`` names the models a run has not reached yet (listed, so a partial report says so).
+    """
     ok = [r for r in rows if r["status"] == "ok"]
     lines = [
         "# Model coverage: prune, check, save and reload every torchvision classifier", "",
@@ -171,6 +174,8 @@ def coverage_markdown(rows: list[dict], command: str) -> str:
         else:
             error = r["error"].replace("|", "\\|")
             lines.append(f"| {name} | **fails at {r['stage']}**: {error} | | | | | {r['seconds']:.0f} |")
+    if unchecked:
+        lines += ["", f"Not checked yet ({len(unchecked)}): " + ", ".join(unchecked) + "."]
     versions = rows[0].get("versions", {})
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."]
     return "\n".join(lines) + "\n"

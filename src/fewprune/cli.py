@@ -73,11 +73,16 @@ def cmd_eval(args) -> int:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
+    _write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a sibling temporary file and rename it into place, so no reader sees half of it."""
     import os
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -298,8 +303,6 @@ def cmd_curve(args) -> int:
 
 def cmd_check(args) -> int:
     """Prune, check and reload models; with --torchvision every torchvision classifier, into a report."""
-    import os
-
     from .bench import read_results
     from .bench.coverage import check_model, check_torchvision, coverage_markdown, latest_rows, torchvision_models
 
@@ -310,14 +313,11 @@ def cmd_check(args) -> int:
             check_torchvision(results, args.models or None, shape, args.macs, args.retry_failed)
         rows = [r for r in rows if not args.models or r["model"].removeprefix("torchvision:") in args.models]
         if args.out:
-            out = Path(args.out)
-            tmp = out.with_name(out.name + ".tmp")
             checked = {r["model"].removeprefix("torchvision:") for r in rows}
             unchecked = [n for n in (args.models or torchvision_models()) if n not in checked]
-            tmp.write_text(coverage_markdown(rows, "fewprune " + " ".join(a for a in args.argv if a != "--report-only"),
-                                             unchecked))
-            os.replace(tmp, out)
-            print(f"report written to {out}")
+            command = "fewprune " + " ".join(a for a in args.argv if a != "--report-only")
+            _write_text_atomic(Path(args.out), coverage_markdown(rows, command, unchecked))
+            print(f"report written to {args.out}")
     else:
         if not args.models:
             raise SystemExit("name the models to check (e.g. torchvision:resnet18 resnet56), or pass --torchvision")

@@ -98,7 +98,7 @@ def torch_pruning_errors(model: nn.Module, doing: str):
     """
     try:
         yield
-    except (MemoryError, KeyboardInterrupt):
+    except MemoryError:  # memory_guard's message already says what happened
         raise
     except Exception as error:
         frames = [f for f in traceback.extract_tb(error.__traceback__) if "torch_pruning" in f.filename]

@@ -239,6 +239,38 @@ def test_block_level_method_drops_the_least_changing_blocks():
         fp.compress(model, (x, y), method="block-residual", target=fp.Target(macs=0.3), progress=False)
 
 
+@pytest.mark.parametrize("method", ["l1", "cma"])
+def test_depth_and_width_target_drops_blocks_then_prunes_channels_to_the_mac_target(method):
+    from fewprune.structure import masked_copy
+    from test_structure import randomise_bn
+
+    model = randomise_bn(teacher())
+    before = state_digest(model)
+    x, y = tiny_samples()
+    recipe = replace(fp.methods.get(method), recovery="none", augment=None)
+    result = fp.compress(model, (x, y), method=recipe, target=fp.Target(macs=0.6, blocks=3), seed=0, progress=False)
+    assert len(result.plan.dropped_blocks) == 3 and any(result.plan.removed.values())
+    assert result.report["macs_reduction"] == pytest.approx(0.6, abs=0.01)  # of the teacher's MACs, not the rest
+    assert result.report["predicted_macs_reduction"] == pytest.approx(result.report["macs_reduction"], abs=1e-6)
+    assert result.plan.meta["target"] == {"macs": 0.6, "blocks": 3}
+    assert state_digest(model) == before
+    # The plan on a fresh teacher rebuilds the student; it computes what the teacher does with those units zeroed.
+    space = PruningSpace(fp.structure.drop_blocks(copy.deepcopy(model), result.plan.dropped_blocks), x[:1])
+    rebuilt = result.plan.apply(copy.deepcopy(model)).eval()
+    masked = masked_copy(model, result.plan, space.groups).eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), result.student(x))
+        assert torch.allclose(masked(x), result.student(x), atol=1e-5, rtol=1e-4)
+
+
+def test_depth_and_width_target_says_when_the_blocks_alone_remove_too_much():
+    x, y = tiny_samples()
+    with pytest.raises(fp.TargetUnreachable, match="already removes"):
+        fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.1, blocks=6), progress=False)
+    with pytest.raises(ValueError, match="blocks= with macs="):
+        fp.Target(channels=0.3, blocks=2)
+
+
 def test_saved_block_level_student_reloads(tmp_path):
     model = teacher()
     x, y = tiny_samples()

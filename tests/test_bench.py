@@ -84,9 +84,13 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(sweep):
 
 def test_block_methods_pair_only_with_block_targets(tmp_path):
     config = SweepConfig(name="x", dataset="fashion-mnist", models=["resnet20"], methods=["l1", "block-random"],
-                         samples=[5], targets=[{"macs": 0.5}, {"blocks": 1}], seeds=[0, 1])
-    pairs = {(c.method, next(iter(c.target))) for c in config.cells()}
-    assert pairs == {("l1", "macs"), ("block-random", "blocks")} and len(config.cells()) == 4
+                         samples=[5], targets=[{"macs": 0.5}, {"blocks": 1}, {"macs": 0.7, "blocks": 2}],
+                         seeds=[0, 1])
+    pairs = {(c.method, tuple(c.target)) for c in config.cells()}
+    assert pairs == {("l1", ("macs",)), ("block-random", ("blocks",)), ("l1", ("macs", "blocks"))}
+    assert len(config.cells()) == 6
+    hybrid = next(c for c in config.cells() if len(c.target) == 2)
+    assert "--macs 0.7 --blocks 2 " in hybrid.command()
 
 
 def test_config_errors_are_named(tmp_path):

@@ -23,7 +23,7 @@ from .metrics import params as count_params
 from .metrics import versions
 from .modes import eval_mode
 from .recovery import recoveries
-from .structure import Plan, Pruned, PruningSpace, masked_copy
+from .structure import Plan, Pruned, PruningSpace, drop_blocks, masked_copy
 
 
 @dataclass
@@ -64,15 +64,33 @@ def _seed_everything(seed: int) -> None:
     numpy.random.seed(seed % 2**32)
 
 
-def _choose_blocks(model: nn.Module, space: PruningSpace, batch: Batch, recipe, target: Target) -> list[str]:
-    """The ``target.blocks`` lowest-scoring removable blocks (ties broken by name)."""
-    if target.kind != "blocks":
-        raise ValueError(f"block-level method {recipe.criterion!r} needs a blocks= target (how many blocks to drop)")
-    if target.blocks > len(space.blocks):
-        raise TargetUnreachable(f"cannot drop {target.blocks} blocks: the model has {len(space.blocks)} removable "
+def _choose_blocks(model: nn.Module, space: PruningSpace, batch: Batch, criterion: str, count: int,
+                   options: dict | None = None) -> list[str]:
+    """The ``count`` blocks that ``criterion`` scores lowest (ties broken by name)."""
+    if count > len(space.blocks):
+        raise TargetUnreachable(f"cannot drop {count} blocks: the model has {len(space.blocks)} removable "
                                 f"residual blocks ({', '.join(space.blocks) or 'none'})")
-    scores = criteria.get(recipe.criterion)(model, space, batch, **recipe.criterion_options)
-    return sorted(sorted(scores, key=lambda b: (scores[b], b))[: target.blocks])
+    if getattr(criteria.get(criterion), "granularity", "channels") != "blocks":
+        block_criteria = [n for n in criteria.names() if getattr(criteria.get(n), "granularity", "") == "blocks"]
+        raise ValueError(f"{criterion!r} scores channels, not blocks; name a block criterion ({', '.join(block_criteria)})")
+    scores = criteria.get(criterion)(model, space, batch, **(options or {}))
+    return sorted(sorted(scores, key=lambda b: (scores[b], b))[:count])
+
+
+def _width_target_after_drop(target: Target, before: PruningSpace, after: PruningSpace, dropped: list[str]) -> Target:
+    """The MAC/param fraction still to remove from the block-dropped model so the teacher loses ``target.value``.
+
+    Relative to the smaller model the same absolute error is a larger fraction,
+    so meeting this target within its tolerance meets the original one too.
+    """
+    base = {"macs": before.cost.base_macs, "params": before.cost.base_params}[target.kind]
+    left = {"macs": after.cost.base_macs, "params": after.cost.base_params}[target.kind]
+    gone_by_blocks = 1 - left / base
+    if gone_by_blocks > target.value + target.tolerance:
+        raise TargetUnreachable(
+            f"dropping {len(dropped)} blocks ({', '.join(dropped)}) already removes {100 * gone_by_blocks:.1f}% of "
+            f"{target.kind}, more than the {100 * target.value:.1f}% requested: drop fewer blocks or raise the target")
+    return Target(**{target.kind: max(0.0, 1 - (1 - target.value) * base / left)})
 
 
 def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe:
@@ -148,22 +166,37 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     removed: dict[str, list[int]] = {}
     allocation_log: dict = {}
     criterion_log: dict | None = None
+    # Channels are scored and allocated on ``work``: the student itself, or for a depth-and-width target a
+    # copy with the chosen blocks already dropped (whose groups and costs the channel plan refers to).
+    work, channel_space, width_target = student, space, target
     if recipe.granularity == "blocks":
-        dropped = _choose_blocks(student, space, batch, recipe, target)
+        if target.kind != "blocks":
+            raise ValueError(f"block-level method {recipe.criterion!r} needs a blocks= target (how many blocks to "
+                             "drop)")
+        dropped = _choose_blocks(student, space, batch, recipe.criterion, target.blocks, recipe.criterion_options)
         timings["score_s"] = time.perf_counter() - t
     elif target.kind == "blocks":
         raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method "
-                         "(e.g. block-residual+kd)")
-    elif target.value > 0:
-        criterion = criteria.get(recipe.criterion)
-        aim = {"target_kind": target.kind, "fraction": target.value} if getattr(criterion, "needs_target", False) else {}
-        scores = criterion(student, space, batch, **aim, **recipe.criterion_options)
-        criterion_log = getattr(scores, "log", None)
+                         "(e.g. block-residual+kd), or give it with macs= / params= to drop blocks and prune channels")
+    elif target.is_hybrid and target.blocks:
+        dropped = _choose_blocks(student, space, batch, recipe.block_criterion, target.blocks)
+        work = drop_blocks(copy.deepcopy(student), dropped)
+        channel_space = PruningSpace(work, example, protect_features=recipe.protect_features, blocks=[
+            b for b in space.blocks if b not in dropped])
+        width_target = _width_target_after_drop(target, space, channel_space, dropped)
         timings["score_s"] = time.perf_counter() - t
+    if recipe.granularity == "channels" and width_target.kind != "blocks" and width_target.value > 0:
+        t = time.perf_counter()
+        criterion = criteria.get(recipe.criterion)
+        aim = {"target_kind": width_target.kind, "fraction": width_target.value} \
+            if getattr(criterion, "needs_target", False) else {}
+        scores = criterion(work, channel_space, batch, **aim, **recipe.criterion_options)
+        criterion_log = getattr(scores, "log", None)
+        timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         family = allocators.get(recipe.allocation)  # name check before the search
-        probe = _probe(student, space, batch, recipe) if getattr(family, "needs_probe", False) else None
-        removed = allocate(space, scores, target, recipe.allocation, seed=seed, round_to=round_to,
+        probe = _probe(work, channel_space, batch, recipe) if getattr(family, "needs_probe", False) else None
+        removed = allocate(channel_space, scores, width_target, recipe.allocation, seed=seed, round_to=round_to,
                            **({"probe": probe} if probe else {}), **recipe.allocation_options)
         if probe is not None and probe.log:
             allocation_log = {"steps": probe.log, "class_averaged_auc": class_averaged_auc(probe.log)}
@@ -172,8 +205,8 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     plan = Plan(
         input_shape=tuple(example.shape[1:]),
         removed=removed,
-        kinds={g.id: g.kind for g in space.groups},
-        sizes={g.id: g.size for g in space.groups},
+        kinds={g.id: g.kind for g in channel_space.groups},
+        sizes={g.id: g.size for g in channel_space.groups},
         dropped_blocks=dropped,
         meta={"method": method, "target": target.to_dict(), "seed": seed,
               **({"round_to": round_to} if round_to else {})},
@@ -185,7 +218,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     t = time.perf_counter()
     recovery_stats: dict = {}
     if not plan.is_empty:
-        pruned = Pruned.from_plan(plan, space.groups, space.blocks)
+        pruned = Pruned.from_plan(plan, channel_space.groups, space.blocks)
         mix = _mixing(recipe, teacher, example)
         for step in recipe.recovery.split("+"):
             recover = recoveries.get(step)
@@ -210,7 +243,10 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         "student": {"macs": student_macs, "params": student_params},
         "macs_reduction": 1 - student_macs / teacher_macs,
         "params_reduction": 1 - student_params / teacher_params,
-        "predicted_macs_reduction": 1 - space.cost.macs(space.keep_counts(removed), tuple(dropped)) / space.cost.base_macs,
+        "predicted_macs_reduction": 1 - (channel_space.cost.macs(channel_space.keep_counts(removed))
+                                         if channel_space is not space
+                                         else space.cost.macs(space.keep_counts(removed), tuple(dropped)))
+                                        / space.cost.base_macs,
         "recovery": recovery_stats,
         **({"allocation": allocation_log} if allocation_log else {}),
         **({"criterion": criterion_log} if criterion_log else {}),

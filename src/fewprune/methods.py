@@ -26,6 +26,7 @@ class Method:
     allocation_options: dict = field(default_factory=dict)
     recovery_options: dict = field(default_factory=dict)  # per recovery step: {"kd": {"temperature": 2}}
     protect_features: bool = False  # keep the pre-pooling width (recoveries that mimic features need it)
+    block_criterion: str = "block-residual"  # picks the blocks a depth-and-width target drops (channel methods)
     description: str = ""
 
     @property
@@ -64,6 +65,7 @@ register_method("practise", Method("practise", recovery="adapt+mir", granularity
                                    description="PRACTISE: drop the blocks with the least feature error left after "
                                                "adaptor training per latency saved; adaptors folded in, then MiR"))
 register_method("cma", Method("cma", allocation="de", recovery="mir", augment="cmamix", protect_features=True,
+                              block_criterion="cma-block",
                               description="CMa: concept-mask profiled per-block ratios (DE), L1 inside blocks, "
                                           "MiR on CMaMix images; label-free"))
 register_method("asca", Method("asca", allocation="threshold",
@@ -71,7 +73,7 @@ register_method("asca", Method("asca", allocation="threshold",
                                            "complexity-weighted distillation, binarisation and MAC-budget losses; "
                                            "no fine-tuning"))
 register_method("cma+mir-blocks", Method("cma", allocation="de", recovery="mir-blocks", augment="cmamix",
-                                         protect_features=True,
+                                         protect_features=True, block_criterion="cma-block",
                                          description="CMa's per-block ratios and CMaMix with block-wise MiR (every "
                                                      "residual block's output mimicked on the kept channels); "
                                                      "label-free"))

@@ -31,7 +31,9 @@ class Target:
     """What to reach. Fractions are of the teacher's total: ``Target(macs=0.5)`` removes half its MACs.
 
     ``channels`` removes that fraction of every prunable group's units;
-    ``blocks`` drops that many removable blocks.
+    ``blocks`` drops that many removable blocks. ``blocks`` may also come with
+    ``macs`` or ``params`` (depth and width together): ``Target(macs=0.7, blocks=6)``
+    drops 6 blocks, then removes channels until 70% of the teacher's MACs are gone.
     """
 
     macs: float | None = None
@@ -42,28 +44,42 @@ class Target:
 
     def __post_init__(self):
         given = [k for k in ("macs", "params", "channels", "blocks") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"a Target takes exactly one of macs=, params=, channels=, blocks= (got {given or 'none'})")
-        for k in ("macs", "params", "channels"):
+        fractions = [k for k in given if k != "blocks"]
+        if not given or len(fractions) > 1 or (self.blocks is not None and fractions == ["channels"]):
+            raise ValueError("a Target takes one of macs=, params=, channels=, blocks=, or blocks= with macs= or "
+                             f"params= (got {given or 'none'})")
+        for k in fractions:
             v = getattr(self, k)
-            if v is not None and not 0 <= v < 1:
+            if not 0 <= v < 1:
                 raise ValueError(f"Target {k}={v} must be a fraction in [0, 1)")
         if self.blocks is not None and self.blocks < 0:
             raise ValueError("Target blocks= must be a non-negative count")
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Target:
+        return cls(**d)
+
     @property
     def kind(self) -> str:
+        """What is measured against the fraction: ``macs``, ``params``, ``channels`` (or ``blocks`` alone)."""
         return next(k for k in ("macs", "params", "channels", "blocks") if getattr(self, k) is not None)
 
     @property
     def value(self) -> float:
         return getattr(self, self.kind)
 
+    @property
+    def is_hybrid(self) -> bool:
+        """Blocks dropped *and* a MAC or parameter fraction reached by removing channels."""
+        return self.blocks is not None and self.kind != "blocks"
+
     def describe(self) -> str:
-        return f"{self.value:g} blocks" if self.kind == "blocks" else f"-{100 * self.value:g}% {self.kind}"
+        if self.kind == "blocks":
+            return f"{self.value:g} blocks"
+        return f"-{100 * self.value:g}% {self.kind}" + (f" ({self.blocks} blocks)" if self.is_hybrid else "")
 
     def to_dict(self) -> dict:
-        return {self.kind: self.value}
+        return {self.kind: self.value, **({"blocks": self.blocks} if self.is_hybrid else {})}
 
 
 def lowest(scores: torch.Tensor, count: int) -> list[int]:

@@ -42,8 +42,8 @@ def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: flo
 
 
 def ceiling_key(model: str, dataset: str, target: dict, epochs: int, lr: float, eval_limit) -> str:
-    (kind, value), = target.items()
-    return f"ceiling:{model}:{dataset}:{kind}={value}:e{epochs}:lr{lr}:{eval_limit}"
+    what = "+".join(f"{kind}={value}" for kind, value in target.items())
+    return f"ceiling:{model}:{dataset}:{what}:e{epochs}:lr{lr}:{eval_limit}"
 
 
 @dataclass

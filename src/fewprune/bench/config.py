@@ -42,10 +42,10 @@ class Cell:
 
     def command(self) -> str:
         """The equivalent ``fewprune prune`` command line."""
-        (kind, value), = self.target.items()
+        what = " ".join(f"--{kind} {value}" for kind, value in self.target.items())
         count = f"--per-class {self.samples}" if self.per_class else f"--samples {self.samples}"
         return (f"fewprune prune --model {self.model} --data {self.dataset} {count} --method {self.method} "
-                f"--{kind} {value} --seed {self.seed}" + ("" if self.labels else " --no-labels")
+                f"{what} --seed {self.seed}" + ("" if self.labels else " --no-labels")
                 + (f" --round-to {self.round_to}" if self.round_to else "") + " --out OUT")
 
 
@@ -89,9 +89,14 @@ class SweepConfig:
             config.report = str(base / f"{config.name}.md")
         if config.alongside and not Path(config.alongside).is_absolute():
             config.alongside = str(base / config.alongside)  # like results and report: next to the config
+        from ..allocation import Target
+
         for t in config.targets:
-            if not isinstance(t, dict) or len(t) != 1:
-                raise ValueError(f"{path}: each target is one mapping such as {{macs: 0.5}}, got {t!r}")
+            try:
+                Target.from_dict(t)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{path}: each target is a mapping such as {{macs: 0.5}} or {{macs: 0.7, blocks: 6}}, "
+                                 f"got {t!r} ({e})") from None
         return config
 
     def cells(self) -> list[Cell]:
@@ -102,8 +107,8 @@ class SweepConfig:
         from ..methods import get as method
 
         def fits(name: str, target: dict) -> bool:
-            try:
-                return (method(name).granularity == "blocks") == ("blocks" in target)
+            try:  # a width target with blocks= (depth and width) suits a channel method
+                return (method(name).granularity == "blocks") == (set(target) == {"blocks"})
             except (KeyError, ValueError):
                 return True  # an unknown method still gets its cell, which records the error
 

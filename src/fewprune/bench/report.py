@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from ..allocation import Target
 from .config import SweepConfig
 
 
@@ -13,8 +14,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _target_label(target: dict) -> str:
-    (kind, value), = target.items()
-    return f"{value:g} blocks" if kind == "blocks" else f"-{100 * value:g}% {kind}"
+    return Target.from_dict(target).describe()
 
 
 def summarise(rows: list[dict]) -> dict:

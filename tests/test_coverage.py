@@ -24,3 +24,21 @@ def test_the_latest_check_of_a_model_is_the_one_that_counts():
 
     rows = [{"model": "a", "status": "fail"}, {"model": "b", "status": "ok"}, {"model": "a", "status": "ok"}]
     assert latest_rows(rows) == [{"model": "a", "status": "ok"}, {"model": "b", "status": "ok"}]
+
+
+def test_check_cli_resumes_reports_and_exits_non_zero_on_a_failure(tmp_path, capsys):
+    from fewprune.cli import main
+
+    results, report = tmp_path / "tv.jsonl", tmp_path / "tv.md"
+    argv = ["check", "--torchvision", "squeezenet1_0", "no_such_net", "--input-shape", "3,64,64",
+            "--results", str(results), "--out", str(report)]
+    assert main(argv) == 1  # one model fails to build
+    assert "1 of 2 models" in capsys.readouterr().out
+    first = results.read_text()
+    assert len(first.splitlines()) == 2 and "**1 of 2 models** pass" in report.read_text()
+    assert main(argv) == 1  # resumed: nothing checked again
+    assert results.read_text() == first
+    report.unlink()
+    assert main([*argv, "--report-only"]) == 1 and results.read_text() == first
+    text = report.read_text()
+    assert "fails at build" in text and "--report-only" not in text

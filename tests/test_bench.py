@@ -185,3 +185,20 @@ def test_a_sweep_shows_the_matching_cells_of_the_sweep_it_runs_alongside(sweep):
     plain_accuracy = next(r["accuracy"] for r in read_results(plain.results) if r.get("cell", {}).get("method") == "l1")
     assert f"| l1 (plain) | {100 * plain_accuracy:.2f}" in report
     assert len([r for r in read_results(rounded.results) if r["kind"] == "cell"]) == 1
+
+
+def test_a_sweep_over_channel_fractions_reports_each_methods_curve_area():
+    from fewprune.bench.report import render
+
+    config = SweepConfig(name="x", dataset="fashion-mnist", models=["m"], methods=["l1", "lrp"], samples=[10],
+                         targets=[{"channels": 0.3}, {"channels": 0.6}], seeds=[0, 1], source="x.yaml")
+    rows = [{"kind": "teacher", "status": "ok", "model": "m", "accuracy": 0.9}]
+    for method, seed, fraction, accuracy in [("l1", 0, 0.3, 0.8), ("l1", 0, 0.6, 0.5), ("l1", 1, 0.3, 0.8),
+                                             ("l1", 1, 0.6, 0.7), ("lrp", 0, 0.3, 0.85)]:
+        rows.append({"kind": "cell", "status": "ok", "accuracy": accuracy, "macs_reduction": fraction,
+                     "params_reduction": fraction, "compress_seconds": 1.0,
+                     "cell": {"model": "m", "method": method, "samples": 10, "seed": seed,
+                              "target": {"channels": fraction}}})
+    text = render(config, rows)
+    # seed 0: (0.3·(90+80)/2 + 0.3·(80+50)/2) / 0.6 = 75; seed 1: 80. lrp lacks the 60% point: no area.
+    assert "| l1 | 77.50 ± 3.54 |" in text and "| lrp | – |" in text

@@ -88,6 +88,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                 cells.append(f"{mean:.2f}{spread}{gap} #{rank}{seeds}")
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
+        lines += _curve_areas(config, rows, model, methods, teacher)
         lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells):",
                   "", "| method | target | MACs removed | params removed | MAC speed-up | measured speed-up "
                   "| compress time |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -116,6 +117,42 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
     threads = next((r["threads"] for r in rows if "threads" in r), "?")
     lines.append(f"Cells ran on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: list[str],
+                 teacher: dict | None) -> list[str]:
+    """For a sweep over channel fractions only: each method's area under accuracy vs fraction removed.
+
+    Per seed, the teacher's accuracy at 0% and the method's at every swept
+    fraction make one curve (trapezoids, divided by the range: a mean
+    accuracy); seeds missing a fraction are left out.
+    """
+    from .curve import area
+
+    fractions = sorted(t.get("channels", -1.0) for t in config.targets)
+    if not teacher or len(fractions) < 2 or min(fractions) < 0:
+        return []
+    accuracy: dict[tuple, dict[float, float]] = defaultdict(dict)
+    for r in rows:
+        if r.get("kind") == "cell" and r.get("status") == "ok" and r["cell"]["model"] == model:
+            c = r["cell"]
+            accuracy[(c["method"], c["samples"], c["seed"])][c["target"]["channels"]] = 100 * r["accuracy"]
+    lines = ["", f"Area under accuracy vs channels removed (0–{100 * fractions[-1]:g}%, the teacher at 0%, "
+                 f"points at {', '.join(f'{100 * f:g}%' for f in fractions)}): mean accuracy over the range, "
+                 "mean ± std over seeds.", "",
+             "| method | " + " | ".join(f"AUC, {n} samples" for n in config.samples) + " |",
+             "|" + " --- |" * (len(config.samples) + 1)]
+    for m in methods:
+        cells = []
+        for n in config.samples:
+            areas = [area([(0.0, 100 * teacher["accuracy"]), *points.items()])
+                     for (mm, nn, _seed), points in accuracy.items()
+                     if mm == m and nn == n and set(points) == set(fractions)]
+            mean, std = _mean_std(areas) if areas else (None, None)
+            cells.append("–" if mean is None else f"{mean:.2f}" + (f" ± {std:.2f}" if len(areas) > 1 else "")
+                         + (f" [{len(areas)} of {len(config.seeds)} seeds]" if len(areas) < len(config.seeds) else ""))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def speedup(row: dict, teacher: dict | None, batch: int = 64) -> float | None:

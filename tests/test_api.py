@@ -98,7 +98,7 @@ def test_unreachable_target_says_why():
     capped = replace(fp.methods.get("l1"), allocation_options={"max_ratio": 0.5})
     with pytest.raises(fp.TargetUnreachable, match="reaches only .*fc is protected"):
         fp.compress(model, (x, y), method=capped, target=fp.Target(macs=0.9), progress=False)
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="takes one of"):
         fp.Target(macs=0.5, params=0.5)
 
 
@@ -261,6 +261,17 @@ def test_depth_and_width_target_drops_blocks_then_prunes_channels_to_the_mac_tar
     with torch.no_grad():
         assert torch.equal(rebuilt(x), result.student(x))
         assert torch.allclose(masked(x), result.student(x), atol=1e-5, rtol=1e-4)
+
+
+def test_min_width_prunes_no_group_below_one_channel_block():
+    x, y = tiny_samples()
+    result = fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.5, blocks=2), min_width=16,
+                         round_to=16, progress=False)
+    assert result.report["macs_reduction"] == pytest.approx(0.5, abs=0.01) and result.report["min_width"] == 16
+    widths = {g: result.plan.sizes[g] - len(r) for g, r in result.plan.removed.items()}
+    assert widths and all(w >= 16 and w % 16 == 0 for w in widths.values()), widths
+    with pytest.raises(fp.TargetUnreachable, match="reaches only"):
+        fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.8), min_width=16, progress=False)
 
 
 def test_depth_and_width_target_says_when_the_blocks_alone_remove_too_much():

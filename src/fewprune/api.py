@@ -127,24 +127,28 @@ def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
 
 
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
-             labels: bool = True, progress: bool = True, round_to: int | str | None = None) -> Result:
+             labels: bool = True, progress: bool = True, round_to: int | str | None = None,
+             min_width: int | str | None = None) -> Result:
     """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
 
     ``labels=False`` hides the samples' labels from every stage (label-free compression).
     ``round_to=16`` keeps every channel width wider than 16 a multiple of 16,
     so CPU kernels that pad channels to blocks of 8 or 16 turn the removed MACs
     into saved time; ``round_to="auto"`` uses this CPU's block (16 with AVX-512).
+    ``min_width=16`` (or ``"auto"``) prunes no channel group below 16 channels:
+    padded kernels run a 5-channel conv as slowly as a 16-channel one, so
+    such widths cost accuracy and save no time (drop whole blocks instead).
     """
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
     method_name = method if isinstance(method, str) else recipe.name
     with eval_mode(teacher):
         return _compress(teacher, samples, recipe, method_name, target, seed, labels, progress,
-                         resolve_round_to(round_to))
+                         resolve_round_to(round_to), resolve_round_to(min_width))
 
 
 def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, labels: bool, progress: bool,
-              round_to: int | None = None) -> Result:
+              round_to: int | None = None, min_width: int | None = None) -> Result:
     _seed_everything(seed)
     timings: dict[str, float] = {}
     batch, few_info = _as_batch(samples, teacher, seed)
@@ -155,7 +159,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     student = copy.deepcopy(teacher).eval()
 
     t = time.perf_counter()
-    space = PruningSpace(student, example, protect_features=recipe.protect_features)
+    space = PruningSpace(student, example, protect_features=recipe.protect_features, min_width=min_width)
     if recipe.granularity == "channels" and not space.prunable:
         raise ValueError(f"{type(teacher).__name__} has no prunable group (every group is protected: "
                          + "; ".join(g.reason for g in space.groups[:3]) + ")")
@@ -181,8 +185,8 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     elif target.is_hybrid and target.blocks:
         dropped = _choose_blocks(student, space, batch, recipe.block_criterion, target.blocks)
         work = drop_blocks(copy.deepcopy(student), dropped)
-        channel_space = PruningSpace(work, example, protect_features=recipe.protect_features, blocks=[
-            b for b in space.blocks if b not in dropped])
+        channel_space = PruningSpace(work, example, protect_features=recipe.protect_features, min_width=min_width,
+                                     blocks=[b for b in space.blocks if b not in dropped])
         width_target = _width_target_after_drop(target, space, channel_space, dropped)
         timings["score_s"] = time.perf_counter() - t
     if recipe.granularity == "channels" and width_target.kind != "blocks" and width_target.value > 0:
@@ -209,7 +213,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         sizes={g.id: g.size for g in channel_space.groups},
         dropped_blocks=dropped,
         meta={"method": method, "target": target.to_dict(), "seed": seed,
-              **({"round_to": round_to} if round_to else {})},
+              **({"round_to": round_to} if round_to else {}), **({"min_width": min_width} if min_width else {})},
     )
     t = time.perf_counter()
     plan.apply(student)
@@ -238,6 +242,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         "target": target.to_dict(),
         "seed": seed,
         **({"round_to": round_to} if round_to else {}),
+        **({"min_width": min_width} if min_width else {}),
         "samples": {k: v for k, v in few_info.items() if k != "indices"},
         "teacher": {"macs": teacher_macs, "params": teacher_params},
         "student": {"macs": student_macs, "params": student_params},

@@ -198,7 +198,7 @@ def cmd_prune(args) -> int:
     console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
                   f"(seed {args.seed}{', labels hidden' if args.no_labels else ''})")
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
-                          round_to=args.round_to)
+                          round_to=args.round_to, min_width=args.min_width)
     example = few.tensors()[0][:1]
     rows = {"teacher": metrics.measure(teacher, test, example), "student": metrics.measure(result.student, test, example)}
     result.report["evaluation"] = {**rows, "split": "test", "dataset": args.data}
@@ -372,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", metavar="N|auto",
                    help="keep channel widths above N a multiple of N, so CPU kernels turn removed MACs into saved "
                         "time; 'auto': this CPU's channel block (16 with AVX-512, 8 with AVX2)")
+    p.add_argument("--min-width", metavar="N|auto",
+                   help="prune no channel group below N channels (narrower groups not at all): padded CPU kernels "
+                        "run narrower layers no faster; 'auto': this CPU's channel block")
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
     p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
     p.add_argument("--out", required=True, help="output folder (plan, weights, reports)")

@@ -237,11 +237,14 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
     most = reduction(space, removal(1.0), target.kind)
     if most + 1e-9 < target.value - target.tolerance:
         protected = [g for g in space.groups if g.protected]
+        floor = max((g.min_keep for g in space.prunable if g.kind == "channels"), default=1)
+        keeps = "one unit" if floor <= 1 else f"min(width, {floor}) channels (min_width)"
         why = "; ".join(f"{g.id}: {g.reason}" for g in protected[:4]) or "no protected groups"
         raise TargetUnreachable(
             f"cannot remove {100 * target.value:.1f}% of {target.kind}: removing up to {100 * max_ratio:.0f}% of every "
-            f"prunable group (keeping at least one unit) reaches only {100 * most:.1f}%. Protected groups keep their "
-            f"width ({why}{'…' if len(protected) > 4 else ''}); raise max_ratio or lower the target."
+            f"prunable group (keeping at least {keeps}) reaches only {100 * most:.1f}%. Protected groups keep their "
+            f"width ({why}{'…' if len(protected) > 4 else ''}); raise max_ratio or lower the target"
+            + ("; or drop whole blocks as well (blocks=)." if floor > 1 else ".")
         )
     lo, hi = 0.0, 1.0
     best = removal(hi)

@@ -24,12 +24,14 @@ class Cell:
     per_class: bool = False
     labels: bool = True
     round_to: int | str | None = None  # a channel count or 'auto' (this machine's channel block)
+    min_width: int | str | None = None  # no group pruned below it: a channel count or 'auto'
 
     @property
     def key(self) -> str:
         fields = asdict(self)
-        if fields["round_to"] is None:  # cells from before round_to existed keep their keys
-            del fields["round_to"]
+        for option in ("round_to", "min_width"):  # cells from before these options existed keep their keys
+            if fields[option] is None:
+                del fields[option]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def run(self, eval_limit: int | None, latency: bool) -> dict:
@@ -46,7 +48,8 @@ class Cell:
         count = f"--per-class {self.samples}" if self.per_class else f"--samples {self.samples}"
         return (f"fewprune prune --model {self.model} --data {self.dataset} {count} --method {self.method} "
                 f"{what} --seed {self.seed}" + ("" if self.labels else " --no-labels")
-                + (f" --round-to {self.round_to}" if self.round_to else "") + " --out OUT")
+                + (f" --round-to {self.round_to}" if self.round_to else "")
+                + (f" --min-width {self.min_width}" if self.min_width else "") + " --out OUT")
 
 
 @dataclass
@@ -61,6 +64,7 @@ class SweepConfig:
     per_class: bool = False
     labels: bool = True
     round_to: int | str | None = None  # widths above it kept multiples of it, or 'auto' (latency-friendly)
+    min_width: int | str | None = None  # no channel group pruned below it, or 'auto' (this CPU's channel block)
     eval_limit: int | None = None  # None: the full test split
     latency: bool = True
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": ..}
@@ -114,7 +118,8 @@ class SweepConfig:
 
         # Seeds outermost: a sweep stopped part-way has whole seeds, not some settings with three and some with none.
         return [
-            Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels, self.round_to)
+            Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels, self.round_to,
+                 self.min_width)
             for seed, model, target, n, name in itertools.product(
                 self.seeds, self.models, self.targets, self.samples, self.methods)
             if fits(name, target)

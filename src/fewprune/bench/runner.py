@@ -93,7 +93,7 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True) ->
                             per_class=cell.samples if cell.per_class else None, seed=cell.seed)
         teacher = _teacher(cell.model, train.info)
         result = api.compress(teacher, few, method=cell.method, target=Target(**cell.target), seed=cell.seed,
-                              labels=cell.labels, progress=False, round_to=cell.round_to)
+                              labels=cell.labels, progress=False, round_to=cell.round_to, min_width=cell.min_width)
         example = few.tensors()[0][:1]
         row.update(measure_model(result.student, test, example, latency))
         row.update(

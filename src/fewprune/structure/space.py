@@ -17,9 +17,13 @@ class PruningSpace:
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, protected: set[str] | None = None,
-                 protect_features: bool = False, blocks: list[str] | None = None):
+                 protect_features: bool = False, blocks: list[str] | None = None, min_width: int | None = None):
+        """``min_width``: no channel group is pruned below that many channels (a narrower one not at all)."""
         self.example_input = example_input[:1]
         self.groups: list[Group] = find_groups(model, self.example_input, protected, protect_features)
+        for g in self.groups:
+            if min_width and g.kind == "channels":
+                g.min_keep = max(g.min_keep, min(g.size, min_width))
         self.blocks: list[str] = find_blocks(model, self.example_input) if blocks is None else list(blocks)
         self.cost = CostModel.measure(model, self.example_input, self.groups)
 

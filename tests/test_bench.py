@@ -155,6 +155,15 @@ def test_latency_is_remeasured_on_the_rebuilt_structures_and_used_by_the_report(
     quiet = [r for r in rows if r["kind"] == "latency"]
     assert len(quiet) == 2 and all(r["student"]["batch64"]["median_ms"] > 0 and "batch1" in r["teacher"]
                                    for r in quiet)
+    for r in quiet:  # the reported pair is the round with the median teacher/student ratio
+        ratio = r["teacher"]["batch64"]["median_ms"] / r["student"]["batch64"]["median_ms"]
+        assert ratio == pytest.approx(sorted(r["speedup_rounds"]["batch64"])[2], rel=1e-3)
+    # structures timed by an older protocol are timed again, once
+    old = [{**r, "protocol": 1} if r["kind"] == "latency" else r for r in rows]
+    Path(config.results).write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert remeasure(config, log=lambda *_: None) == 2
+    assert remeasure(config, log=lambda *_: None) == 0
+    rows = read_results(config.results)
     from fewprune.bench.sweep import write_report
 
     write_report(config)

@@ -20,6 +20,9 @@ import torch
 from .config import SweepConfig
 from .runner import _load_data, _teacher, append_result, read_results
 
+ROUNDS = 5  # teacher-then-student rounds per batch size
+PROTOCOL = 2  # 1: two interleaved rounds, fastest of each; 2: the median-ratio round of ROUNDS (older rows re-measured)
+
 
 def latency_key(cell_key: str) -> str:
     return f"latency:{cell_key}"
@@ -47,7 +50,7 @@ def remeasure(config: SweepConfig, threads: int | None = None, log=print) -> int
     if threads:
         torch.set_num_threads(threads)
     rows = read_results(config.results)
-    done = {r["key"] for r in rows if r.get("kind") == "latency"}
+    done = {r["key"] for r in rows if r.get("kind") == "latency" and r.get("protocol") == PROTOCOL}
     keys = {c.key for c in config.cells()}
     todo = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "ok" and r["key"] in keys
             and latency_key(r["key"]) not in done]
@@ -72,17 +75,19 @@ def remeasure(config: SweepConfig, threads: int | None = None, log=print) -> int
         if abs(rebuilt - row["macs"]) > 0.001 * row["macs"]:
             raise RuntimeError(f"the rebuilt structure of {row['command']} has {rebuilt} MACs, the cell measured "
                                f"{row['macs']}: the results file does not match this model")
-        measured: dict = {"teacher": {}, "student": {}}
+        measured: dict = {"teacher": {}, "student": {}, "speedup_rounds": {}}
         for batch in (1, 64):
             x = example.expand(batch, *example.shape[1:]).contiguous()
             with torch.inference_mode():
-                # interleaved: teacher, student, teacher, student — drifts in the machine's speed hit both
-                runs = [(who, latency(m, x)) for _ in range(2) for who, m in (("teacher", teacher),
-                                                                              ("student", student))]
-            for who in ("teacher", "student"):
-                measured[who][f"batch{batch}"] = min((r for w, r in runs if w == who), key=lambda r: r["median_ms"])
+                pairs = [(latency(teacher, x), latency(student, x)) for _ in range(ROUNDS)]
+            # The machine's speed drifts by tens of percent over minutes (a shared VM): each round times the
+            # teacher and the student back to back, and the round with the median ratio is the one reported.
+            ratios = [t["median_ms"] / s["median_ms"] for t, s in pairs]
+            middle = sorted(range(ROUNDS), key=lambda i: ratios[i])[ROUNDS // 2]
+            measured["teacher"][f"batch{batch}"], measured["student"][f"batch{batch}"] = pairs[middle]
+            measured["speedup_rounds"][f"batch{batch}"] = [round(r, 4) for r in ratios]
         measured.update(threads=torch.get_num_threads(), versions=versions(), first_cell=row["key"],
-                        measured_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+                        protocol=PROTOCOL, measured_at=time.strftime("%Y-%m-%d %H:%M:%S"))
         timed[structure] = measured
         append_result(config.results, {"kind": "latency", "key": latency_key(row["key"]), "cell": row["key"],
                                        **measured})

@@ -108,3 +108,19 @@ def test_curve_writes_accuracy_per_fraction_and_auc(env, capsys):
         assert result["curves"][method]["common_auc"] == pytest.approx(expected)  # both reached 40%
     assert "| l1 |" in (out / "curve.md").read_text() and (out / "curve.png").stat().st_size > 0
     assert main(argv) == 2 and "--force" in capsys.readouterr().err
+
+
+def test_prune_drops_blocks_and_prunes_channels_to_one_target_with_aligned_widths(env):
+    tmp, weights = env
+    out = tmp / "hybrid"
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method", "l1",
+                 "--macs", "0.5", "--blocks", "2", "--min-width", "16", "--round-to", "16", "--eval-limit", "40",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["target"] == {"macs": 0.5, "blocks": 2} and report["min_width"] == 16
+    assert abs(report["macs_reduction"] - 0.5) <= 0.01
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["dropped_blocks"]) == 2
+    assert all(plan["sizes"][g] - len(r) >= 16 for g, r in plan["removed"].items() if r)
+    student = fp.load(out, architecture=build("resnet20", num_classes=10, in_channels=1))
+    assert fp.metrics.macs(student, torch.zeros(1, 1, 28, 28)) == report["student"]["macs"]

@@ -274,6 +274,21 @@ def test_min_width_prunes_no_group_below_one_channel_block():
         fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.8), min_width=16, progress=False)
 
 
+def test_automatic_block_count_drops_the_fewest_blocks_that_reach_the_target():
+    x, y = tiny_samples()
+    aligned = {"min_width": 16, "round_to": 16, "progress": False}
+    with pytest.raises(fp.TargetUnreachable, match="blocks="):
+        fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.65), **aligned)
+    result = fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.65, blocks="auto"), **aligned)
+    count = len(result.plan.dropped_blocks)
+    assert count > 0 and result.report["macs_reduction"] == pytest.approx(0.65, abs=0.01)
+    assert [t["blocks"] for t in result.report["fewer_blocks_tried"]] == list(range(count))
+    with pytest.raises(fp.TargetUnreachable):  # one block fewer cannot reach it
+        fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.65, blocks=count - 1), **aligned)
+    with pytest.raises(ValueError, match="auto"):
+        fp.Target(blocks="auto")
+
+
 def test_depth_and_width_target_says_when_the_blocks_alone_remove_too_much():
     x, y = tiny_samples()
     with pytest.raises(fp.TargetUnreachable, match="already removes"):

@@ -65,8 +65,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _choose_blocks(model: nn.Module, space: PruningSpace, batch: Batch, criterion: str, count: int,
-                   options: dict | None = None) -> list[str]:
-    """The ``count`` blocks that ``criterion`` scores lowest (ties broken by name)."""
+                   options: dict | None = None, ranked: bool = False) -> list[str]:
+    """The ``count`` blocks that ``criterion`` scores lowest (ties broken by name), sorted by name.
+
+    ``ranked=True`` keeps them lowest-scoring first instead.
+    """
     if count > len(space.blocks):
         raise TargetUnreachable(f"cannot drop {count} blocks: the model has {len(space.blocks)} removable "
                                 f"residual blocks ({', '.join(space.blocks) or 'none'})")
@@ -74,7 +77,36 @@ def _choose_blocks(model: nn.Module, space: PruningSpace, batch: Batch, criterio
         block_criteria = [n for n in criteria.names() if getattr(criteria.get(n), "granularity", "") == "blocks"]
         raise ValueError(f"{criterion!r} scores channels, not blocks; name a block criterion ({', '.join(block_criteria)})")
     scores = criteria.get(criterion)(model, space, batch, **(options or {}))
-    return sorted(sorted(scores, key=lambda b: (scores[b], b))[:count])
+    lowest = sorted(scores, key=lambda b: (scores[b], b))[:count]
+    return lowest if ranked else sorted(lowest)
+
+
+def _allocate_channels(model: nn.Module, space: PruningSpace, batch: Batch, recipe, target: Target, seed: int,
+                       round_to: int | None, timings: dict) -> tuple[dict[str, list[int]], dict]:
+    """Score ``model``'s channels with the recipe's criterion and allocate them to ``target``.
+
+    Returns the removed units per group and the logs for the report (criterion
+    log, step-wise allocation log); adds to ``timings``.
+    """
+    if target.value <= 0:
+        return {}, {}
+    logs: dict = {}
+    t = time.perf_counter()
+    criterion = criteria.get(recipe.criterion)
+    aim = {"target_kind": target.kind, "fraction": target.value} if getattr(criterion, "needs_target", False) else {}
+    scores = criterion(model, space, batch, **aim, **recipe.criterion_options)
+    if getattr(scores, "log", None):
+        logs["criterion"] = scores.log
+    timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t
+    t = time.perf_counter()
+    family = allocators.get(recipe.allocation)  # name check before the search
+    probe = _probe(model, space, batch, recipe) if getattr(family, "needs_probe", False) else None
+    removed = allocate(space, scores, target, recipe.allocation, seed=seed, round_to=round_to,
+                       **({"probe": probe} if probe else {}), **recipe.allocation_options)
+    if probe is not None and probe.log:
+        logs["allocation"] = {"steps": probe.log, "class_averaged_auc": class_averaged_auc(probe.log)}
+    timings["allocate_s"] = timings.get("allocate_s", 0.0) + time.perf_counter() - t
+    return removed, logs
 
 
 def _width_target_after_drop(target: Target, before: PruningSpace, after: PruningSpace, dropped: list[str]) -> Target:
@@ -168,11 +200,8 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     t = time.perf_counter()
     dropped: list[str] = []
     removed: dict[str, list[int]] = {}
-    allocation_log: dict = {}
-    criterion_log: dict | None = None
-    # Channels are scored and allocated on ``work``: the student itself, or for a depth-and-width target a
-    # copy with the chosen blocks already dropped (whose groups and costs the channel plan refers to).
-    work, channel_space, width_target = student, space, target
+    logs: dict = {}
+    channel_space = space
     if recipe.granularity == "blocks":
         if target.kind != "blocks":
             raise ValueError(f"block-level method {recipe.criterion!r} needs a blocks= target (how many blocks to "
@@ -183,28 +212,30 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method "
                          "(e.g. block-residual+kd), or give it with macs= / params= to drop blocks and prune channels")
     elif target.is_hybrid and target.blocks:
-        dropped = _choose_blocks(student, space, batch, recipe.block_criterion, target.blocks)
-        work = drop_blocks(copy.deepcopy(student), dropped)
-        channel_space = PruningSpace(work, example, protect_features=recipe.protect_features, min_width=min_width,
-                                     blocks=[b for b in space.blocks if b not in dropped])
-        width_target = _width_target_after_drop(target, space, channel_space, dropped)
+        ranking = _choose_blocks(student, space, batch, recipe.block_criterion, len(space.blocks), ranked=True)
         timings["score_s"] = time.perf_counter() - t
-    if recipe.granularity == "channels" and width_target.kind != "blocks" and width_target.value > 0:
-        t = time.perf_counter()
-        criterion = criteria.get(recipe.criterion)
-        aim = {"target_kind": width_target.kind, "fraction": width_target.value} \
-            if getattr(criterion, "needs_target", False) else {}
-        scores = criterion(work, channel_space, batch, **aim, **recipe.criterion_options)
-        criterion_log = getattr(scores, "log", None)
-        timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t
-        t = time.perf_counter()
-        family = allocators.get(recipe.allocation)  # name check before the search
-        probe = _probe(work, channel_space, batch, recipe) if getattr(family, "needs_probe", False) else None
-        removed = allocate(channel_space, scores, width_target, recipe.allocation, seed=seed, round_to=round_to,
-                           **({"probe": probe} if probe else {}), **recipe.allocation_options)
-        if probe is not None and probe.log:
-            allocation_log = {"steps": probe.log, "class_averaged_auc": class_averaged_auc(probe.log)}
-        timings["allocate_s"] = time.perf_counter() - t
+        counts = range(len(ranking) + 1) if target.blocks == "auto" else [target.blocks]
+        tried: list[dict] = []
+        for count in counts:  # "auto": the fewest blocks with which the channel allocation reaches the target
+            dropped = sorted(ranking[:count])
+            # Channels are scored and allocated on a copy with the blocks already dropped: its groups and
+            # costs are what the channel part of the plan refers to.
+            work = drop_blocks(copy.deepcopy(student), dropped)
+            channel_space = PruningSpace(work, example, protect_features=recipe.protect_features,
+                                         min_width=min_width, blocks=[b for b in space.blocks if b not in dropped])
+            try:
+                width_target = _width_target_after_drop(target, space, channel_space, dropped)
+                removed, logs = _allocate_channels(work, channel_space, batch, recipe, width_target, seed, round_to,
+                                                   timings)
+                break
+            except TargetUnreachable as err:
+                if count == counts[-1]:
+                    raise
+                tried.append({"blocks": count, "unreachable": str(err)})
+        if tried:
+            logs["fewer_blocks_tried"] = tried
+    elif target.value > 0:
+        removed, logs = _allocate_channels(student, space, batch, recipe, target, seed, round_to, timings)
     removed = {g: r for g, r in removed.items() if r}
     plan = Plan(
         input_shape=tuple(example.shape[1:]),
@@ -253,8 +284,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
                                          else space.cost.macs(space.keep_counts(removed), tuple(dropped)))
                                         / space.cost.base_macs,
         "recovery": recovery_stats,
-        **({"allocation": allocation_log} if allocation_log else {}),
-        **({"criterion": criterion_log} if criterion_log else {}),
+        **logs,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "wall_seconds": round(sum(timings.values()), 3),
         "versions": versions(),

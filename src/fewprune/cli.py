@@ -175,6 +175,15 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def _count_or_auto(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or 'auto', not {text!r}") from None
+
+
 def target_from(args):
     from .allocation import Target
 
@@ -364,9 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     for k, help_text in (("macs", "fraction of MACs to remove"), ("params", "fraction of parameters to remove"),
                          ("channels", "fraction of each group's channels to remove")):
         p.add_argument(f"--{k}", type=float, help=help_text)
-    p.add_argument("--blocks", type=int, help="number of residual blocks to drop: alone for block-level methods; "
-                   "with --macs/--params a channel method drops these blocks (picked by its block criterion), "
-                   "then prunes channels to the target")
+    p.add_argument("--blocks", type=_count_or_auto, metavar="N|auto",
+                   help="number of residual blocks to drop: alone for block-level methods; with --macs/--params a "
+                        "channel method drops these blocks (picked by its block criterion), then prunes channels to "
+                        "the target; 'auto': the fewest blocks with which the target can be met")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-labels", action="store_true", help="compress without reading the samples' labels")
     p.add_argument("--round-to", metavar="N|auto",

@@ -33,13 +33,15 @@ class Target:
     ``channels`` removes that fraction of every prunable group's units;
     ``blocks`` drops that many removable blocks. ``blocks`` may also come with
     ``macs`` or ``params`` (depth and width together): ``Target(macs=0.7, blocks=6)``
-    drops 6 blocks, then removes channels until 70% of the teacher's MACs are gone.
+    drops 6 blocks, then removes channels until 70% of the teacher's MACs are gone;
+    ``blocks="auto"`` drops the fewest blocks with which the channel allocation can
+    reach the target (useful with ``min_width``, where narrow layers cannot shrink).
     """
 
     macs: float | None = None
     params: float | None = None
     channels: float | None = None
-    blocks: int | None = None
+    blocks: int | str | None = None  # a count, or "auto" beside macs= / params=
     tolerance: float = 0.01  # MAC/param targets are met within this many fraction points
 
     def __post_init__(self):
@@ -52,8 +54,11 @@ class Target:
             v = getattr(self, k)
             if not 0 <= v < 1:
                 raise ValueError(f"Target {k}={v} must be a fraction in [0, 1)")
-        if self.blocks is not None and self.blocks < 0:
-            raise ValueError("Target blocks= must be a non-negative count")
+        if self.blocks == "auto":
+            if not fractions:
+                raise ValueError('Target blocks="auto" needs macs= or params= (it drops as few blocks as reach them)')
+        elif self.blocks is not None and (not isinstance(self.blocks, int) or self.blocks < 0):
+            raise ValueError(f"Target blocks= must be a non-negative count or 'auto', not {self.blocks!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> Target:

@@ -107,6 +107,7 @@ def apply_remeasured(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r.get("kind") == "cell" and r["key"] in quiet:
             r = {**r, "latency": quiet[r["key"]]["student"], "latency_teacher": quiet[r["key"]]["teacher"],
-                 "latency_remeasured": True, "latency_threads": quiet[r["key"]].get("threads")}
+                 "latency_remeasured": True, "latency_threads": quiet[r["key"]].get("threads"),
+                 "latency_protocol": quiet[r["key"]].get("protocol", 1)}
         out.append(r)
     return out

@@ -110,7 +110,10 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
         threads = ", ".join(map(str, sorted({r.get("latency_threads") for r in quiet} - {None}))) or "?"
         lines.append(f"Speed-ups of {len(quiet)} of {n_ok} cells come from a quiet re-measurement "
                      f"(`fewprune bench {config.source} --remeasure-latency`) on {threads} threads: each "
-                     "structure timed back to back with its teacher, nothing else running"
+                     "structure timed back to back with its teacher"
+                     + (" in five rounds, the round with the median teacher/student ratio reported"
+                        if all(r.get("latency_protocol") == 2 for r in quiet) else "")
+                     + ", nothing else running"
                      + (" (cells of the alongside sweep by that sweep's command)." if config.alongside else "."))
         lines.append("")
     versions = next((r["versions"] for r in rows if "versions" in r), {})

@@ -234,7 +234,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
                 tried.append({"blocks": count, "unreachable": str(err)})
         if tried:
             logs["fewer_blocks_tried"] = tried
-    elif target.value > 0:
+    else:  # channels alone (a zero target removes nothing)
         removed, logs = _allocate_channels(student, space, batch, recipe, target, seed, round_to, timings)
     removed = {g: r for g, r in removed.items() if r}
     plan = Plan(

@@ -132,9 +132,9 @@ def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: lis
     """
     from .curve import area
 
-    fractions = sorted(t.get("channels", -1.0) for t in config.targets)
-    if not teacher or len(fractions) < 2 or min(fractions) < 0:
+    if not teacher or len(config.targets) < 2 or any(set(t) != {"channels"} for t in config.targets):
         return []
+    fractions = sorted(t["channels"] for t in config.targets)
     accuracy: dict[tuple, dict[float, float]] = defaultdict(dict)
     for r in rows:
         if r.get("kind") == "cell" and r.get("status") == "ok" and r["cell"]["model"] == model:

@@ -143,6 +143,30 @@ def test_the_ceiling_is_a_job_run_once_and_a_failing_one_is_recorded(sweep):
     assert sum(r["kind"] == "ceiling" for r in read_results(config.results)) == 2
 
 
+def test_a_ceiling_another_sweep_computed_is_reused_not_recomputed(sweep, monkeypatch):
+    first = sweep(["l1"], name="first", ceiling={"epochs": 1})
+    run_sweep(first, progress=False, log=lambda *_: None)
+    computed = next(r for r in read_results(first.results) if r["kind"] == "ceiling")
+    monkeypatch.setattr("fewprune.bench.ceiling.run_ceiling", lambda *a, **k: pytest.fail("ceiling recomputed"))
+    second = sweep(["l1+bn"], name="second", ceiling={"epochs": 1})
+    run_sweep(second, progress=False, log=lambda *_: None)
+    reused = next(r for r in read_results(second.results) if r["kind"] == "ceiling")
+    assert reused["reused_from"] == "first.jsonl" and reused["accuracy"] == computed["accuracy"]
+    assert reused["key"] == computed["key"]
+
+
+def test_a_model_whose_teacher_cannot_load_waits_and_the_other_models_run(sweep, tmp_path):
+    config = sweep(["l1"])
+    missing = str(tmp_path / "absent.py") + ":make"
+    config.models.append(missing)
+    messages = []
+    run_sweep(config, progress=False, log=messages.append)
+    rows = read_results(config.results)
+    assert [r["cell"]["model"] for r in rows if r["kind"] == "cell"] == [config.models[0]]
+    assert not any(r.get("model") == missing for r in rows)  # nothing recorded: a later run tries it again
+    assert any("skipping" in m and "absent.py" in m for m in messages)
+
+
 def test_latency_is_remeasured_on_the_rebuilt_structures_and_used_by_the_report(sweep):
     from fewprune.bench.relatency import remeasure
 

@@ -31,23 +31,34 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
               progress: bool = True, log=print) -> dict:
     """Run every missing cell of ``config``, append results, then write the report and plots."""
     done = {r["key"]: r for r in read_results(config.results)}
+    unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
     for model in config.models:
         if teacher_key(model, config.dataset, config.eval_limit) not in done:
-            row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
+            try:
+                row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
+            except Exception as error:  # noqa: BLE001 — one missing teacher must not stop the others' cells
+                unavailable[model] = f"{type(error).__name__}: {error}"
+                log(f"{config.name}: skipping {model} this run: {unavailable[model]}")
+                continue
             append_result(config.results, row)
     jobs: list = []
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
         jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit)
                  for model in config.models for target in config.targets if "blocks" not in target]
+        for row in reusable_ceilings(config, {j.key for j in jobs} - set(done)):
+            append_result(config.results, row)
+            done[row["key"]] = row
+            log(f"{config.name}: reusing the {row['model']} ceiling at {row['target']} from {row['reused_from']}")
     if config.scratch:
         jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit)
                  for model in config.models for target in config.targets if "blocks" not in target]
     cells = config.cells()
     jobs += cells
-    todo = [j for j in jobs if j.key not in done or (retry_failed and done[j.key].get("status") != "ok")]
-    log(f"{config.name}: {len(jobs) - len(todo)} of {len(jobs)} jobs ({len(cells)} cells) already done, "
-        f"{len(todo)} to run ({executor})")
+    todo = [j for j in jobs if (j.key not in done or (retry_failed and done[j.key].get("status") != "ok"))
+            and j.model not in unavailable]
+    log(f"{config.name}: {len(jobs) - len(todo)} of {len(jobs)} jobs ({len(cells)} cells) already done or waiting "
+        f"for a teacher, {len(todo)} to run ({executor})")
     started = time.time()
     finished = 0
 
@@ -86,6 +97,24 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     else:
         raise ValueError(f"unknown executor {executor!r} (local or ray)")
     return write_report(config)
+
+
+def reusable_ceilings(config: SweepConfig, wanted: set[str]) -> list[dict]:
+    """Finished ceilings with a wanted key in the other results files beside this one.
+
+    A ceiling's key fixes everything that makes it (model, dataset, target, the
+    data-free l1 structure, epochs, learning rate, test subset), so a ceiling
+    another sweep computed is the same measurement: copied, marked with its source.
+    """
+    here = Path(config.results)
+    found = {}
+    for path in sorted(here.parent.glob("*.jsonl")):
+        if path.resolve() == here.resolve():
+            continue
+        for row in read_results(path):
+            if row.get("kind") == "ceiling" and row.get("status") == "ok" and row["key"] in wanted:
+                found.setdefault(row["key"], {**row, "reused_from": path.name})
+    return list(found.values())
 
 
 def alongside_rows(config: SweepConfig) -> tuple[list[dict], object]:

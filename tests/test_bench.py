@@ -143,6 +143,19 @@ def test_the_ceiling_is_a_job_run_once_and_a_failing_one_is_recorded(sweep):
     assert sum(r["kind"] == "ceiling" for r in read_results(config.results)) == 2
 
 
+def test_shards_split_a_sweep_between_processes_and_together_complete_it(sweep):
+    config = sweep(["l1", "l1+bn", "random"])
+    run_sweep(config, progress=False, log=lambda *_: None, shard=(1, 2))
+    rows = read_results(config.results)
+    assert sorted(r["cell"]["method"] for r in rows if r["kind"] == "cell") == ["l1+bn"]
+    run_sweep(config, progress=False, log=lambda *_: None, shard=(0, 2))
+    rows = read_results(config.results)
+    assert sorted(r["cell"]["method"] for r in rows if r["kind"] == "cell") == ["l1", "l1+bn", "random"]
+    assert [r["kind"] for r in rows].count("teacher") == 1  # the second shard found the first's teacher
+    with pytest.raises(ValueError, match="shard 2/2"):
+        run_sweep(config, progress=False, log=lambda *_: None, shard=(2, 2))
+
+
 def test_a_ceiling_another_sweep_computed_is_reused_not_recomputed(sweep, monkeypatch):
     first = sweep(["l1"], name="first", ceiling={"epochs": 1})
     run_sweep(first, progress=False, log=lambda *_: None)

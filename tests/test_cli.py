@@ -124,3 +124,12 @@ def test_prune_drops_blocks_and_prunes_channels_to_one_target_with_aligned_width
     assert all(plan["sizes"][g] - len(r) >= 16 for g, r in plan["removed"].items() if r)
     student = fp.load(out, architecture=build("resnet20", num_classes=10, in_channels=1))
     assert fp.metrics.macs(student, torch.zeros(1, 1, 28, 28)) == report["student"]["macs"]
+
+
+def test_bench_rejects_a_malformed_shard(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("name: s\ndataset: fashion-mnist\nmodels: [resnet20]\nmethods: [l1]\nsamples: [5]\n"
+                      "targets: [{macs: 0.5}]\n")
+    with pytest.raises(SystemExit, match="--shard wants I/N"):
+        main(["bench", str(config), "--shard", "half"])
+    assert not (tmp_path / "results").exists()  # nothing ran

@@ -237,9 +237,21 @@ def cmd_bench(args) -> int:
         summary = write_report(config)
     else:
         summary = write_report(config) if args.report_only else run_sweep(
-            config, executor=args.executor, address=args.address, retry_failed=args.retry_failed)
+            config, executor=args.executor, address=args.address, retry_failed=args.retry_failed,
+            shard=_shard(args.shard))
     print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
     return 0
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """``--shard I/N`` as (I, N); None when not given."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"fewprune: error: --shard wants I/N (e.g. 0/2), not {text!r}") from None
+    return index, count
 
 
 @contextmanager
@@ -402,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time every finished cell's structure again, back to back with its teacher, on a quiet "
                         "machine; the report's speed-ups then use these timings")
     p.add_argument("--threads", type=int, help="torch threads for in-process cells")
+    p.add_argument("--shard", metavar="I/N", help="run only every N-th job from the I-th (0-based): start N "
+                   "processes with 0/N … N-1/N to share one sweep and its results file on one machine")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")

@@ -10,6 +10,7 @@ import json
 import os
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,10 +32,28 @@ def read_results(path: str | Path) -> list[dict]:
     return rows
 
 
-def append_result(path: str | Path, row: dict) -> None:
-    """Append one line and fsync it, so a finished cell survives a crash right after."""
+@contextmanager
+def results_lock(path: str | Path):
+    """Hold an exclusive lock beside a results file: shards of one sweep append to it from several processes."""
+    import fcntl
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def append_result(path: str | Path, row: dict) -> None:
+    """Append one line and fsync it, so a finished cell survives a crash right after."""
+    with results_lock(path):
+        _append_line(Path(path), row)
+
+
+def _append_line(path: Path, row: dict) -> None:
     torn = False
     if path.exists() and path.stat().st_size > 0:
         with open(path, "rb") as f:

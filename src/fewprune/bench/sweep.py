@@ -11,7 +11,7 @@ from .config import SweepConfig
 from .plots import plot
 from .relatency import apply_remeasured
 from .report import render
-from .runner import append_result, read_results, run_teacher, teacher_key
+from .runner import _append_line, append_result, read_results, results_lock, run_teacher, teacher_key
 from .scratch import ScratchJob
 
 
@@ -28,19 +28,26 @@ def _progress(total: int, enabled: bool):
 
 
 def run_sweep(config: SweepConfig, executor: str = "local", address: str | None = None, retry_failed: bool = False,
-              progress: bool = True, log=print) -> dict:
-    """Run every missing cell of ``config``, append results, then write the report and plots."""
-    done = {r["key"]: r for r in read_results(config.results)}
+              progress: bool = True, log=print, shard: tuple[int, int] | None = None) -> dict:
+    """Run every missing cell of ``config``, append results, then write the report and plots.
+
+    ``shard=(i, n)`` runs only every n-th job from the i-th (0-based), so n
+    processes on one machine share a sweep and its results file.
+    """
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
     unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
-    for model in config.models:
-        if teacher_key(model, config.dataset, config.eval_limit) not in done:
-            try:
-                row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
-            except Exception as error:  # noqa: BLE001 — one missing teacher must not stop the others' cells
-                unavailable[model] = f"{type(error).__name__}: {error}"
-                log(f"{config.name}: skipping {model} this run: {unavailable[model]}")
-                continue
-            append_result(config.results, row)
+    with results_lock(config.results):  # one shard measures each teacher; the others find its row
+        done = {r["key"]: r for r in read_results(config.results)}
+        for model in config.models:
+            if teacher_key(model, config.dataset, config.eval_limit) not in done:
+                try:
+                    row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
+                except Exception as error:  # noqa: BLE001 — one missing teacher must not stop the others' cells
+                    unavailable[model] = f"{type(error).__name__}: {error}"
+                    log(f"{config.name}: skipping {model} this run: {unavailable[model]}")
+                    continue
+                _append_line(Path(config.results), row)
     jobs: list = []
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
@@ -55,10 +62,12 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
                  for model in config.models for target in config.targets if "blocks" not in target]
     cells = config.cells()
     jobs += cells
+    if shard is not None:
+        jobs = jobs[shard[0]::shard[1]]
     todo = [j for j in jobs if (j.key not in done or (retry_failed and done[j.key].get("status") != "ok"))
             and j.model not in unavailable]
-    log(f"{config.name}: {len(jobs) - len(todo)} of {len(jobs)} jobs ({len(cells)} cells) already done or waiting "
-        f"for a teacher, {len(todo)} to run ({executor})")
+    log(f"{config.name}{f' shard {shard[0]}/{shard[1]}' if shard else ''}: {len(jobs) - len(todo)} of {len(jobs)} "
+        f"jobs already done or waiting for a teacher, {len(todo)} to run ({executor})")
     started = time.time()
     finished = 0
 

@@ -156,16 +156,29 @@ def test_shards_split_a_sweep_between_processes_and_together_complete_it(sweep):
         run_sweep(config, progress=False, log=lambda *_: None, shard=(2, 2))
 
 
-def test_a_ceiling_another_sweep_computed_is_reused_not_recomputed(sweep, monkeypatch):
+def test_rows_another_sweep_measured_are_reused_only_under_the_same_protocol(sweep, monkeypatch):
     first = sweep(["l1"], name="first", ceiling={"epochs": 1})
     run_sweep(first, progress=False, log=lambda *_: None)
-    computed = next(r for r in read_results(first.results) if r["kind"] == "ceiling")
+    measured = {r["key"]: r for r in read_results(first.results) if r["kind"] in ("ceiling", "cell")}
     monkeypatch.setattr("fewprune.bench.ceiling.run_ceiling", lambda *a, **k: pytest.fail("ceiling recomputed"))
-    second = sweep(["l1+bn"], name="second", ceiling={"epochs": 1})
+    calls = []
+    original = runner_module.run_cell
+    monkeypatch.setattr("fewprune.bench.runner.run_cell", lambda cell, *a: calls.append(cell.method) or original(cell, *a))
+    second = sweep(["l1", "l1+bn"], name="second", ceiling={"epochs": 1})
     run_sweep(second, progress=False, log=lambda *_: None)
-    reused = next(r for r in read_results(second.results) if r["kind"] == "ceiling")
-    assert reused["reused_from"] == "first.jsonl" and reused["accuracy"] == computed["accuracy"]
-    assert reused["key"] == computed["key"]
+    assert calls == ["l1+bn"]
+    reused = [r for r in read_results(second.results) if r.get("reused_from")]
+    assert sorted(r["kind"] for r in reused) == ["ceiling", "cell"]
+    for r in reused:
+        assert r["reused_from"] == "first.jsonl" and r["accuracy"] == measured[r["key"]]["accuracy"]
+    # A sweep whose teacher measured differently (other weights, other test split) measures its own.
+    for other in (first, second):
+        rows = read_results(other.results)
+        Path(other.results).write_text("".join(json.dumps({**r, "accuracy": 0.5} if r["kind"] == "teacher" else r)
+                                               + "\n" for r in rows))
+    third = sweep(["l1"], name="third")
+    run_sweep(third, progress=False, log=lambda *_: None)
+    assert calls == ["l1+bn", "l1"] and not any(r.get("reused_from") for r in read_results(third.results))
 
 
 def test_a_model_whose_teacher_cannot_load_waits_and_the_other_models_run(sweep, tmp_path):

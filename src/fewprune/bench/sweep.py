@@ -36,32 +36,37 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     """
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
-    unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
-    with results_lock(config.results):  # one shard measures each teacher; the others find its row
-        done = {r["key"]: r for r in read_results(config.results)}
-        for model in config.models:
-            if teacher_key(model, config.dataset, config.eval_limit) not in done:
-                try:
-                    row = run_teacher(model, config.dataset, config.eval_limit, config.latency)
-                except Exception as error:  # noqa: BLE001 — one missing teacher must not stop the others' cells
-                    unavailable[model] = f"{type(error).__name__}: {error}"
-                    log(f"{config.name}: skipping {model} this run: {unavailable[model]}")
-                    continue
-                _append_line(Path(config.results), row)
     jobs: list = []
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
         jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit)
                  for model in config.models for target in config.targets if "blocks" not in target]
-        for row in reusable_ceilings(config, {j.key for j in jobs} - set(done)):
-            append_result(config.results, row)
-            done[row["key"]] = row
-            log(f"{config.name}: reusing the {row['model']} ceiling at {row['target']} from {row['reused_from']}")
     if config.scratch:
         jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit)
                  for model in config.models for target in config.targets if "blocks" not in target]
     cells = config.cells()
     jobs += cells
+    unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
+    # Under the lock, so that of several shards one measures each teacher and copies each reusable row.
+    with results_lock(config.results):
+        done = {r["key"]: r for r in read_results(config.results)}
+        for model in config.models:
+            key = teacher_key(model, config.dataset, config.eval_limit)
+            if key not in done:
+                try:
+                    done[key] = run_teacher(model, config.dataset, config.eval_limit, config.latency)
+                except Exception as error:  # noqa: BLE001 — one missing teacher must not stop the others' cells
+                    unavailable[model] = f"{type(error).__name__}: {error}"
+                    log(f"{config.name}: skipping {model} this run: {unavailable[model]}")
+                    continue
+                _append_line(Path(config.results), done[key])
+        missing = {j.key: j for j in jobs if j.key not in done and j.model not in unavailable}
+        for row in reusable_rows(config, missing, done):
+            _append_line(Path(config.results), row)
+            done[row["key"]] = row
+        reused = [r for r in done.values() if r.get("reused_from")]
+        if reused:
+            log(f"{config.name}: {len(reused)} jobs measured by the sweeps beside this one, reused")
     if shard is not None:
         jobs = jobs[shard[0]::shard[1]]
     todo = [j for j in jobs if (j.key not in done or (retry_failed and done[j.key].get("status") != "ok"))
@@ -108,21 +113,30 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     return write_report(config)
 
 
-def reusable_ceilings(config: SweepConfig, wanted: set[str]) -> list[dict]:
-    """Finished ceilings with a wanted key in the other results files beside this one.
+def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:
+    """Finished rows of ``missing`` jobs found in the other results files beside this one.
 
-    A ceiling's key fixes everything that makes it (model, dataset, target, the
-    data-free l1 structure, epochs, learning rate, test subset), so a ceiling
-    another sweep computed is the same measurement: copied, marked with its source.
+    A job's key fixes what it computes (model, dataset, method, samples,
+    target, seed, labels and options; for a ceiling its epochs and learning
+    rate), so a row another sweep measured is the same measurement when the
+    rest of the protocol matches too: that sweep measured the same teacher to
+    the same accuracy on the same test split, and timed latency if this sweep
+    wants it. Copies are marked ``reused_from`` with their file's name.
     """
     here = Path(config.results)
-    found = {}
+    found: dict[str, dict] = {}
     for path in sorted(here.parent.glob("*.jsonl")):
         if path.resolve() == here.resolve():
             continue
-        for row in read_results(path):
-            if row.get("kind") == "ceiling" and row.get("status") == "ok" and row["key"] in wanted:
-                found.setdefault(row["key"], {**row, "reused_from": path.name})
+        rows = read_results(path)
+        same_teachers = {r["model"] for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"
+                         and r["key"] in done and done[r["key"]].get("accuracy") == r.get("accuracy")}
+        for row in rows:
+            job = missing.get(row.get("key"))
+            if (job is None or row["key"] in found or row.get("status") != "ok" or job.model not in same_teachers
+                    or (config.latency and row.get("kind") == "cell" and not row.get("latency"))):
+                continue
+            found[row["key"]] = {**row, "reused_from": path.name}
     return list(found.values())
 
 

@@ -102,3 +102,26 @@ def test_progressive_stops_before_the_sample_accuracy_drops():
     with pytest.raises(fp.TargetUnreachable, match="accuracy on the samples"):
         fp.allocation.allocate(space, scores, fp.Target(macs=0.5), "progressive", probe=probe)
     assert all(step["accuracy"] == 1.0 for step in probe.log)
+
+
+def test_progressive_narrows_a_step_that_hurts_and_grows_it_back_after_one_that_holds():
+    from fewprune.allocation import Probe
+
+    model, x, space, scores = scored_resnet20()
+    accepted = [0]
+
+    def accuracy(removed):  # until 20 units are gone, a step of more than 12 at once "hurts"
+        count = sum(map(len, removed.values()))
+        return [1.0] if count - accepted[-1] <= 12 or accepted[-1] >= 20 else [0.0]
+
+    def rescore(removed, **_):
+        accepted.append(sum(map(len, removed.values())))
+        return scores
+
+    probe = Probe(rescore=rescore, class_accuracy=accuracy)
+    removed = fp.allocation.allocate(space, scores, fp.Target(macs=0.3), "progressive", probe=probe)
+    assert abs(fp.allocation.reduction(space, removed, "macs") - 0.3) <= 0.01
+    steps = [b - a for a, b in zip(accepted, accepted[1:], strict=False)]
+    early = [step for step, before in zip(steps, accepted, strict=False) if before < 20]
+    assert early and max(early) <= 12  # narrowed while steps hurt
+    assert max(steps) > 12  # grown back once they held

@@ -16,6 +16,7 @@ ARCHITECTURES = [
     ("mobilenetv2", (1, 28, 28)), ("vit", (1, 28, 28)),
     ("torchvision:resnet18", (3, 64, 64)), ("torchvision:mobilenet_v2", (3, 64, 64)),
     ("torchvision:densenet121", (3, 64, 64)),
+    ("torchvision:shufflenet_v2_x0_5", (3, 64, 64)),  # traced by islands: see below
 ]
 
 
@@ -219,10 +220,53 @@ def test_memory_guard_turns_exhaustion_into_a_clear_error_and_restores_the_limit
         assert len(bytearray(1 << 20)) == 1 << 20
 
 
-def test_a_model_torch_pruning_cannot_trace_is_refused_by_name():
-    # ShuffleNetV2's channel shuffle makes torch-pruning divide by zero in its reshape index mapping.
+class ShuffleUnit(nn.Module):
+    """A ShuffleNet unit between two convs: torch-pruning cannot trace it, and no part has inner channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.branch, self.last = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(8, 10, 1)
+
+    def forward(self, x):
+        kept, changed = self.first(x).chunk(2, dim=1)
+        y = torch.cat([kept, self.branch(changed)], dim=1)
+        b, c, h, w = y.shape
+        y = y.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)  # the channel shuffle
+        return self.last(y).mean((2, 3))
+
+
+def test_a_model_with_nothing_traceable_to_prune_is_refused_by_name(monkeypatch):
+    from torch_pruning.dependency import index_mapping
+
     from fewprune.structure.graph import UnsupportedModel
 
-    model = build("torchvision:shufflenet_v2_x0_5", num_classes=10).eval()
-    with pytest.raises(UnsupportedModel, match="channel dependencies of ShuffleNetV2: ZeroDivisionError.* in "):
-        PruningSpace(model, torch.randn(1, 3, 64, 64))
+    def broken(graph):  # torch-pruning's tracer failing on every part, as it fails on ShuffleNetV2 as a whole
+        return 1 // 0
+
+    monkeypatch.setattr(index_mapping, "update_index_mapping", broken)
+    with pytest.raises(UnsupportedModel, match="channel dependencies of ShuffleUnit: ZeroDivisionError.* in "):
+        PruningSpace(ShuffleUnit().eval(), torch.randn(1, 3, 16, 16))
+
+
+def test_a_model_torch_pruning_cannot_trace_whole_is_pruned_inside_its_islands():
+    # ShuffleNetV2's channel shuffle makes torch-pruning divide by zero; its branches trace on their own.
+    model = randomise_bn(build("torchvision:shufflenet_v2_x0_5", num_classes=10).eval())
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    x = torch.randn(2, 3, 64, 64)
+    space = PruningSpace(model, x[:1])
+    assert space.islands == [f"stage{s}.{u}" for s, units in ((2, 4), (3, 8), (4, 4)) for u in range(units)]
+    # Only each unit's inner width (its second branch's depthwise channels) is prunable.
+    assert [g.id for g in space.prunable] == [f"{i}.branch2.3" for i in space.islands]
+    assert any("entering or leaving" in g.reason for g in space.groups if g.protected)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+    plan = random_plan(space, (3, 64, 64))
+    plan.islands = space.islands
+    reloaded = Plan.from_json(plan.to_json())
+    assert reloaded.islands == space.islands
+    fresh = build("torchvision:shufflenet_v2_x0_5", num_classes=10).eval()
+    fresh.load_state_dict(before)
+    student = reloaded.apply(fresh).eval()
+    with torch.no_grad():
+        assert torch.allclose(student(x), masked_copy(model, plan, space.groups).eval()(x), atol=1e-5, rtol=1e-4)
+    assert Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "islands"}).islands is None

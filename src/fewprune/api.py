@@ -243,6 +243,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         kinds={g.id: g.kind for g in channel_space.groups},
         sizes={g.id: g.size for g in channel_space.groups},
         dropped_blocks=dropped,
+        islands=channel_space.islands,
         meta={"method": method, "target": target.to_dict(), "seed": seed,
               **({"round_to": round_to} if round_to else {}), **({"min_width": min_width} if min_width else {})},
     )

@@ -183,13 +183,17 @@ accuracy_aware.direct = accuracy_aware.needs_probe = True
 
 @register_allocator("progressive")
 def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: float = 0.9, seed: int = 0,
-                probe: Probe | None = None, chunk: float = 0.05, tolerance: float = 0.01) -> dict[str, list[int]]:
+                probe: Probe | None = None, chunk: float = 0.05, min_chunk: float = 0.005,
+                tolerance: float = 0.01) -> dict[str, list[int]]:
     """C-SWAP's progressive one-shot loop (methods.md §4.2, proposed there; completed here).
 
     Remove the lowest-scoring unlocked units in chunks of ``chunk`` × the units still removable,
     re-score the masked model after each chunk, and stop before the (class-balanced) accuracy on the
-    samples falls more than ``tolerance`` below the teacher's: that chunk is reverted and the
-    search is narrowed to smaller chunks. Ending short of the target is an error naming the reason.
+    samples falls more than ``tolerance`` below the teacher's: a chunk that would is reverted and
+    the search narrowed to chunks half as large, down to ``min_chunk`` (or one unit); a chunk that
+    holds lets the next grow back towards ``chunk``. Re-estimation costs a forward pass per unit,
+    so after each chunk only the next few chunks' candidates are re-estimated. Ending short of the
+    target is an error naming the reason.
     """
     if probe is None:
         raise ValueError("the progressive allocator needs a probe (call it through fewprune.compress)")
@@ -209,17 +213,18 @@ def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: 
         accuracies = probe.class_accuracy(trial)
         accuracy = sum(accuracies) / max(len(accuracies), 1)
         if accuracy < start - tolerance:
-            if size * len(ranked) <= 1:
+            if size <= min_chunk or size * len(ranked) <= 1:
                 raise TargetUnreachable(
                     f"accuracy on the samples would fall more than {tolerance:g} below the teacher's: stopped at "
                     f"{100 * reduction(space, removed, target.kind):.1f}% {target.kind} removed")
-            size /= 2
+            size = max(size / 2, min_chunk)
             continue
         removed = trial
         probe.log.append({"removed": reduction(space, removed, target.kind), "accuracy": accuracy})
+        size = min(chunk, 2 * size)
         if getattr(current, "partial", False):
             # re-estimate only the next candidates (a few chunks' worth); the rest keep their scores
-            window = _ranked(space, current, removed, max_ratio)[: 3 * max(1, math.ceil(chunk * len(ranked)))]
+            window = _ranked(space, current, removed, max_ratio)[: 3 * max(1, math.ceil(size * len(ranked)))]
             only: dict[str, list[int]] = {}
             for gid, i in window:
                 only.setdefault(gid, []).append(i)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .graph import dependency_graph, is_in_fn, is_out_fn, memory_guard, torch_pruning_errors
+from .graph import UnsupportedModel, dependency_graph, is_in_fn, is_out_fn, memory_guard, torch_pruning_errors
+from .islands import IslandExample, find_islands, record_examples, trace_island
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -57,6 +58,8 @@ def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
         name: m for name, m in model.named_modules()
         if isinstance(getattr(m, "num_heads", None), int)
         and isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "proj", None), nn.Linear)
+        # a parameter of its own (Swin's relative position bias table) may be per head: not ours to slice
+        and not any(True for _ in m.parameters(recurse=False))
     }
 
 
@@ -101,6 +104,25 @@ def output_layers(model: nn.Module, graph) -> set[str]:
     return found
 
 
+# The parts each model was traced by: None for the whole model, else its islands. Keyed by the model's
+# architecture (module names and types, not widths) and input shape, so an iterative method re-tracing a
+# model that torch-pruning cannot trace whole does not pay for the failing attempt again.
+_LAYOUTS: dict[tuple, list[str] | None] = {}
+_UNKNOWN = object()
+
+
+def _layout_key(model: nn.Module, example_input: torch.Tensor) -> tuple:
+    return (tuple((n, type(m).__qualname__) for n, m in model.named_modules()), tuple(example_input.shape[1:]))
+
+
+def traced_islands(model: nn.Module, example_input: torch.Tensor) -> list[str] | None:
+    """How ``find_groups`` traced this architecture: None (whole) or its islands' names (see :mod:`.islands`)."""
+    key = _layout_key(model, example_input)
+    if key not in _LAYOUTS:
+        find_groups(model, example_input)
+    return _LAYOUTS[key]
+
+
 def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[str] | None = None,
                 protect_features: bool = False) -> list[Group]:
     """All prunable groups of ``model``, including protected ones (flagged, with the reason).
@@ -109,23 +131,86 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
     (every layer that produces the model's output, see :func:`output_layers`)
     always is. With ``protect_features`` the group feeding the classifier (the
     pre-pooling feature width) is protected too.
+
+    A model torch-pruning cannot trace whole is traced by islands
+    (:mod:`.islands`): only the channels inside them are prunable, the rest
+    are left as they are; the error is raised only when no island has any.
     """
+    protected = set(protected or ())
+    key = _layout_key(model, example_input)
+    layout = _LAYOUTS.get(key, _UNKNOWN)
+    if layout is None or layout is _UNKNOWN:
+        try:
+            groups = _whole_model_groups(model, example_input, protected, protect_features)
+            _LAYOUTS[key] = None
+            return groups
+        except (UnsupportedModel, MemoryError):
+            if layout is None:  # this architecture traced whole before: the failure is real
+                raise
+            islands = find_islands(model, example_input, lambda name, module, example: any(
+                not g.protected for g in _island_groups(name, module, example, protected)))
+            if not islands:
+                raise
+            _LAYOUTS[key] = islands
+    examples = record_examples(model, example_input)
+    groups = [g for name in _LAYOUTS[key]
+              for g in _island_groups(name, model.get_submodule(name), examples[name], protected)]
+    return groups + _head_groups(model, protected, inside=_LAYOUTS[key])
+
+
+def _whole_model_groups(model: nn.Module, example_input: torch.Tensor, protected: set[str],
+                        protect_features: bool) -> list[Group]:
     names = {m: n for n, m in model.named_modules()}
-    param_names = {id(p): n for n, p in model.named_parameters()}
     graph = dependency_graph(model, example_input)
     heads = output_layers(model, graph)
-    protected = set(protected or ()) | heads
-    attention = attention_modules(model)
-    attention_linears = {f"{a}.{p}" for a in attention for p in ("qkv", "proj")}
-
-    groups: list[Group] = []
     with memory_guard(f"grouping the channels of {type(model).__name__}",
                       "torch-pruning expands its channel index mappings through every reshape of the model, "
                       "and this model has too many for this machine's memory (MaxViT and Swin do)"):
         with torch_pruning_errors(model, "group"):
             tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=PRUNABLE_TYPES))
+    groups = _from_torch_pruning(model, tp_groups, names, protected | heads, heads if protect_features else set())
+    return groups + _head_groups(model, protected | heads)
+
+
+def _island_groups(name: str, module: nn.Module, example: IslandExample, protected: set[str]) -> list[Group]:
+    """The groups of one island, named in the whole model; those reaching its boundary are protected."""
+    bounded, _graph, tp_groups = trace_island(module, example)
+    names = {}
+    for inner, m in bounded.named_modules():
+        if inner in ("enter", "leave"):
+            names[m] = BOUNDARY
+        elif inner == "island" or inner.startswith("island."):
+            names[m] = name + inner[len("island"):]
+    return [g for g in _from_torch_pruning(bounded, tp_groups, names, protected, set(), island=name)
+            if g.id != BOUNDARY]
+
+
+BOUNDARY = "<island boundary>"
+
+
+def _head_groups(model: nn.Module, protected: set[str], inside: list[str] | None = None) -> list[Group]:
+    """Head groups of the attention modules (inside the traced islands, when the model was traced by islands)."""
+    groups = []
+    for name, attn in attention_modules(model).items():
+        if inside is not None and not any(name == i or name.startswith(i + ".") for i in inside):
+            continue
+        group = head_group(name, attn)
+        if name in protected:
+            group.protected, group.reason = True, f"{name} is protected"
+        groups.append(group)
+    return groups
+
+
+def _from_torch_pruning(model: nn.Module, tp_groups, names: dict, protected: set[str], features: set[str],
+                        island: str | None = None) -> list[Group]:
+    """fewprune groups from torch-pruning's: slices per parameter, protection with its reason."""
+    param_names = {id(p): n for n, p in model.named_parameters()}
+    attention_linears = {f"{a}.{p}" for a in attention_modules(model) for p in ("qkv", "proj")}
+    if island is not None:
+        attention_linears = {f"{island}{a[len('island'):]}" for a in attention_linears}
+    groups: list[Group] = []
     for tp_group in tp_groups:
-        root = names[tp_group[0].dep.target.module]
+        root = names.get(tp_group[0].dep.target.module, BOUNDARY)
         n_units = len(tp_group[0].idxs)
         group = Group(id=root, kind="channels", size=n_units)
         for item in tp_group:
@@ -137,6 +222,10 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
                 continue
             name = names.get(module)
             if name is None:  # element-wise ops of the trace carry no parameters
+                continue
+            if name == BOUNDARY:
+                group.protected = True
+                group.reason = f"reaches the channels entering or leaving {island}, which are kept as they are"
                 continue
             units = _units(item.root_idxs, item.idxs, n_units)
             groups_of = getattr(module, "groups", 1)
@@ -163,13 +252,8 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
                     group.protected, group.reason = True, f"{name} ({type(module).__name__}) has coupled parameters"
             elif is_in_fn(dep.handler) and isinstance(module, PRUNABLE_TYPES):
                 group.slices.append(Slice(name, "weight", 1, "in", units))
-                if protect_features and name in heads:
+                if name in features:
                     group.protected, group.reason = True, "pre-pooling feature width is kept for feature mimicking"
         if group.slices:
             groups.append(group)
-    for name, attn in attention.items():
-        group = head_group(name, attn)
-        if name in protected:
-            group.protected, group.reason = True, f"{name} is protected"
-        groups.append(group)
     return groups

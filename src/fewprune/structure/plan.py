@@ -27,6 +27,9 @@ class Plan:
     sizes: dict[str, int] = field(default_factory=dict)
     dropped_blocks: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    # How the channels' dependencies are traced: None for the whole model, else the islands' names
+    # (see structure.islands); "auto" finds out on the model the plan is applied to.
+    islands: list[str] | None | str = "auto"
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, *self.input_shape)
@@ -58,6 +61,7 @@ class Plan:
             sizes={k: int(v) for k, v in d["sizes"].items()},
             dropped_blocks=list(d["dropped_blocks"]),
             meta=dict(d.get("meta", {})),
+            islands=d.get("islands"),  # plans from before islands existed traced the whole model
         )
 
     def to_json(self) -> str:

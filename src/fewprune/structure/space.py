@@ -7,7 +7,7 @@ from torch import nn
 
 from .blocks import find_blocks
 from .cost import CostModel
-from .groups import Group, find_groups
+from .groups import Group, find_groups, traced_islands
 
 
 class PruningSpace:
@@ -21,6 +21,7 @@ class PruningSpace:
         """``min_width``: no channel group is pruned below that many channels (a narrower one not at all)."""
         self.example_input = example_input[:1]
         self.groups: list[Group] = find_groups(model, self.example_input, protected, protect_features)
+        self.islands = traced_islands(model, self.example_input)  # None: traced whole (the usual case)
         for g in self.groups:
             if min_width and g.kind == "channels":
                 g.min_keep = max(g.min_keep, min(g.size, min_width))

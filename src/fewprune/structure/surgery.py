@@ -9,7 +9,8 @@ from torch import nn
 
 from .blocks import drop_blocks
 from .graph import dependency_graph
-from .groups import Group
+from .groups import Group, traced_islands
+from .islands import island_graph
 from .plan import Plan
 
 
@@ -44,6 +45,8 @@ def prune_heads(attn: nn.Module, removed: list[int]) -> None:
 def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     """Drop the plan's blocks, remove its heads, then its channels (through the dependency graph), in place.
 
+    A model traced by islands is pruned island by island, each through its own graph.
+
     Pruning replaces parameters with smaller ones; each keeps its original ``requires_grad`` flag.
     """
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -52,21 +55,28 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         if removed and plan.kinds[gid] == "heads":
             prune_heads(model.get_submodule(gid), removed)
     channel_items = [(g, r) for g, r in plan.removed.items() if r and plan.kinds[g] == "channels"]
-    if channel_items:
-        graph = dependency_graph(model, plan.example_input())
-        for gid, removed in channel_items:
-            try:
-                module = model.get_submodule(gid)
-            except AttributeError:
-                raise KeyError(f"plan names group {gid!r}, which this model does not have") from None
-            pruner = graph.get_pruner_of_module(module)
-            if pruner is None:
-                raise ValueError(f"{gid} ({type(module).__name__}) is not a layer fewprune can prune")
-            width = pruner.get_out_channels(module)
-            if width != plan.sizes[gid]:
-                raise ValueError(f"plan expects {plan.sizes[gid]} channels at {gid}, the model has {width}")
-            group = graph.get_pruning_group(module, pruner.prune_out_channels, sorted(removed))
-            group.prune()
+    islands = traced_islands(model, plan.example_input()) if plan.islands == "auto" else plan.islands
+    graphs: dict[str, object] = {}  # per island ("" for the whole model), traced when first needed
+    for gid, removed in channel_items:
+        try:
+            module = model.get_submodule(gid)
+        except AttributeError:
+            raise KeyError(f"plan names group {gid!r}, which this model does not have") from None
+        island = "" if islands is None else max((i for i in islands if gid == i or gid.startswith(i + ".")),
+                                                key=len, default=None)
+        if island is None:
+            raise ValueError(f"plan prunes {gid}, which lies in none of the traced islands {islands}")
+        if island not in graphs:
+            graphs[island] = dependency_graph(model, plan.example_input()) if island == "" else \
+                island_graph(model, plan.example_input(), island)[1]
+        graph = graphs[island]
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None:
+            raise ValueError(f"{gid} ({type(module).__name__}) is not a layer fewprune can prune")
+        width = pruner.get_out_channels(module)
+        if width != plan.sizes[gid]:
+            raise ValueError(f"plan expects {plan.sizes[gid]} channels at {gid}, the model has {width}")
+        graph.get_pruning_group(module, pruner.prune_out_channels, sorted(removed)).prune()
     for name, p in model.named_parameters():
         p.requires_grad_(flags.get(name, True))
     return model

@@ -42,6 +42,6 @@ zoo: setup
 
 # Run (or resume) every committed sweep in order, regenerating its report; hours on 2 CPU cores.
 # Each finished cell is kept, so this can be stopped and restarted at any time.
-SWEEPS ?= headline aligned hybrid hybrid-aligned baselines recovery cma explainability asca asca-scratch
+SWEEPS ?= headline aligned hybrid hybrid-aligned baselines recovery cma cma-ablation explainability asca asca-scratch
 bench: setup
 	@for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml || exit 1; done

@@ -109,6 +109,7 @@ def output_layers(model: nn.Module, graph) -> set[str]:
 # model that torch-pruning cannot trace whole does not pay for the failing attempt again.
 _LAYOUTS: dict[tuple, list[str] | None] = {}
 _UNKNOWN = object()
+BOUNDARY = "<island boundary>"  # the name given to an island's boundary layers while grouping
 
 
 def _layout_key(model: nn.Module, example_input: torch.Tensor) -> tuple:
@@ -183,9 +184,6 @@ def _island_groups(name: str, module: nn.Module, example: IslandExample, protect
             names[m] = name + inner[len("island"):]
     return [g for g in _from_torch_pruning(bounded, tp_groups, names, protected, set(), island=name)
             if g.id != BOUNDARY]
-
-
-BOUNDARY = "<island boundary>"
 
 
 def _head_groups(model: nn.Module, protected: set[str], inside: list[str] | None = None) -> list[Group]:

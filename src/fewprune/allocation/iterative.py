@@ -183,17 +183,18 @@ accuracy_aware.direct = accuracy_aware.needs_probe = True
 
 @register_allocator("progressive")
 def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: float = 0.9, seed: int = 0,
-                probe: Probe | None = None, chunk: float = 0.05, min_chunk: float = 0.005,
+                probe: Probe | None = None, chunk: float = 0.05, min_chunk: float = 0.0,
                 tolerance: float = 0.01) -> dict[str, list[int]]:
     """C-SWAP's progressive one-shot loop (methods.md §4.2, proposed there; completed here).
 
     Remove the lowest-scoring unlocked units in chunks of ``chunk`` × the units still removable,
     re-score the masked model after each chunk, and stop before the (class-balanced) accuracy on the
     samples falls more than ``tolerance`` below the teacher's: a chunk that would is reverted and
-    the search narrowed to chunks half as large, down to ``min_chunk`` (or one unit); a chunk that
+    the search narrowed to chunks half as large, down to ``min_chunk`` or one unit (near the
+    tolerance, single units of small effect still pass where a chunk of them fails); a chunk that
     holds lets the next grow back towards ``chunk``. Re-estimation costs a forward pass per unit,
-    so after each chunk only the next few chunks' candidates are re-estimated. Ending short of the
-    target is an error naming the reason.
+    so after each chunk only the next three chunks' worth of candidates are re-estimated. Ending
+    short of the target is an error naming the reason.
     """
     if probe is None:
         raise ValueError("the progressive allocator needs a probe (call it through fewprune.compress)")

@@ -49,7 +49,7 @@ def frozen_parameters(model: nn.Module, modules: list[str] | None = None):
 
 
 @contextmanager
-def memory_guard(what: str, hint: str = "", share: float = 0.8):
+def memory_guard(what: str, hint: str = "", share: float = 0.5):
     """Turn running out of memory inside the block into a clear MemoryError instead of the OOM killer.
 
     torch-pruning's grouping expands index mappings through every reshape, and

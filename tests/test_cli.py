@@ -133,3 +133,19 @@ def test_bench_rejects_a_malformed_shard(tmp_path):
     with pytest.raises(SystemExit, match="--shard wants I/N"):
         main(["bench", str(config), "--shard", "half"])
     assert not (tmp_path / "results").exists()  # nothing ran
+
+
+def test_zoo_report_lists_every_teacher_against_its_accuracy_target(tmp_path, monkeypatch):
+    from fewprune import metrics, zoo
+    from fewprune.models.recipes import ACCURACY_TARGETS
+
+    monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": 1.0})  # timing is not under test here
+    out = tmp_path / "ZOO.md"
+    assert main(["zoo", "report", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "fewprune zoo report --out benchmarks/ZOO.md" in text
+    for name in zoo.list():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        accuracy = zoo.manifest(name)["test_accuracy"]
+        verdict = "(met)" if accuracy >= ACCURACY_TARGETS[name] else "short**"
+        assert f"{100 * ACCURACY_TARGETS[name]:.1f}% " in row and verdict in row

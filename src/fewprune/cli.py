@@ -151,9 +151,19 @@ def cmd_zoo(args) -> int:
         "",
         "Regenerate: `fewprune zoo report --out benchmarks/ZOO.md`",
         "",
-        "| teacher | test accuracy | MACs | params | latency b1 (ms) | latency b64 (ms) | train time | trained by |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| teacher | test accuracy | target | MACs | params | latency b1 (ms) | latency b64 (ms) | train time "
+        "| trained by |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    from .models.recipes import ACCURACY_TARGETS
+
+    def against_target(name: str, accuracy: float) -> str:
+        target = ACCURACY_TARGETS.get(name)
+        if target is None:
+            return "–"
+        met = "met" if accuracy >= target else f"**{100 * (target - accuracy):.2f} short**"
+        return f"{100 * target:.1f}% ({met})"
+
     for name in names:
         m = zoo.manifest(name)
         model = zoo.load(name)
@@ -161,7 +171,8 @@ def cmd_zoo(args) -> int:
         b1 = metrics.latency(model, x)
         b64 = metrics.latency(model, x.expand(64, -1, -1, -1).contiguous())
         lines.append(
-            f"| {name} | {100 * m['test_accuracy']:.2f}% | {metrics.macs(model, x) / 1e6:.2f} M | "
+            f"| {name} | {100 * m['test_accuracy']:.2f}% | {against_target(name, m['test_accuracy'])} | "
+            f"{metrics.macs(model, x) / 1e6:.2f} M | "
             f"{metrics.params(model) / 1e6:.3f} M | {b1['median_ms']:.2f} | {b64['median_ms']:.2f} | "
             f"{m['train_seconds'] / 60:.0f} min | `{m['command']}` (seed {m['seed']}) |"
         )

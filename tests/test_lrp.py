@@ -88,3 +88,29 @@ def test_lrp_methods_meet_the_target_without_fine_tuning(method):
     assert len(steps) >= 2 and steps[-1]["removed"] <= 0.31
     if method == "lrp-aa":
         assert result.report["allocation"]["class_averaged_auc"] is not None
+
+
+def test_accuracy_aware_re_ranks_once_per_step_of_units_however_small_the_guarded_steps():
+    model, x, space, scores = scored_resnet20()
+    total = sum(g.size for g in space.prunable)
+    rescored_at, accepted = [], [0]
+
+    def rescore(removed):
+        rescored_at.append(sum(map(len, removed.values())))
+        return scores
+
+    def class_accuracy(removed):  # a step of more than 2% of the units at once breaks the guard
+        now = sum(map(len, removed.values()))
+        if now - accepted[-1] > 0.02 * total:
+            return [0.0]
+        accepted.append(now)  # the allocator takes every step the guard allows
+        return [1.0]
+
+    probe = Probe(rescore=rescore, class_accuracy=class_accuracy)
+    fp.allocation.allocate(space, scores, fp.Target(macs=0.4), "accuracy-aware", probe=probe, step=0.1,
+                           min_step=0.001)
+    steps = [b - a for a, b in zip(accepted, accepted[1:], strict=False)]
+    assert steps and max(steps) <= 0.02 * total  # the guard kept every step small
+    gaps = [b - a for a, b in zip([0] + rescored_at, rescored_at, strict=False)]
+    assert rescored_at and all(gap >= 0.1 * total for gap in gaps)  # yet the ranking was redone per 10%
+    assert len(rescored_at) < len(steps) / 3

@@ -218,6 +218,10 @@ def test_memory_guard_turns_exhaustion_into_a_clear_error_and_restores_the_limit
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     with memory_guard("a small job"):
         assert len(bytearray(1 << 20)) == 1 << 20
+    with pytest.raises(MemoryError, match="an island"):  # ``most`` caps it below what is available
+        with memory_guard("an island", most=64 << 20):
+            bytearray(256 << 20)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
 
 
 class ShuffleUnit(nn.Module):

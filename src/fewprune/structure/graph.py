@@ -49,14 +49,14 @@ def frozen_parameters(model: nn.Module, modules: list[str] | None = None):
 
 
 @contextmanager
-def memory_guard(what: str, hint: str = "", share: float = 0.5):
+def memory_guard(what: str, hint: str = "", share: float = 0.5, most: int | None = None):
     """Turn running out of memory inside the block into a clear MemoryError instead of the OOM killer.
 
     torch-pruning's grouping expands index mappings through every reshape, and
     on some models (torchvision's MaxViT) that needs tens of GB. Within the
     block the process's address space is capped at its current size plus
-    ``share`` of the memory still available, so the allocation fails in Python
-    (and the caller's other work survives). Where the limit cannot be set
+    ``share`` of the memory still available (and at most ``most`` bytes more), so the
+    allocation fails in Python (and the caller's other work survives). Where the limit cannot be set
     (not Linux, or a lower hard limit) the block runs unguarded.
     """
     try:
@@ -67,7 +67,7 @@ def memory_guard(what: str, hint: str = "", share: float = 0.5):
             size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
         with open("/proc/meminfo") as f:
             available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        cap = size + int(share * available)
+        cap = size + int(min(share * available, most if most is not None else available))
         if hard != resource.RLIM_INFINITY:
             cap = min(cap, hard)
         if soft != resource.RLIM_INFINITY:

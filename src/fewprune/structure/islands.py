@@ -28,6 +28,7 @@ from ..modes import eval_mode
 from .graph import UnsupportedModel, dependency_graph, memory_guard, torch_pruning_errors
 
 CHANNEL_LAST_TYPES = (nn.Linear, nn.LayerNorm)
+ISLAND_MEMORY = 2 << 30  # bytes an island's grouping may take beyond what the process holds
 _CONV_BY_RANK = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
 
 
@@ -107,7 +108,8 @@ def trace_island(module: nn.Module, example: IslandExample):
     """The bounded island, its dependency graph and torch-pruning's groups; raises when it cannot be traced."""
     bounded = Bounded(module, example)
     graph = dependency_graph(bounded, example.input)
-    with memory_guard(f"grouping the channels of {type(module).__name__}"):
+    # A part whose index mappings outgrow 2 GiB fails fast, and its smaller children are tried instead.
+    with memory_guard(f"grouping the channels of {type(module).__name__}", most=ISLAND_MEMORY):
         with torch_pruning_errors(module, "group"):
             tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=(nn.Conv1d, nn.Conv2d,
                                                                                        nn.Conv3d, nn.Linear)))

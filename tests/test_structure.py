@@ -274,3 +274,27 @@ def test_a_model_torch_pruning_cannot_trace_whole_is_pruned_inside_its_islands()
     with torch.no_grad():
         assert torch.allclose(student(x), masked_copy(model, plan, space.groups).eval()(x), atol=1e-5, rtol=1e-4)
     assert Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "islands"}).islands is None
+
+
+class ConvThenTokens(nn.Module):
+    """A conv stem whose output goes channels-last into a linear layer (Swin's patch embedding and first MLP)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.linear = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 6)
+
+    def forward(self, x):
+        return self.linear(self.conv(x).permute(0, 2, 3, 1))
+
+
+def test_island_boundaries_sit_on_the_channel_dimension_each_side_uses():
+    from fewprune.structure.islands import Bounded, record_examples
+
+    model = nn.Sequential(ConvThenTokens()).eval()
+    examples = record_examples(model, torch.randn(1, 3, 5, 7))
+    island = examples["0"]
+    assert (island.channel_dim, island.output_channel_dim) == (1, -1)
+    bounded = Bounded(model[0], island)
+    assert isinstance(bounded.enter, nn.Conv2d) and bounded.enter.in_channels == 3
+    assert isinstance(bounded.leave, nn.Linear) and bounded.leave.in_features == 6
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

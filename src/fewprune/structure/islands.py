@@ -38,7 +38,8 @@ class IslandExample:
 
     input: torch.Tensor
     output: torch.Tensor
-    channel_dim: int  # 1 (channels first, convs) or -1 (channels last, linear layers)
+    channel_dim: int  # of the input: 1 (channels first, convs) or -1 (channels last, linear layers)
+    output_channel_dim: int = 1  # of the output (a conv stem followed by a permute switches)
 
 
 class Bounded(nn.Module):
@@ -48,7 +49,7 @@ class Bounded(nn.Module):
         super().__init__()
         self.island = island
         self.enter = _boundary(example.input, example.channel_dim)
-        self.leave = _boundary(example.output, example.channel_dim)
+        self.leave = _boundary(example.output, example.output_channel_dim)
 
     def forward(self, x):
         return self.leave(self.island(self.enter(x)))
@@ -66,12 +67,14 @@ def _boundary(tensor: torch.Tensor, channel_dim: int) -> nn.Module:
 def record_examples(model: nn.Module, example_input: torch.Tensor) -> dict[str, IslandExample]:
     """Every submodule called exactly once with one tensor in and one tensor out, with what it saw.
 
-    The channel dimension is the one its first parametrised layer works on:
-    last for a linear layer or LayerNorm (a Swin block), else the second.
+    The input's channel dimension is the one its first parametrised layer works
+    on, the output's the one its last works on: last for a linear layer or
+    LayerNorm (a Swin block), else the second.
     """
     calls: dict[str, int] = {}
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     first_layer: dict[str, nn.Module] = {}
+    last_layer: dict[str, nn.Module] = {}
     running: list[str] = []  # the modules whose forward is under way, outermost first
 
     def enter(name):
@@ -80,6 +83,7 @@ def record_examples(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
             if any(True for _ in module.parameters(recurse=False)):
                 for outer in running:
                     first_layer.setdefault(outer, module)
+                    last_layer[outer] = module
         return note
 
     def leave(name):
@@ -100,7 +104,10 @@ def record_examples(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
     finally:
         for h in handles:
             h.remove()
-    return {name: IslandExample(x, y, -1 if isinstance(first_layer.get(name), CHANNEL_LAST_TYPES) else 1)
+    def dim(layer) -> int:
+        return -1 if isinstance(layer, CHANNEL_LAST_TYPES) else 1
+
+    return {name: IslandExample(x, y, dim(first_layer.get(name)), dim(last_layer.get(name)))
             for name, (x, y) in seen.items() if calls[name] == 1}
 
 

@@ -18,6 +18,8 @@ from torch import nn
 
 from ..modes import eval_mode
 
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers whose output channels are pruned
+
 
 @contextmanager
 def gradients_enabled(model: nn.Module):

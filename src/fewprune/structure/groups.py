@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .graph import UnsupportedModel, dependency_graph, is_in_fn, is_out_fn, memory_guard, torch_pruning_errors
+from .graph import (
+    PRUNABLE_TYPES,
+    UnsupportedModel,
+    dependency_graph,
+    is_in_fn,
+    is_out_fn,
+    memory_guard,
+    torch_pruning_errors,
+)
 from .islands import IslandExample, find_islands, record_examples, trace_island
-
-PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass

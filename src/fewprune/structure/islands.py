@@ -25,7 +25,7 @@ import torch_pruning as tp
 from torch import nn
 
 from ..modes import eval_mode
-from .graph import UnsupportedModel, dependency_graph, memory_guard, torch_pruning_errors
+from .graph import PRUNABLE_TYPES, UnsupportedModel, dependency_graph, memory_guard, torch_pruning_errors
 
 CHANNEL_LAST_TYPES = (nn.Linear, nn.LayerNorm)
 ISLAND_MEMORY = 2 << 30  # bytes an island's grouping may take beyond what the process holds
@@ -104,6 +104,7 @@ def record_examples(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
     finally:
         for h in handles:
             h.remove()
+
     def dim(layer) -> int:
         return -1 if isinstance(layer, CHANNEL_LAST_TYPES) else 1
 
@@ -118,8 +119,7 @@ def trace_island(module: nn.Module, example: IslandExample):
     # A part whose index mappings outgrow 2 GiB fails fast, and its smaller children are tried instead.
     with memory_guard(f"grouping the channels of {type(module).__name__}", most=ISLAND_MEMORY):
         with torch_pruning_errors(module, "group"):
-            tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=(nn.Conv1d, nn.Conv2d,
-                                                                                       nn.Conv3d, nn.Linear)))
+            tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=PRUNABLE_TYPES))
     return bounded, graph, tp_groups
 
 

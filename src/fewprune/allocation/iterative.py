@@ -130,13 +130,15 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
     Each step removes the ``step`` × N lowest-scoring units and is accepted only if the harmonic mean
     of per-class accuracies on the samples drops by at most ``tolerance`` from the current model;
     otherwise the step halves. Below ``min_step`` the single unit whose removal hurts the guard most
-    among the next candidates is deferred to the end of the order. An accepted step lets the step
-    grow back (×2, up to ``step``). The criterion re-ranks the pruned model once every ``step`` × N
-    units removed, as in Yeom et al., however small the guarded steps that removed them (re-scoring
-    after each 0.5% step made a 50% cell cost a hundred LRP passes for no gain in the order).
-    Every accepted step is logged (rate, guard, per-class accuracy),
-    so the curve and its area come with the result. If every remaining unit is deferred the target
-    cannot be met without breaking the guard, which is an error, not a silent overshoot.
+    among the next candidates is deferred to the end of the order. When a whole window of candidates
+    has been deferred in a row (no step of ``min_step`` holds any more), or only deferred units are
+    left, the guard has given way: the rest is removed ``min_step`` at a time in the ranked order with
+    the deferred units last, and those steps are logged with ``guard_broken`` — the target is met and
+    the log says where the guard failed. An accepted step lets the step grow back (×2, up to ``step``).
+    The criterion re-ranks the pruned model once every ``step`` × N units removed, as in Yeom et al.,
+    however small the guarded steps that removed them (re-scoring after each 0.5% step made a 50%
+    cell cost a hundred LRP passes for no gain in the order). Every accepted step is logged (rate,
+    guard, per-class accuracy), so the curve and its area come with the result.
     """
     if probe is None:
         raise ValueError("the accuracy-aware allocator needs a probe (call it through fewprune.compress)")
@@ -147,13 +149,25 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
     probe.log.append({"removed": 0.0, "guard": guard, "per_class": accuracies})
     rate, deferred, current = step, [], scores
     since_rescore = 0  # units removed since the criterion last ranked the model
+    window_size = max(1, math.ceil(min_step * total))
+    in_a_row = 0  # deferrals since the last accepted step
     while reduction(space, removed, target.kind) < target.value:
         ranked = _ranked(space, current, removed, max_ratio, skip=set(deferred))
-        if not ranked:
-            raise TargetUnreachable(
-                f"accuracy guard: every remaining unit would drop the harmonic-mean class accuracy on the samples "
-                f"by more than {tolerance:g}; stopped at {100 * reduction(space, removed, target.kind):.1f}% "
-                f"{target.kind} removed (raise the tolerance or lower the target)")
+        if not ranked or in_a_row >= window_size:  # the guard has given way: finish the order, deferred last
+            movable = set(_ranked(space, current, removed, max_ratio))
+            queue = ranked + [unit for unit in deferred if unit in movable]
+            if not queue:
+                raise TargetUnreachable(
+                    f"every unit is removed up to its layer's cap: stopped at "
+                    f"{100 * reduction(space, removed, target.kind):.1f}% {target.kind} removed")
+            trial = _take(space, removed, queue, window_size, target, max_ratio)
+            if trial == removed:
+                return removed
+            removed, accuracies = trial, probe.class_accuracy(trial)
+            guard = harmonic_mean(accuracies)
+            probe.log.append({"removed": reduction(space, removed, target.kind), "guard": guard,
+                              "per_class": accuracies, "guard_broken": True})
+            continue
         count = max(1, math.ceil(rate * total))
         trial = _take(space, removed, ranked, count, target, max_ratio)
         if trial == removed:
@@ -165,7 +179,7 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
             removed, guard, accuracies = trial, trial_guard, trial_accuracies
             probe.log.append({"removed": reduction(space, removed, target.kind), "guard": guard,
                               "per_class": accuracies, "step": count})
-            rate = min(step, 2 * rate)
+            rate, in_a_row = min(step, 2 * rate), 0
             since_rescore += taken
             if since_rescore >= step * total:
                 current, since_rescore = probe.rescore(removed), 0
@@ -173,15 +187,14 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
         rate /= 2
         if rate < min_step:
             # "change of order": of the next few candidates, defer the one whose removal alone hurts most
-            window = ranked[: max(1, math.ceil(min_step * total))]
             harm = []
-            for gid, i in window:
+            for gid, i in ranked[:window_size]:
                 single = {k: list(v) for k, v in removed.items()}
                 single.setdefault(gid, []).append(i)
                 harm.append((harmonic_mean(probe.class_accuracy(single)), gid, i))
             worst = min(harm)
             deferred.append((worst[1], worst[2]))
-            rate = min_step
+            rate, in_a_row = min_step, in_a_row + 1
     return removed
 
 

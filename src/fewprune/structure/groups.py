@@ -146,6 +146,7 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
     protected = set(protected or ())
     key = _layout_key(model, example_input)
     layout = _LAYOUTS.get(key, _UNKNOWN)
+    by_island: dict[str, list[Group]] = {}  # each island's groups, traced once per call
     if layout is None or layout is _UNKNOWN:
         try:
             groups = _whole_model_groups(model, example_input, protected, protect_features)
@@ -154,14 +155,20 @@ def find_groups(model: nn.Module, example_input: torch.Tensor, protected: set[st
         except (UnsupportedModel, MemoryError):
             if layout is None:  # this architecture traced whole before: the failure is real
                 raise
-            islands = find_islands(model, example_input, lambda name, module, example: any(
-                not g.protected for g in _island_groups(name, module, example, protected)))
+
+            def has_inner_groups(name: str, module: nn.Module, example: IslandExample) -> bool:
+                by_island[name] = _island_groups(name, module, example, protected)
+                return any(not g.protected for g in by_island[name])
+
+            islands = find_islands(model, example_input, has_inner_groups)
             if not islands:
                 raise
             _LAYOUTS[key] = islands
-    examples = record_examples(model, example_input)
-    groups = [g for name in _LAYOUTS[key]
-              for g in _island_groups(name, model.get_submodule(name), examples[name], protected)]
+    else:  # the layout is known: trace its islands on what they see in this model
+        examples = record_examples(model, example_input)
+        by_island = {name: _island_groups(name, model.get_submodule(name), examples[name], protected)
+                     for name in layout}
+    groups = [g for name in _LAYOUTS[key] for g in by_island[name]]
     return groups + _head_groups(model, protected, inside=_LAYOUTS[key])
 
 

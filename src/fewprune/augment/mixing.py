@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..criteria.concept_mask import as_spatial, concept_mask
-from ..models.features import capture, feature_layer
+from ..models.features import feature_layer, outputs_of
+from ..models.memo import RowMemo
 from ..modes import eval_mode
 from ..registry import Registry
 
@@ -41,11 +42,15 @@ def _beta(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.distributions.Beta(alpha, alpha).sample((n,))
 
 
-def salient_masks(teacher: nn.Module, layer: str, images: torch.Tensor, theta: float = 0.2) -> torch.Tensor:
-    """The teacher's salient region per image: the concept mask of its channel-summed pre-pooling features."""
-    with torch.no_grad(), capture(teacher, layer) as seen:
-        teacher(images)
-    summed = as_spatial(seen[layer]).sum(dim=1, keepdim=True)
+def salient_masks(teacher: nn.Module, layer: str, images: torch.Tensor, theta: float = 0.2,
+                  features: RowMemo | None = None) -> torch.Tensor:
+    """The teacher's salient region per image: the concept mask of its channel-summed pre-pooling features.
+
+    ``features``: a memo of the teacher's ``layer`` outputs (:func:`outputs_of`), to reuse them across batches.
+    """
+    if features is None:
+        features = RowMemo(outputs_of(teacher, layer), enabled=False)
+    summed = as_spatial(features(images)[layer]).sum(dim=1, keepdim=True)
     return concept_mask(summed, tuple(images.shape[-2:]), theta)
 
 
@@ -62,11 +67,12 @@ def cmamix(teacher: nn.Module, example: torch.Tensor, theta: float = 0.2):
     The teacher runs in eval mode and without gradients; it is not changed.
     """
     layer = feature_layer(teacher, example)
+    features = RowMemo(outputs_of(teacher, layer))  # the batches are augmented views of a few samples: they repeat
 
     def mix(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         order = _partners(len(images), generator)
         with eval_mode(teacher):
-            masks = salient_masks(teacher, layer, images, theta)
+            masks = salient_masks(teacher, layer, images, theta, features)
         return paste(images, images[order], masks[order])
 
     return mix

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment.basic import random_crop_flip
+from ..models.memo import RowMemo
 from ..modes import eval_mode
 from ..progress import progress_bar
 from ..structure import ChannelGates, PruningSpace, frozen_parameters
@@ -222,14 +223,13 @@ def asca(model: nn.Module, space: PruningSpace, batch: Batch, target_kind: str =
     """
     if fraction is None:
         raise ValueError("the asca criterion learns towards a target: pass fraction= (compress does)")
-    teacher = batch.teacher
+    teacher_logits = RowMemo(batch.teacher)  # the augmented views of a few samples repeat
 
     def per_sample(x: torch.Tensor, outputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            reference = teacher(x)
+        reference = teacher_logits(x)
         return distillation_per_sample(outputs, reference, kd_temperature)
 
-    with eval_mode(model, teacher), frozen_parameters(model):
+    with eval_mode(model, batch.teacher), frozen_parameters(model):
         logits, log = learn_gates(model, space, batch.images, per_sample, target_kind, fraction,
                                   GateSchedule(iterations=iterations, **schedule), seed=batch.seed, progress=progress)
     scores = Scores(logits)

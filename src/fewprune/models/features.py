@@ -89,6 +89,16 @@ def capture(model: nn.Module, *names: str):
             h.remove()
 
 
+def outputs_of(model: nn.Module, *names: str):
+    """``run(x)`` → ``{name: output}`` of the named modules on ``x``; hooks are in place only during the call."""
+    def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with capture(model, *names) as out:
+            model(x)
+        return dict(out)
+
+    return run
+
+
 def modules_after(model: nn.Module, layer: str, example_input: torch.Tensor) -> list[str]:
     """Names of the parameterised modules that run after ``layer`` finishes (the model's head)."""
     watched = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False)) or n == layer]

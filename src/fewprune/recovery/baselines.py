@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..criteria import Batch
+from ..models.memo import RowMemo
 from .base import Schedule, augment_batch, register_recovery, train_student
 
 
@@ -76,9 +77,12 @@ def distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0,
     if recalibrate:
         bn_recalibrate(student, teacher, batch, seed=seed)
 
+    # Mixed images never repeat; plain augmented views do, so the teacher's logits on them are memoised.
+    teacher_logits = RowMemo(teacher, enabled=mix is None)
+
     def loss_fn(x, y):
         with torch.no_grad():
-            target = teacher(x)
+            target = teacher_logits(x)
         logits = student(x)
         loss = kd_loss(logits, target, temperature)
         if label_weight and y is not None:
@@ -87,4 +91,5 @@ def distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0,
 
     stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="distilling",
                           progress=progress)
-    return {**stats, "temperature": temperature, "label_weight": label_weight, "schedule": asdict(schedule)}
+    return {**stats, "temperature": temperature, "label_weight": label_weight, "schedule": asdict(schedule),
+            "teacher_memo": teacher_logits.stats()}

@@ -16,28 +16,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import capture, feature_layer, modules_after, record_forward
+from ..models.features import capture, feature_layer, modules_after, outputs_of, record_forward
+from ..models.memo import RowMemo
 from ..modes import eval_mode
 from ..structure import Pruned, frozen_parameters
 from .base import Schedule, register_recovery, train_student
 from .baselines import bn_recalibrate
 
 
+def teacher_features(teacher: nn.Module, layer: str, memo: bool = True) -> RowMemo:
+    """The teacher's ``layer`` outputs per batch, memoised per view (``memo=False`` for mixed images)."""
+    return RowMemo(outputs_of(teacher, layer), enabled=memo)
+
+
 @contextmanager
-def mimicking(student: nn.Module, teacher: nn.Module, layer: str):
+def mimicking(student: nn.Module, teacher: nn.Module, layer: str, targets: RowMemo | None = None,
+              memo: bool = True):
     """The MiR loss ``loss(x, y)``: MSE between the student's and the teacher's ``layer`` outputs on ``x``.
 
-    The teacher runs in eval mode without gradients; its mode and the hooks are restored when the context closes.
+    The teacher runs in eval mode without gradients; its mode and the student's hooks are restored when
+    the context closes. Its features come from ``targets`` (:func:`teacher_features`, to share one memo
+    between several trainings), else from a new memo (``memo=False``: no memo, for mixed images). The
+    loss function carries it as ``loss.teacher_memo``.
     """
-    with eval_mode(teacher):
-        with capture(student, layer) as s_out, capture(teacher, layer) as t_out:
-            def loss_fn(x, y=None):
-                with torch.no_grad():
-                    teacher(x)
-                student(x)
-                return F.mse_loss(s_out[layer], t_out[layer])
+    if targets is None:
+        targets = teacher_features(teacher, layer, memo)
+    with eval_mode(teacher), capture(student, layer) as s_out:
+        def loss_fn(x, y=None):
+            wanted = targets(x)[layer]
+            student(x)
+            return F.mse_loss(s_out[layer], wanted)
 
-            yield loss_fn
+        loss_fn.teacher_memo = targets
+        yield loss_fn
 
 
 def _prepare(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int, schedule: Schedule | None,
@@ -58,10 +69,11 @@ def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, s
     With ``recalibrate`` the BN statistics are first re-estimated on the samples (as for KD).
     """
     schedule, example, layer, head = _prepare(student, teacher, batch, seed, schedule, recalibrate)
-    with frozen_parameters(student, head), mimicking(student, teacher, layer) as loss_fn:
+    with frozen_parameters(student, head), mimicking(student, teacher, layer, memo=mix is None) as loss_fn:
         stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking",
                               progress=progress)
-    return {**stats, "feature_layer": layer, "frozen_head": head, "schedule": asdict(schedule)}
+    return {**stats, "feature_layer": layer, "frozen_head": head, "schedule": asdict(schedule),
+            "teacher_memo": loss_fn.teacher_memo.stats()}
 
 
 mimic.needs_features = True
@@ -109,20 +121,25 @@ def mimic_blocks(student: nn.Module, teacher: nn.Module, batch: Batch, pruned: P
     schedule, example, layer, head = _prepare(student, teacher, batch, seed, schedule, recalibrate)
     blocks = [b for b in pruned.blocks if b not in pruned.dropped_blocks]
     channels = {b: block_output_channels(teacher, b, pruned, example) for b in blocks}
-    with eval_mode(teacher), frozen_parameters(student, head), capture(student, layer, *blocks) as s_out, \
-            capture(teacher, layer, *blocks) as t_out:
+    teacher_outputs = outputs_of(teacher, layer, *blocks)
+
+    def kept_outputs(x):  # only the channels compared are memoised
+        out = teacher_outputs(x)
+        return {name: _kept(out[name], channels[name]) if name in channels else out[name] for name in out}
+
+    targets = RowMemo(kept_outputs, enabled=mix is None)
+    with eval_mode(teacher), frozen_parameters(student, head), capture(student, layer, *blocks) as s_out:
         def loss_fn(x, y=None):
-            with torch.no_grad():
-                teacher(x)
+            wanted = targets(x)
             student(x)
-            inner = [_relative_mse(s_out[b], _kept(t_out[b], channels[b])) for b in blocks]
-            final = _relative_mse(s_out[layer], t_out[layer])
+            inner = [_relative_mse(s_out[b], wanted[b]) for b in blocks]
+            final = _relative_mse(s_out[layer], wanted[layer])
             return final + block_weight * torch.stack(inner).mean() if inner else final
 
         stats = train_student(student, loss_fn, batch, schedule, seed, mix=mix, description="mimicking blocks",
                               progress=progress)
     return {**stats, "feature_layer": layer, "blocks": blocks, "block_weight": block_weight, "frozen_head": head,
-            "schedule": asdict(schedule)}
+            "schedule": asdict(schedule), "teacher_memo": targets.stats()}
 
 
 mimic_blocks.needs_features = True

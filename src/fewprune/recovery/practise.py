@@ -25,11 +25,12 @@ from torch import nn
 
 from ..criteria import Batch, register_criterion
 from ..models.features import feature_layer, module_io
+from ..models.memo import RowMemo
 from ..modes import eval_mode
 from ..structure import Pruned, PruningSpace, drop_blocks, frozen_parameters
 from .adaptors import Adaptors, adaptor_sites
 from .base import Schedule, register_recovery, train_student
-from .mir import mimicking
+from .mir import mimicking, teacher_features
 
 # Scoring trains one set of adaptors per candidate block, so it gets a short schedule (the reference
 # trains 1000–2000 iterations per block on a GPU). No weight decay: it would pull the identity-initialised
@@ -54,15 +55,18 @@ def block_latency(model: nn.Module, block: str, images: torch.Tensor, repeats: i
 
 
 def recoverability(model: nn.Module, teacher: nn.Module, block: str, blocks: list[str], batch: Batch,
-                   schedule: Schedule = SCORING_SCHEDULE) -> float:
-    """Feature MSE left after adaptors around the dropped ``block`` were trained (on a copy of ``model``)."""
+                   schedule: Schedule = SCORING_SCHEDULE, targets: RowMemo | None = None) -> float:
+    """Feature MSE left after adaptors around the dropped ``block`` were trained (on a copy of ``model``).
+
+    ``targets``: the teacher's features (:func:`.mir.teacher_features`), to share one memo between blocks.
+    """
     example = batch.images[:1]
     layer = feature_layer(teacher, example)
     candidate = drop_blocks(copy.deepcopy(model), [block])
     for p in candidate.parameters():
         p.requires_grad_(False)
     sites = adaptor_sites(candidate, block, blocks, example)
-    with Adaptors(candidate, sites) as adaptors, mimicking(candidate, teacher, layer) as loss_fn:
+    with Adaptors(candidate, sites) as adaptors, mimicking(candidate, teacher, layer, targets) as loss_fn:
         train_student(candidate, loss_fn, batch, schedule, seed=batch.seed, augment=False,
                       parameters=adaptors.parameters(), description=f"recoverability {block}", progress=False)
         candidate.eval()
@@ -75,9 +79,10 @@ def practise_scores(model: nn.Module, space: PruningSpace, batch: Batch,
                     schedule: Schedule = SCORING_SCHEDULE) -> dict[str, float]:
     """Recoverability ÷ measured latency saving per block (lower = drop first)."""
     images = batch.images[:64]
+    targets = teacher_features(batch.teacher, feature_layer(batch.teacher, images[:1]))
     scores = {}
     for block in space.blocks:
-        error = recoverability(model, batch.teacher, block, space.blocks, batch, schedule)
+        error = recoverability(model, batch.teacher, block, space.blocks, batch, schedule, targets)
         saving = block_latency(model, block, images)
         scores[block] = error / saving if saving > 0 else float("inf")
     return scores

@@ -22,7 +22,8 @@ def model_and_batch(name="resnet20", n=16):
 def test_mir_on_a_student_identical_to_the_teacher_changes_nothing(name, recovery):
     teacher, batch = model_and_batch(name)
     student = copy.deepcopy(teacher)
-    still = Schedule(iterations=5, batch_size=8, weight_decay=0.0, bn="frozen")
+    # Contiguous layout: NHWC training computes the same features up to float rounding, not bit for bit.
+    still = Schedule(iterations=5, batch_size=8, weight_decay=0.0, bn="frozen", channels_last=False)
     structure = {"pruned": fp.structure.Pruned(blocks=fp.structure.find_blocks(teacher, batch.images[:1]))} \
         if recovery == "mir-blocks" else {}
     stats = recoveries.get(recovery)(student, teacher, batch, schedule=still, recalibrate=False, progress=False,
@@ -30,6 +31,21 @@ def test_mir_on_a_student_identical_to_the_teacher_changes_nothing(name, recover
     assert stats["first_loss"] == 0 and stats["last_loss"] == 0
     for (k, a), b in zip(teacher.state_dict().items(), student.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_training_in_channels_last_leaves_the_student_contiguous_and_close_to_contiguous_training():
+    teacher, batch = model_and_batch("resnet20")
+    students = {}
+    for layout in (True, False):
+        student = copy.deepcopy(teacher)
+        recoveries.get("kd")(student, teacher, batch, schedule=Schedule(iterations=6, batch_size=8,
+                                                                          channels_last=layout), progress=False)
+        assert all(p.is_contiguous() for p in student.parameters())
+        students[layout] = student
+    x = batch.images[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(students[True](x), students[False](x), rtol=1e-4, atol=1e-4)
+        assert not torch.equal(students[True](x), teacher(x))  # it did train
 
 
 @pytest.mark.parametrize("name,head", [("resnet20", ["fc"]), ("vgg16", ["classifier"]), ("vit", ["head"]),
@@ -170,7 +186,9 @@ def test_practise_drops_a_zero_residual_block_first_without_changing_any_output(
     quick = replace(SCORING_SCHEDULE, iterations=3, batch_size=8)
     scores = practise_scores(teacher, space, batch, schedule=quick)
     assert set(scores) == set(space.blocks)
-    assert scores["layer2.2"] == 0 and all(v > 0 for b, v in scores.items() if b != "layer2.2")
+    # Zero up to float rounding (adaptors train in NHWC layout); every other block costs something real.
+    others = [v for b, v in scores.items() if b != "layer2.2"]
+    assert scores["layer2.2"] < 1e-8 and min(others) > 1e3 * max(scores["layer2.2"], 1e-8), (scores["layer2.2"], min(others))
     recipe = replace(fp.methods.get("practise"), recovery="adapt",
                      criterion_options={"schedule": quick}, recovery_options={"adapt": {"schedule": quick}})
     result = fp.compress(teacher, batch.images, method=recipe, target=fp.Target(blocks=1), progress=False)

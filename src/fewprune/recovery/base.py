@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,21 @@ class Schedule:
     warmup: int = 20
     bn: str = "train"  # "train": batch statistics (running stats updated); "frozen": BN layers in eval mode
     bf16: bool = False  # forward passes under CPU bf16 autocast (faster on CPUs with bf16 units; fp32 weights)
+    channels_last: bool = True  # train in NHWC memory format (oneDNN's fast path: ~20% per step for resnet56)
+
+
+@contextmanager
+def memory_format(model: nn.Module, layout: torch.memory_format | None):
+    """Hold ``model``'s 4-D weights in ``layout`` (None: leave them); contiguous again on exit, so the
+    model computes exactly what a freshly built copy with its weights does."""
+    if layout is None:
+        yield
+        return
+    model.to(memory_format=layout)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -75,39 +91,43 @@ def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ten
         for m in student.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    for it in progress_bar(range(total), total=total, description=description, enabled=progress):
-        idx = torch.randperm(n, generator=gen)[: min(schedule.batch_size, n)]
-        x = images[idx]
-        y = labels[idx] if labels is not None else None
-        if augment:
-            x = augment_batch(x, gen)
-        if mix is not None:
-            x, y = mix(x, gen), None  # a mixed image has no single label; mixing recoveries compare with the teacher
-        for group in opt.param_groups:
-            group["lr"] = lr_at(it)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
-            loss = loss_fn(x, y).float()
-        value = loss.item()
-        if first is None:
-            first = value
-        if not math.isfinite(value) or (first > 0 and value > 100 * first):
-            if best_state is not None:
-                student.load_state_dict(best_state)
-            raise RecoveryDiverged(
-                f"{description}: loss became {value:.4g} at iteration {it + 1}/{total} (first {first:.4g}); "
-                "stopped and kept the best student so far. Lower the learning rate or check the inputs."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(value)
-        window.append(value)
-        # Track the best state on a smoothed loss, checked sparsely (copying a state is not free).
-        if len(window) == 25 or it == total - 1:
-            mean = sum(window) / len(window)
-            window.clear()
-            if mean < best_loss:
-                best_loss, best_state = mean, copy.deepcopy(student.state_dict())
+    layout = torch.channels_last if schedule.channels_last and images.ndim == 4 else None
+    with memory_format(student, layout):
+        for it in progress_bar(range(total), total=total, description=description, enabled=progress):
+            idx = torch.randperm(n, generator=gen)[: min(schedule.batch_size, n)]
+            x = images[idx]
+            y = labels[idx] if labels is not None else None
+            if augment:
+                x = augment_batch(x, gen)
+            if mix is not None:
+                x, y = mix(x, gen), None  # a mixed image has no single label; mixing recoveries compare with the teacher
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(it)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
+                loss = loss_fn(x, y).float()
+            value = loss.item()
+            if first is None:
+                first = value
+            if not math.isfinite(value) or (first > 0 and value > 100 * first):
+                if best_state is not None:
+                    student.load_state_dict(best_state)
+                raise RecoveryDiverged(
+                    f"{description}: loss became {value:.4g} at iteration {it + 1}/{total} (first {first:.4g}); "
+                    "stopped and kept the best student so far. Lower the learning rate or check the inputs."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(value)
+            window.append(value)
+            # Track the best state on a smoothed loss, checked sparsely (copying a state is not free).
+            if len(window) == 25 or it == total - 1:
+                mean = sum(window) / len(window)
+                window.clear()
+                if mean < best_loss:
+                    best_loss, best_state = mean, copy.deepcopy(student.state_dict())
     student.eval()
     return {"iterations": total, "first_loss": first, "last_loss": history[-1] if history else None,
             "loss_curve": history[:: max(1, total // 50)]}

@@ -119,3 +119,22 @@ def test_accuracy_aware_re_ranks_once_per_step_of_units_however_small_the_guarde
     gaps = [b - a for a, b in zip([0] + rescored_at, rescored_at, strict=False)]
     assert rescored_at and all(gap >= 0.1 * total for gap in gaps)  # yet the ranking was redone per 10%
     assert len(rescored_at) < len(steps) / 3
+
+
+def test_consecutive_deferrals_measure_each_single_removal_once():
+    model, x, space, scores = scored_resnet20()
+    measured = []
+
+    def class_accuracy(removed):  # every removal beyond the first 30 units breaks the guard
+        # keyed by how many steps were accepted so far: between two accepted steps nothing is re-measured
+        measured.append((len(probe.log), tuple(sorted((g, tuple(sorted(u))) for g, u in removed.items()))))
+        count = sum(map(len, removed.values()))
+        return [1.0] if count <= 30 else [0.5 + 0.01 * (count % 7)]
+
+    probe = Probe(rescore=lambda removed: scores, class_accuracy=class_accuracy)
+    removed = fp.allocation.allocate(space, scores, fp.Target(macs=0.3), "accuracy-aware", probe=probe, step=0.1,
+                                     min_step=0.02)
+    assert abs(fp.allocation.reduction(space, removed, "macs") - 0.3) <= 0.01
+    assert sum(1 for entry in probe.log if entry.get("guard_broken"))  # it deferred until only deferred were left
+    assert len(measured) == len(set(measured))  # no removal set was measured twice between accepted steps
+    assert len(measured) > 100  # past 30 units every step breaks the guard: many deferrals were measured

@@ -150,6 +150,16 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
     probe.log.append({"removed": 0.0, "guard": guard, "per_class": accuracies})
     rate, deferred, current = step, [], scores
     since_rescore = 0  # units removed since the criterion last ranked the model
+    # What a removal does to the guard depends on the removal alone: consecutive deferrals share their
+    # window but one unit, and halved steps may land on a set already measured, so each set is measured once.
+    measured: dict[tuple, list[float]] = {}
+
+    def class_accuracy(removal: dict[str, list[int]]) -> list[float]:
+        key = tuple(sorted((gid, tuple(sorted(units))) for gid, units in removal.items() if units))
+        if key not in measured:
+            measured[key] = probe.class_accuracy(removal)
+        return measured[key]
+
     window_size = max(1, math.ceil(min_step * total))
     while reduction(space, removed, target.kind) < target.value:
         ranked = _ranked(space, current, removed, max_ratio, skip=set(deferred))
@@ -163,8 +173,9 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
             trial = _take(space, removed, queue, window_size, target, max_ratio)
             if trial == removed:
                 return removed
-            removed, accuracies = trial, probe.class_accuracy(trial)
+            removed, accuracies = trial, class_accuracy(trial)
             guard = harmonic_mean(accuracies)
+            measured.clear()  # what comes next extends the new removal
             probe.log.append({"removed": reduction(space, removed, target.kind), "guard": guard,
                               "per_class": accuracies, "guard_broken": True})
             continue
@@ -172,7 +183,7 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
         trial = _take(space, removed, ranked, count, target, max_ratio)
         if trial == removed:
             return removed  # the next unit would overshoot the target by more than stopping short does
-        trial_accuracies = probe.class_accuracy(trial)
+        trial_accuracies = class_accuracy(trial)
         trial_guard = harmonic_mean(trial_accuracies)
         if trial_guard >= guard - tolerance:
             taken = sum(map(len, trial.values())) - sum(map(len, removed.values()))
@@ -180,6 +191,7 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
             probe.log.append({"removed": reduction(space, removed, target.kind), "guard": guard,
                               "per_class": accuracies, "step": count})
             rate = min(step, 2 * rate)
+            measured.clear()
             since_rescore += taken
             if since_rescore >= step * total:
                 current, since_rescore = probe.rescore(removed), 0
@@ -191,7 +203,7 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
             for gid, i in ranked[:window_size]:
                 single = {k: list(v) for k, v in removed.items()}
                 single.setdefault(gid, []).append(i)
-                harm.append((harmonic_mean(probe.class_accuracy(single)), gid, i))
+                harm.append((harmonic_mean(class_accuracy(single)), gid, i))
             worst = min(harm)
             deferred.append((worst[1], worst[2]))
             rate = min_step

@@ -79,7 +79,8 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(sweep):
     rows = {r["cell"]["method"]: r for r in read_results(config.results) if r["kind"] == "cell"}
     assert rows["nonsense+kd"]["status"] == "error" and "nonsense" in rows["nonsense+kd"]["error"]
     assert rows["l1"]["status"] == rows["l1+bn"]["status"] == "ok"
-    assert "Failed cells" in open(config.report).read()
+    report = open(config.report).read()
+    assert "Failed cells" in report and "| nonsense+kd | failed [1 of 1 seeds, see below] |" in report
 
 
 def test_block_methods_pair_only_with_block_targets(tmp_path):

@@ -17,11 +17,11 @@ def _target_label(target: dict) -> str:
     return Target.from_dict(target).describe()
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Group ok cells by (model, target, samples, method): accuracy, reductions, speed-ups over seeds."""
+def summarise(rows: list[dict], status: str = "ok") -> dict:
+    """Group cells of ``status`` by (model, target, samples, method): accuracy, reductions, speed-ups over seeds."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        if r.get("kind") == "cell" and r.get("status") == "ok":
+        if r.get("kind") == "cell" and r.get("status") == status:
             c = r["cell"]
             groups[(c["model"], _target_label(c["target"]), c["samples"], c["method"])].append(r)
     return groups
@@ -33,7 +33,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
     ceilings = {(r["model"], _target_label(r["target"])): r for r in rows
                 if r.get("kind") == "ceiling" and r.get("status") == "ok"}
-    groups = summarise(rows)
+    groups, failed = summarise(rows), summarise(rows, "error")
     errors = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "error"]
     n_ok = sum(len(v) for v in groups.values())
     lines = [f"# {config.name}", "",
@@ -75,8 +75,9 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
         for m in methods:
             cells = []
             for s in settings:
+                fails = len(failed.get((model, *s, m), ()))
                 if (m, s) not in means:
-                    cells.append("–")
+                    cells.append(f"failed [{fails} of {len(config.seeds)} seeds, see below]" if fails else "–")
                     continue
                 mean, std = means[(m, s)]
                 gap = f" ({mean - 100 * teacher['accuracy']:+.2f})" if teacher else ""
@@ -84,7 +85,8 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                               key=lambda mm: -means[(mm, s)][0]).index(m) + 1
                 n = len(groups[(model, *s, m)])
                 spread = f" ± {std:.2f}" if n > 1 else ""
-                seeds = f" [{n} of {len(config.seeds)} seeds]" if n < len(config.seeds) else ""
+                seeds = f" [{n} of {len(config.seeds)} seeds" + (f", {fails} failed]" if fails else "]") \
+                    if n < len(config.seeds) else ""
                 cells.append(f"{mean:.2f}{spread}{gap} #{rank}{seeds}")
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")

@@ -23,14 +23,18 @@ def test_relevance_is_conserved_from_the_output_to_the_input():
     assert maps["2"].sum().item() == pytest.approx(6.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "torchvision:resnet18"])
-def test_attribution_leaves_outputs_hooks_and_attributes_as_they_were(name):
-    model = build(name, num_classes=10, in_channels=1, image_size=28).eval()
-    x = torch.randn(4, 1, 28, 28)
+@pytest.mark.parametrize("name,size", [("resnet20", 28), ("mobilenetv2", 28), ("vgg16", 28), ("resnet56", 28),
+                                       ("torchvision:resnet18", 28), ("torchvision:vgg11", 32),
+                                       ("torchvision:mobilenet_v2", 32)])
+def test_attribution_leaves_outputs_hooks_and_attributes_as_they_were(name, size):
+    model = build(name, num_classes=10, in_channels=1, image_size=size).eval()
+    x = torch.randn(4, 1, size, size)
     with torch.no_grad():
         before = model(x)
     attributes = {n: set(vars(m)) for n, m in model.named_modules()}
-    relevance(model, x, layers=[n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][:3])
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][:3]
+    maps, _ = relevance(model, x, layers=layers)
+    assert set(maps) == set(layers) and all(torch.isfinite(v).all() and v.abs().sum() > 0 for v in maps.values())
     with torch.no_grad():
         assert torch.equal(model(x), before)
     assert {n: set(vars(m)) for n, m in model.named_modules()} == attributes  # canonizer overloads removed

@@ -62,6 +62,22 @@ def test_pruned_model_equals_zero_masked_teacher(spec, shape):
     assert metrics.params(student) == pytest.approx(space.cost.params(keep), rel=1e-6)
 
 
+@pytest.mark.parametrize("spec", ["resnet20", "vit"])
+def test_a_silencer_gives_each_plan_what_a_masked_copy_gives_and_leaves_the_model(spec):
+    from fewprune.structure import Silencer
+
+    model = randomise_bn(build(spec, num_classes=10, in_channels=1, image_size=28).eval())
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    silencer = Silencer(model, space.groups)
+    for seed, fraction in [(0, 0.5), (1, 0.2), (0, 0.0), (2, 0.7)]:  # each call starts from the model again
+        plan = random_plan(space, (1, 28, 28), fraction=fraction, seed=seed)
+        with torch.no_grad():
+            assert torch.equal(silencer(plan).eval()(x), masked_copy(model, plan, space.groups).eval()(x))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_vit_heads_are_pruned_whole():
     model = build("vit", num_classes=10, in_channels=1, image_size=28).eval()
     space = PruningSpace(model, torch.randn(1, 1, 28, 28))

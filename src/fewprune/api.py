@@ -23,7 +23,7 @@ from .metrics import params as count_params
 from .metrics import versions
 from .modes import eval_mode
 from .recovery import recoveries
-from .structure import Plan, Pruned, PruningSpace, drop_blocks, masked_copy
+from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
 
 
 @dataclass
@@ -133,8 +133,10 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
     truth = batch.labels if batch.labels is not None else teacher_predictions(batch.teacher, batch.images)
     classes = sorted(set(truth.tolist()))
 
-    def silenced(removed: dict[str, list[int]]) -> nn.Module:
-        return masked_copy(model, Plan(shape, removed, kinds, sizes), space.groups).eval()
+    silencer = Silencer(model, space.groups)
+
+    def silenced(removed: dict[str, list[int]]) -> nn.Module:  # valid until the next call
+        return silencer(Plan(shape, removed, kinds, sizes)).eval()
 
     def class_accuracy(removed: dict[str, list[int]]) -> list[float]:
         with torch.no_grad():

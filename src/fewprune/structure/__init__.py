@@ -7,9 +7,10 @@ from .graph import dependency_graph, frozen_parameters, gradients_enabled
 from .groups import Group, Slice, find_groups
 from .plan import Plan, Pruned
 from .space import PruningSpace
-from .surgery import apply_plan, masked_copy
+from .surgery import Silencer, apply_plan, masked_copy
 
 __all__ = [
-    "ChannelGates", "CostModel", "Group", "Plan", "Pruned", "PruningSpace", "Slice", "apply_plan", "dependency_graph",
-    "drop_blocks", "find_blocks", "find_groups", "frozen_parameters", "gradients_enabled", "masked_copy",
+    "ChannelGates", "CostModel", "Group", "Plan", "Pruned", "PruningSpace", "Silencer", "Slice", "apply_plan",
+    "dependency_graph", "drop_blocks", "find_blocks", "find_groups", "frozen_parameters", "gradients_enabled",
+    "masked_copy",
 ]

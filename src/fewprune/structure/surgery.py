@@ -89,17 +89,44 @@ def masked_copy(model: nn.Module, plan: Plan, groups: list[Group]) -> nn.Module:
     the physically pruned model computes; dropped blocks get all their parameters
     zeroed (a residual block with a zero branch is the identity).
     """
-    masked = copy.deepcopy(model)
+    return silence(copy.deepcopy(model), plan, groups)
+
+
+def silence(model: nn.Module, plan: Plan, groups: list[Group]) -> nn.Module:
+    """Zero, in place, every weight of ``model`` that reads a unit the plan removes (see :func:`masked_copy`)."""
     by_id = {g.id: g for g in groups}
     with torch.no_grad():
         for gid, removed in plan.removed.items():
             for s in by_id[gid].slices:
                 if s.role != "in":
                     continue
-                param = getattr(masked.get_submodule(s.module), s.param)
+                param = getattr(model.get_submodule(s.module), s.param)
                 idx = torch.tensor([i for u in removed for i in s.units[u]], dtype=torch.long)
                 param.index_fill_(s.dim, idx, 0.0)
         for block in plan.dropped_blocks:
-            for p in masked.get_submodule(block).parameters():
+            for p in model.get_submodule(block).parameters():
                 p.zero_()
-    return masked
+    return model
+
+
+class Silencer:
+    """Silenced versions of one model, one at a time, in a single reused copy.
+
+    ``silencer(plan)`` restores the copy to the model's state and silences the
+    plan's units in it: what :func:`masked_copy` returns, without copying a
+    module tree per call (a step-wise allocator asks for hundreds). The
+    returned module is only valid until the next call; the model is not touched.
+    """
+
+    def __init__(self, model: nn.Module, groups: list[Group]):
+        self.model, self.groups = model, groups
+        self.scratch: nn.Module | None = None  # copied on first use
+
+    def __call__(self, plan: Plan) -> nn.Module:
+        if self.scratch is None:
+            self.scratch = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for target, source in zip(self.scratch.state_dict().values(), self.model.state_dict().values(),
+                                      strict=True):
+                target.copy_(source)
+        return silence(self.scratch, plan, self.groups)

@@ -73,6 +73,28 @@ def test_a_torn_last_line_is_ignored_and_the_cell_rerun(sweep):
     assert sum(r["kind"] == "cell" for r in read_results(config.results)) == 1
 
 
+def test_a_first_interrupt_stops_the_sweep_after_the_cell_in_progress(sweep, monkeypatch):
+    import os
+    import signal
+
+    config = sweep(["l1", "l1+bn", "random"])
+    original = runner_module.run_cell
+
+    def interrupted(cell, *args):  # Ctrl-C arrives while the first cell is being measured
+        if cell.method == "l1":
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(cell, *args)
+
+    monkeypatch.setattr("fewprune.bench.runner.run_cell", interrupted)
+    messages = []
+    summary = run_sweep(config, progress=False, log=messages.append)
+    cells = [r for r in read_results(config.results) if r["kind"] == "cell"]
+    assert [(r["cell"]["method"], r["status"]) for r in cells] == [("l1", "ok")]  # finished, then stopped
+    assert any("stopped as asked after 1 of 3 jobs" in m for m in messages)
+    assert os.path.exists(summary["report"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+
+
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(sweep):
     config = sweep(["l1", "nonsense+kd", "l1+bn"])
     run_sweep(config, progress=False, log=lambda *_: None)

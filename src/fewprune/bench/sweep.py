@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .ceiling import CeilingJob
@@ -25,6 +28,33 @@ def _progress(total: int, enabled: bool):
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         return bar
     return None
+
+
+@contextmanager
+def stop_between_jobs(log):
+    """A first Ctrl-C (or SIGTERM) asks the sweep to stop after the job in progress; a second aborts it.
+
+    Yields a one-element list that turns true when a stop was asked for. A
+    long cell keeps its work; the sweep then writes its report as usual. Off
+    the main thread (where signals cannot be caught) it does nothing.
+    """
+    asked = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield asked
+        return
+
+    def handler(signum, frame):
+        if asked[0]:
+            raise KeyboardInterrupt
+        asked[0] = True
+        log(f"{signal.Signals(signum).name}: stopping after the job in progress (again to abort it now)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield asked
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_sweep(config: SweepConfig, executor: str = "local", address: str | None = None, retry_failed: bool = False,
@@ -89,16 +119,23 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
 
     bar = _progress(len(todo), progress)
     if executor == "local":
-        if bar is None:
-            for job in todo:
-                log(job.describe())
-                record(job.run(config.eval_limit, config.latency))
-        else:
-            with bar:
-                task = bar.add_task(config.name, total=len(todo))
+        with stop_between_jobs(log) as stop:
+            if bar is None:
                 for job in todo:
+                    log(job.describe())
                     record(job.run(config.eval_limit, config.latency))
-                    bar.advance(task)
+                    if stop[0]:
+                        break
+            else:
+                with bar:
+                    task = bar.add_task(config.name, total=len(todo))
+                    for job in todo:
+                        record(job.run(config.eval_limit, config.latency))
+                        bar.advance(task)
+                        if stop[0]:
+                            break
+        if stop[0]:
+            log(f"{config.name}: stopped as asked after {finished} of {len(todo)} jobs; run again to go on")
     elif executor == "ray":
         from .executors import run_on_ray
 

@@ -61,6 +61,29 @@ def test_silencing_by_batched_intervention_equals_the_masked_model_and_zero_weig
     assert torch.allclose(effects[group.id][3], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])
+def test_suffix_only_interventions_equal_the_masked_model_at_every_depth(name):
+    from torch import fx
+
+    model = build(name, num_classes=10, in_channels=1, image_size=28).eval()
+    fx.symbolic_trace(model)  # traceable, so only the suffix after each silenced unit is re-run
+    x = torch.randn(5, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    groups = [space.prunable[0], space.prunable[len(space.prunable) // 2], space.prunable[-1]]
+    only = {g.id: [0, g.size - 1] for g in groups}
+    effects = causal_effects(model, space, x, only=only)
+    with torch.no_grad():
+        clean = torch.log_softmax(model(x), 1)
+        predicted = clean.argmax(1, keepdim=True)
+        for g in groups:
+            for row, unit in enumerate(only[g.id]):
+                plan = Plan((1, 28, 28), {g.id: [unit]}, {h.id: h.kind for h in space.groups},
+                            {h.id: h.size for h in space.groups})
+                silenced = torch.log_softmax(masked_copy(model, plan, space.groups)(x), 1)
+                expected = (silenced.gather(1, predicted) - clean.gather(1, predicted)).squeeze(1)
+                assert torch.allclose(effects[g.id][row], expected, atol=1e-5), (g.id, unit)
+
+
 def test_holm_rejects_step_down():
     p = torch.tensor([0.001, 0.04, 0.012, 0.5])
     assert holm(p, 0.05).tolist() == [True, False, True, False]  # 0.001 ≤ .05/4, 0.012 ≤ .05/3, 0.04 > .05/2

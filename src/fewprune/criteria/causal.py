@@ -40,13 +40,15 @@ class _SuffixRunner(fx.Interpreter):
                 batched.add(node)
             if (node.op == "call_module" and node.target in changed) or any(a in dirty for a in inputs):
                 dirty.add(node)
+        # Clean values read by the re-run part are replicated once per intervention; the others are never read.
+        self.feeds_dirty = {n for n in traced.graph.nodes if n not in dirty and any(u in dirty for u in n.users)}
         self.dirty, self.batched = dirty, batched
 
     def run_node(self, node: fx.Node):
         if node.op == "output" or node in self.dirty or node.name not in self.cache:
             return super().run_node(node)
         value = self.cache[node.name]
-        if node in self.batched and torch.is_tensor(value) and value.ndim:
+        if node in self.feeds_dirty and node in self.batched and torch.is_tensor(value) and value.ndim:
             return value.repeat(self.repeats, *([1] * (value.ndim - 1)))
         return value
 

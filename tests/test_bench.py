@@ -179,6 +179,39 @@ def test_shards_split_a_sweep_between_processes_and_together_complete_it(sweep):
         run_sweep(config, progress=False, log=lambda *_: None, shard=(2, 2))
 
 
+def test_shards_keep_each_cell_family_together_in_target_order(sweep):
+    from fewprune.bench.sweep import shard_jobs
+
+    config = sweep(["l1", "l1+bn", "random"], targets=[{"macs": 0.3}, {"macs": 0.5}, {"blocks": 1}], seeds=[0, 1])
+    cells = config.cells()
+    shards = [shard_jobs(cells, i, 2) for i in range(2)]
+    assert sorted(c.key for shard in shards for c in shard) == sorted(c.key for c in cells)
+    for shard in shards:
+        for cell in shard:  # every target of a cell's kind runs in the same shard, smaller first
+            family = [c for c in shard if (c.method, c.seed, set(c.target)) == (cell.method, cell.seed, set(cell.target))]
+            assert len(family) == (2 if "macs" in cell.target else 1)
+            assert [c.target.get("macs") for c in family] == sorted(c.target.get("macs") for c in family)
+
+
+def test_a_larger_target_after_the_method_stopped_short_is_inferred_not_run(sweep, monkeypatch):
+    from fewprune.allocation import StoppedShort
+
+    calls = []
+
+    def stops_short(teacher, samples, target=None, **options):
+        calls.append(target.value)
+        raise StoppedShort("accuracy would fall: stopped at 15.0% channels removed", 0.15)
+
+    monkeypatch.setattr("fewprune.api.compress", stops_short)
+    config = sweep(["l1"], targets=[{"channels": 0.2}, {"channels": 0.4}, {"channels": 0.1}])
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = {r["cell"]["target"]["channels"]: r for r in read_results(config.results) if r["kind"] == "cell"}
+    assert calls == [0.2, 0.1]  # 0.4 was not run; 0.1 lies below where 0.2 stopped, so it was
+    assert rows[0.2]["reached"] == 0.15 and "inferred_from" not in rows[0.2]
+    assert rows[0.4]["status"] == "error" and rows[0.4]["inferred_from"] == rows[0.2]["key"]
+    assert rows[0.4]["reached"] == 0.15 and "inferred, not run" in rows[0.4]["error"]
+
+
 def test_rows_another_sweep_measured_are_reused_only_under_the_same_protocol(sweep, monkeypatch):
     first = sweep(["l1"], name="first", ceiling={"epochs": 1})
     run_sweep(first, progress=False, log=lambda *_: None)

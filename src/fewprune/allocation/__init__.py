@@ -2,6 +2,7 @@
 
 from . import evolution, iterative, strategies  # noqa: F401  (registration)
 from .base import (
+                   StoppedShort,
                    Target,
                    TargetUnreachable,
                    allocate,
@@ -15,5 +16,6 @@ from .base import (
 from .evolution import differential_evolution
 from .iterative import Probe, class_averaged_auc, harmonic_mean
 
-__all__ = ["Probe", "Target", "TargetUnreachable", "allocate", "allocators", "channel_block", "class_averaged_auc",
-           "differential_evolution", "harmonic_mean", "lowest", "reduction", "register_allocator", "resolve_round_to"]
+__all__ = ["Probe", "StoppedShort", "Target", "TargetUnreachable", "allocate", "allocators", "channel_block",
+           "class_averaged_auc", "differential_evolution", "harmonic_mean", "lowest", "reduction", "register_allocator",
+           "resolve_round_to"]

@@ -26,6 +26,19 @@ class TargetUnreachable(ValueError):
     """The requested reduction cannot be met; the message says why."""
 
 
+class StoppedShort(TargetUnreachable):
+    """A method stopped by its own rule at ``reached`` (a fraction of the target's kind) before the target.
+
+    Raised only by allocators whose path does not depend on the target (the
+    target only says where to stop), so any larger target of the same kind
+    stops at the same point: a sweep need not run it to know.
+    """
+
+    def __init__(self, message: str, reached: float):
+        super().__init__(message)
+        self.reached = reached
+
+
 @dataclass(frozen=True)
 class Target:
     """What to reach. Fractions are of the teacher's total: ``Target(macs=0.5)`` removes half its MACs.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..criteria import Scores
 from ..structure import PruningSpace
-from .base import Target, TargetUnreachable, max_removable, reduction, register_allocator
+from .base import StoppedShort, Target, TargetUnreachable, max_removable, reduction, register_allocator
 
 
 @dataclass
@@ -237,9 +237,9 @@ def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: 
     while reduction(space, removed, target.kind) < target.value:
         ranked = _ranked(space, current, removed, max_ratio)
         if not ranked:
-            raise TargetUnreachable(
-                f"only locked (critical) or capped units remain: stopped at "
-                f"{100 * reduction(space, removed, target.kind):.1f}% {target.kind} removed")
+            reached = reduction(space, removed, target.kind)
+            raise StoppedShort(f"only locked (critical) or capped units remain: stopped at "
+                               f"{100 * reached:.1f}% {target.kind} removed", reached)
         trial = _take(space, removed, ranked, max(1, math.ceil(size * len(ranked))), target, max_ratio)
         if trial == removed:
             return removed  # the next unit would overshoot the target by more than stopping short does
@@ -247,9 +247,9 @@ def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: 
         accuracy = sum(accuracies) / max(len(accuracies), 1)
         if accuracy < start - tolerance:
             if size <= min_chunk or size * len(ranked) <= 1:
-                raise TargetUnreachable(
-                    f"accuracy on the samples would fall more than {tolerance:g} below the teacher's: stopped at "
-                    f"{100 * reduction(space, removed, target.kind):.1f}% {target.kind} removed")
+                reached = reduction(space, removed, target.kind)
+                raise StoppedShort(f"accuracy on the samples would fall more than {tolerance:g} below the "
+                                   f"teacher's: stopped at {100 * reached:.1f}% {target.kind} removed", reached)
             size = max(size / 2, min_chunk)
             continue
         removed = trial

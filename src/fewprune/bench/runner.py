@@ -101,7 +101,7 @@ def _teacher(spec: str, info):
 def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True) -> dict:
     """Compress and measure one cell in this process; returns its result row (errors included)."""
     from .. import api, data
-    from ..allocation import Target
+    from ..allocation import StoppedShort, Target
     from ..metrics import versions
 
     started = time.time()
@@ -128,9 +128,38 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True) ->
         )
     except Exception as err:  # a failed cell is data, not the end of the sweep
         row.update(status="error", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=4))
+        if isinstance(err, StoppedShort):
+            row["reached"] = err.reached  # a larger target of this kind would stop here too
     row.update(wall_seconds=round(time.time() - started, 2), peak_rss_mb=_peak_rss_mb(), versions=versions(),
                threads=torch.get_num_threads())
     return row
+
+
+def inferred_stop(cell: Cell, rows: list[dict]) -> dict | None:
+    """The row of ``cell`` when a smaller target of the same kind, same everything else, already stopped short.
+
+    A method that stops by its own rule (:class:`~fewprune.allocation.StoppedShort`)
+    follows the same path whatever the target, so a larger target stops at the same
+    point: the row says so, names the cell it is inferred from, and costs nothing.
+    """
+    if len(cell.target) != 1:
+        return None
+    (kind, value), = cell.target.items()
+    others = {k: v for k, v in cell.__dict__.items() if k != "target"}
+    for row in rows:
+        c = row.get("cell") or {}
+        if (row.get("kind") == "cell" and row.get("status") == "error" and row.get("reached") is not None
+                and not row.get("inferred_from") and set(c.get("target", {})) == {kind}
+                and c["target"][kind] < value and row["reached"] < value
+                and {k: c.get(k) for k in others} == others):
+            from ..metrics import versions
+
+            return {"kind": "cell", "key": cell.key, "cell": cell.__dict__, "command": cell.command(),
+                    "status": "error", "reached": row["reached"], "inferred_from": row["key"],
+                    "error": f"{row['error']} (inferred, not run: the {kind} {c['target'][kind]:g} cell of this "
+                             "seed stopped there, and this method's path does not depend on the target)",
+                    "wall_seconds": 0.0, "versions": versions(), "threads": torch.get_num_threads()}
+    return None
 
 
 def teacher_key(model: str, dataset: str, eval_limit: int | None) -> str:

@@ -10,11 +10,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .ceiling import CeilingJob
-from .config import SweepConfig
+from .config import Cell, SweepConfig
 from .plots import plot
 from .relatency import apply_remeasured
 from .report import render
-from .runner import _append_line, append_result, read_results, results_lock, run_teacher, teacher_key
+from .runner import (
+    _append_line,
+    append_result,
+    inferred_stop,
+    read_results,
+    results_lock,
+    run_teacher,
+    teacher_key,
+)
 from .scratch import ScratchJob
 
 
@@ -98,7 +106,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         if reused:
             log(f"{config.name}: {len(reused)} jobs measured by the sweeps beside this one, reused")
     if shard is not None:
-        jobs = jobs[shard[0]::shard[1]]
+        jobs = shard_jobs(jobs, *shard)
     todo = [j for j in jobs if (j.key not in done or (retry_failed and done[j.key].get("status") != "ok"))
             and j.model not in unavailable]
     log(f"{config.name}{f' shard {shard[0]}/{shard[1]}' if shard else ''}: {len(jobs) - len(todo)} of {len(jobs)} "
@@ -117,20 +125,25 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
             log(f"[{finished}/{len(todo)}] {row.get('command', row['key'])}: {status}{acc} "
                 f"(ETA {rate * (len(todo) - finished) / 60:.1f} min)")
 
+    def run_locally(job) -> dict:
+        # Other shards append too: read what is there now, a smaller target may have stopped short meanwhile.
+        inferred = inferred_stop(job, read_results(config.results)) if isinstance(job, Cell) else None
+        return inferred or job.run(config.eval_limit, config.latency)
+
     bar = _progress(len(todo), progress)
     if executor == "local":
         with stop_between_jobs(log) as stop:
             if bar is None:
                 for job in todo:
                     log(job.describe())
-                    record(job.run(config.eval_limit, config.latency))
+                    record(run_locally(job))
                     if stop[0]:
                         break
             else:
                 with bar:
                     task = bar.add_task(config.name, total=len(todo))
                     for job in todo:
-                        record(job.run(config.eval_limit, config.latency))
+                        record(run_locally(job))
                         bar.advance(task)
                         if stop[0]:
                             break
@@ -148,6 +161,22 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     else:
         raise ValueError(f"unknown executor {executor!r} (local or ray)")
     return write_report(config)
+
+
+def shard_jobs(jobs: list, index: int, count: int) -> list:
+    """The jobs of shard ``index`` of ``count``: every count-th family of jobs from the index-th.
+
+    A family is one cell at every target of one kind (same model, method,
+    samples, seed, options): it stays in one shard, in the config's target
+    order, so a method that stops short at a small target spares the larger
+    ones (:func:`~.runner.inferred_stop`) instead of another shard running them.
+    """
+    families: dict = {}
+    for job in jobs:
+        family = (tuple((k, str(v)) for k, v in sorted(job.__dict__.items()) if k != "target") + (tuple(job.target),)
+                  if isinstance(job, Cell) else job.key)
+        families.setdefault(family, []).append(job)
+    return [job for i, members in enumerate(families.values()) if i % count == index for job in members]
 
 
 def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:

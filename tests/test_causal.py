@@ -84,6 +84,31 @@ def test_suffix_only_interventions_equal_the_masked_model_at_every_depth(name):
                 assert torch.allclose(effects[g.id][row], expected, atol=1e-5), (g.id, unit)
 
 
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])
+def test_silenced_outputs_re_run_only_the_extension_and_equal_the_masked_model(name):
+    from fewprune.criteria.causal import SilencedOutputs
+    from fewprune.structure import Silencer
+
+    model = build(name, num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(4, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    kinds, sizes = {g.id: g.kind for g in space.groups}, {g.id: g.size for g in space.groups}
+    plan = lambda removed: Plan((1, 28, 28), removed, kinds, sizes)  # noqa: E731
+    outputs = SilencedOutputs(lambda removed: Silencer(model, space.groups)(plan(removed)), space, x, rebase_after=3)
+    wide = [g.id for g in space.prunable if g.size >= 6]
+    first, middle, last = wide[0], wide[len(wide) // 2], wide[-1]
+    removals = [{first: [0, 1]},                          # the first base
+                {first: [0, 1], last: [2]},               # extends it by one unit: suffix only
+                {first: [0, 1, 3], middle: [1, 2]},       # by three units of two groups: suffix only
+                {first: [0], middle: [1]},                # does not extend it: a new base
+                {first: [0], middle: [1, 2, 3, 4, 5]}]    # extends it by more than rebase_after: a new base
+    for removed in removals:
+        with torch.no_grad():
+            expected = masked_copy(model, plan(removed), space.groups).eval()(x)
+        assert torch.allclose(outputs(removed), expected, atol=1e-5), removed
+    assert (outputs.full_runs, outputs.suffix_runs) == (3, 2)
+
+
 def test_holm_rejects_step_down():
     p = torch.tensor([0.001, 0.04, 0.012, 0.5])
     assert holm(p, 0.05).tolist() == [True, False, True, False]  # 0.001 ≤ .05/4, 0.012 ≤ .05/3, 0.04 > .05/2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from . import methods as method_registry
 from .allocation import Probe, Target, TargetUnreachable, allocate, allocators, class_averaged_auc, resolve_round_to
 from .augment import augmentations
 from .criteria import Batch, criteria, teacher_predictions
+from .criteria.causal import SilencedOutputs
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import versions
@@ -133,14 +135,17 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
     truth = batch.labels if batch.labels is not None else teacher_predictions(batch.teacher, batch.images)
     classes = sorted(set(truth.tolist()))
 
-    silencer = Silencer(model, space.groups)
+    silencer, scratch = Silencer(model, space.groups), Silencer(model, space.groups)
 
     def silenced(removed: dict[str, list[int]]) -> nn.Module:  # valid until the next call
         return silencer(Plan(shape, removed, kinds, sizes)).eval()
 
+    # Trials extend the accepted removal by a few units: only what those change is re-run (its own copy).
+    outputs = SilencedOutputs(lambda removed: scratch(Plan(shape, removed, kinds, sizes)), space, batch.images,
+                              rebase_after=max(1, math.ceil(0.02 * sum(g.size for g in space.prunable))))
+
     def class_accuracy(removed: dict[str, list[int]]) -> list[float]:
-        with torch.no_grad():
-            predicted = silenced(removed)(batch.images).argmax(1)
+        predicted = outputs(removed).argmax(1)
         return [float((predicted[truth == c] == c).float().mean()) for c in classes]
 
     return Probe(rescore=lambda removed, **extra: criterion(silenced(removed), space, batch,

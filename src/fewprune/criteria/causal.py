@@ -17,6 +17,8 @@ of the network after the first consumer is re-run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -67,8 +69,9 @@ def _clean_run(traced: fx.GraphModule, images: torch.Tensor) -> tuple[torch.Tens
     return output, cache
 
 
-def _input_masks(model: nn.Module, group: Group, units: list[int], samples: int) -> dict[str, torch.Tensor]:
-    """Per consumer layer, a multiplicative input mask: replicate k silences ``units[k]``."""
+def _input_masks(model: nn.Module, group: Group, units: list[int] | list[list[int]],
+                 samples: int) -> dict[str, torch.Tensor]:
+    """Per consumer layer, a multiplicative input mask: replicate k silences ``units[k]`` (a unit or a list)."""
     masks: dict[str, torch.Tensor] = {}
     for s in group.slices:
         if s.role != "in" or s.param != "weight":
@@ -78,8 +81,9 @@ def _input_masks(model: nn.Module, group: Group, units: list[int], samples: int)
         mask = masks.get(s.module)
         if mask is None:
             mask = torch.ones(len(units), width)
-        for k, u in enumerate(units):
-            mask[k, s.units[u]] = 0.0
+        for k, silenced in enumerate(units):
+            for u in silenced if isinstance(silenced, list) else [silenced]:
+                mask[k, s.units[u]] = 0.0
         masks[s.module] = mask
     return {name: m.repeat_interleave(samples, dim=0) for name, m in masks.items()}
 
@@ -89,6 +93,72 @@ def _apply_mask(inputs, mask: torch.Tensor, linear: bool):
     shaped = mask.reshape(mask.shape[0], *([1] * (x.ndim - 2)), mask.shape[1]) if linear \
         else mask.reshape(*mask.shape, *([1] * (x.ndim - 2)))
     return (x * shaped, *inputs[1:])
+
+
+class SilencedOutputs:
+    """``outputs(removed)``: the model's outputs on ``images`` with the ``removed`` units silenced.
+
+    Step-wise allocators ask for many removals that extend one another (each
+    trial adds a few units to the accepted removal). The outputs of one
+    removal, the *base*, are computed in full and every intermediate value
+    kept; a removal that extends it silences the extra units through input
+    masks on their consumers, exactly as zeroed weights do, and re-runs only
+    what they change. A removal that does not extend the base, or extends it
+    by more than ``rebase_after`` units, becomes the new base. Without a
+    ``torch.fx`` trace every call is a full forward pass.
+    """
+
+    def __init__(self, silencer: Callable[[dict[str, list[int]]], nn.Module], space: PruningSpace,
+                 images: torch.Tensor, rebase_after: int):
+        self.silencer, self.images, self.rebase_after = silencer, images, rebase_after
+        self.groups = {g.id: g for g in space.groups}
+        self.base: dict[str, set[int]] | None = None
+        self.traced: fx.GraphModule | None = None
+        self.cache: dict[str, torch.Tensor] = {}
+        self.output: torch.Tensor | None = None
+        self.full_runs = self.suffix_runs = 0
+
+    @torch.no_grad()
+    def __call__(self, removed: dict[str, list[int]]) -> torch.Tensor:
+        extra = None
+        if self.base is not None and all(self.base.get(g, set()) <= set(u) for g, u in removed.items()) \
+                and all(g in removed for g, u in self.base.items() if u):
+            extra = {g: sorted(set(u) - self.base.get(g, set())) for g, u in removed.items()}
+            extra = {g: u for g, u in extra.items() if u}
+        if extra is None or sum(map(len, extra.values())) > self.rebase_after:
+            return self._rebase(removed)
+        if not extra:
+            return self.output
+        self.suffix_runs += 1
+        masks = self._masks(extra)
+        handles = [self.traced.get_submodule(name).register_forward_pre_hook(
+            lambda mod, inp, mask=mask: _apply_mask(inp, mask, isinstance(mod, nn.Linear)))
+            for name, mask in masks.items()]
+        try:
+            return _SuffixRunner(self.traced, self.cache, set(masks), 1).run(self.images)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _rebase(self, removed: dict[str, list[int]]) -> torch.Tensor:
+        self.full_runs += 1
+        model = self.silencer(removed).eval()
+        try:
+            self.traced = fx.symbolic_trace(model)
+        except Exception:  # noqa: BLE001 — data-dependent forwards do not trace: full passes every time
+            self.base = None
+            return model(self.images)
+        self.output, self.cache = _clean_run(self.traced, self.images)
+        self.base = {g: set(u) for g, u in removed.items()}
+        return self.output
+
+    def _masks(self, extra: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+        """One multiplicative input mask per consumer layer of the extra units."""
+        masks: dict[str, torch.Tensor] = {}
+        for gid, units in extra.items():
+            for name, mask in _input_masks(self.traced, self.groups[gid], [units], 1).items():
+                masks[name] = masks[name] * mask if name in masks else mask
+        return masks
 
 
 def causal_effects(model: nn.Module, space: PruningSpace, images: torch.Tensor, chunk_images: int = 512,

@@ -84,8 +84,9 @@ def test_suffix_only_interventions_equal_the_masked_model_at_every_depth(name):
                 assert torch.allclose(effects[g.id][row], expected, atol=1e-5), (g.id, unit)
 
 
+@pytest.mark.parametrize("shared", [True, False])  # one reused copy (as compress does) or a new module per base
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])
-def test_silenced_outputs_re_run_only_the_extension_and_equal_the_masked_model(name):
+def test_silenced_outputs_re_run_only_the_extension_and_equal_the_masked_model(name, shared):
     from fewprune.criteria.causal import SilencedOutputs
     from fewprune.structure import Silencer
 
@@ -94,7 +95,10 @@ def test_silenced_outputs_re_run_only_the_extension_and_equal_the_masked_model(n
     space = PruningSpace(model, x[:1])
     kinds, sizes = {g.id: g.kind for g in space.groups}, {g.id: g.size for g in space.groups}
     plan = lambda removed: Plan((1, 28, 28), removed, kinds, sizes)  # noqa: E731
-    outputs = SilencedOutputs(lambda removed: Silencer(model, space.groups)(plan(removed)), space, x, rebase_after=3)
+    silencer = Silencer(model, space.groups)
+    silence = (lambda removed: silencer(plan(removed))) if shared else \
+        (lambda removed: Silencer(model, space.groups)(plan(removed)))
+    outputs = SilencedOutputs(silence, space, x, rebase_after=3)
     wide = [g.id for g in space.prunable if g.size >= 6]
     first, middle, last = wide[0], wide[len(wide) // 2], wide[-1]
     removals = [{first: [0, 1]},                          # the first base

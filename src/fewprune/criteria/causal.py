@@ -114,6 +114,7 @@ class SilencedOutputs:
         self.groups = {g.id: g for g in space.groups}
         self.base: dict[str, set[int]] | None = None
         self.traced: fx.GraphModule | None = None
+        self._traced_from: nn.Module | None = None  # the module traced (a Silencer returns the same one each time)
         self.cache: dict[str, torch.Tensor] = {}
         self.output: torch.Tensor | None = None
         self.full_runs = self.suffix_runs = 0
@@ -143,9 +144,13 @@ class SilencedOutputs:
     def _rebase(self, removed: dict[str, list[int]]) -> torch.Tensor:
         self.full_runs += 1
         model = self.silencer(removed).eval()
-        try:
-            self.traced = fx.symbolic_trace(model)
-        except Exception:  # noqa: BLE001 — data-dependent forwards do not trace: full passes every time
+        if model is not self._traced_from:  # the trace shares the module's layers: new weights need no new trace
+            self._traced_from = model
+            try:
+                self.traced = fx.symbolic_trace(model)
+            except Exception:  # noqa: BLE001 — data-dependent forwards do not trace: full passes every time
+                self.traced = None
+        if self.traced is None:
             self.base = None
             return model(self.images)
         self.output, self.cache = _clean_run(self.traced, self.images)

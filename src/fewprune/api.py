@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import methods as method_registry
-from .allocation import Probe, Target, TargetUnreachable, allocate, allocators, class_averaged_auc, resolve_round_to
+from .allocation import Probe, Target, TargetUnreachable, allocate, allocators, class_averaged_auc, paths, resolve_round_to
 from .augment import augmentations
 from .criteria import Batch, criteria, teacher_predictions
 from .criteria.causal import SilencedOutputs
@@ -103,10 +103,17 @@ def _allocate_channels(model: nn.Module, space: PruningSpace, batch: Batch, reci
     t = time.perf_counter()
     family = allocators.get(recipe.allocation)  # name check before the search
     probe = _probe(model, space, batch, recipe) if getattr(family, "needs_probe", False) else None
+    if probe is not None and paths.active() is not None:  # a walk another target took may be resumed
+        key = paths.fingerprint(model, batch.images, batch.labels, recipe, seed, round_to, target.kind,
+                                [(g.id, g.size, g.min_keep, g.kind) for g in space.prunable])
+        probe.path = paths.active().log(key, target.value)
     removed = allocate(space, scores, target, recipe.allocation, seed=seed, round_to=round_to,
                        **({"probe": probe} if probe else {}), **recipe.allocation_options)
     if probe is not None and probe.log:
         logs["allocation"] = {"steps": probe.log, "class_averaged_auc": class_averaged_auc(probe.log)}
+        shared = probe.path.report() if probe.path is not None else None
+        if shared:  # the walk to there was not repeated: the report says what it cost the call that took it
+            logs["allocation"]["shared_path"] = shared
     timings["allocate_s"] = timings.get("allocate_s", 0.0) + time.perf_counter() - t
     return removed, logs
 
@@ -150,7 +157,7 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
 
     return Probe(rescore=lambda removed, **extra: criterion(silenced(removed), space, batch,
                                                            **{**recipe.criterion_options, **extra}),
-                 class_accuracy=class_accuracy)
+                 class_accuracy=class_accuracy, anchor=outputs.anchor)
 
 
 def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
@@ -313,7 +320,10 @@ def _report_markdown(result: Result) -> str:
         f"(-{100 * r['macs_reduction']:.1f}%)",
         f"- params {r['teacher']['params'] / 1e6:.3f} M → {r['student']['params'] / 1e6:.3f} M "
         f"(-{100 * r['params_reduction']:.1f}%)",
-        f"- compression wall time {r['wall_seconds']:.1f} s on {r['threads']} threads",
+        f"- compression wall time {r['wall_seconds']:.1f} s on {r['threads']} threads"
+        + (f" (resumed a shared allocation path at {100 * shared['resumed_at']:.1f}% removed: +"
+           f"{shared['shared_seconds']:.1f} s standing alone)" if (shared := r.get("allocation", {}).get("shared_path"))
+           else ""),
     ]
     if "evaluation" in r:
         for who in ("teacher", "student"):

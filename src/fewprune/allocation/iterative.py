@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ..criteria import Scores
 from ..structure import PruningSpace
 from .base import StoppedShort, Target, TargetUnreachable, max_removable, reduction, register_allocator
+from .paths import PathLog
 
 
 @dataclass
@@ -27,11 +28,34 @@ class Probe:
     (options go to the criterion, e.g. a partial re-estimation);
     ``class_accuracy(removed)``: per-class accuracy on the few samples (labels, or the
     teacher's predictions) of that masked model. ``log`` collects what the allocator wants reported.
+    ``anchor(removed)``: make whatever the probe caches a function of this removal alone (allocators
+    call it at every waypoint, so a walk resumed there continues exactly as a fresh one does).
+    ``path``: where the walk records its waypoints when paths are shared (see :mod:`.paths`).
     """
 
     rescore: Callable[..., Scores]
     class_accuracy: Callable[[dict[str, list[int]]], list[float]]
     log: list[dict] = field(default_factory=list)
+    anchor: Callable[[dict[str, list[int]]], None] | None = None
+    path: PathLog | None = None
+
+
+def _waypoint(probe: Probe, removed: dict[str, list[int]], **state) -> None:
+    """After an accepted step: anchor the probe there and, when paths are shared, record the loop state."""
+    if probe.anchor is not None:
+        probe.anchor(removed)
+    if probe.path is not None:
+        probe.path.waypoint({"removed": removed, "log": probe.log, **state})
+
+
+def _resumed(probe: Probe | None) -> dict | None:
+    """The loop state of the last shared waypoint this walk's target also reaches (None: start afresh)."""
+    state = probe.path.resume() if probe is not None and probe.path is not None else None
+    if state is not None:
+        probe.log[:] = state.pop("log")
+        if probe.anchor is not None:
+            probe.anchor(state["removed"])
+    return state
 
 
 def harmonic_mean(accuracies: list[float]) -> float:
@@ -60,11 +84,12 @@ def _ranked(space: PruningSpace, scores: Scores, removed: dict[str, list[int]], 
 
 
 def _take(space: PruningSpace, removed: dict[str, list[int]], ranked: list[tuple[str, int]], count: int,
-          target: Target, max_ratio: float) -> dict[str, list[int]]:
+          target: Target, max_ratio: float, path: PathLog | None = None) -> dict[str, list[int]]:
     """``removed`` plus up to ``count`` units from ``ranked`` (per-group caps kept).
 
     Stops at the target; if the unit that reached it overshoots, the removal without
-    it is returned when that lands closer.
+    it is returned when that lands closer. ``path`` hears how far the step went and
+    whether the target cut it.
     """
     out = {gid: list(units) for gid, units in removed.items()}
     caps = {g.id: max_removable(g.size, g.min_keep, max_ratio) for g in space.prunable}
@@ -76,6 +101,8 @@ def _take(space: PruningSpace, removed: dict[str, list[int]], ranked: list[tuple
             before = achieved
             out[gid].append(i)
             taken, achieved, last = taken + 1, reduction(space, out, target.kind), (gid, i, before)
+    if path is not None:
+        path.step(achieved, cut=achieved >= target.value)
     if last is not None and achieved >= target.value and abs(last[2] - target.value) < abs(achieved - target.value):
         out[last[0]].remove(last[1])
     return {gid: sorted(units) for gid, units in out.items() if units}
@@ -90,17 +117,19 @@ def iterative(space: PruningSpace, scores: Scores, target: Target, max_ratio: fl
     comparable between layers). Without a probe the first scores are reused (one shot).
     """
     per_step = max(1, math.ceil(step * sum(g.size for g in space.prunable)))
-    removed: dict[str, list[int]] = {}
-    current = scores
+    state = _resumed(probe) or {"removed": {}, "current": scores}
+    removed, current = state["removed"], state["current"]
+    path = probe.path if probe is not None else None
     while True:
         ranked = _ranked(space, current, removed, max_ratio)
-        grown = _take(space, removed, ranked, per_step, target, max_ratio)
+        grown = _take(space, removed, ranked, per_step, target, max_ratio, path)
         if not ranked or grown == removed or _units(grown) < _units(removed) + per_step:
             return grown  # the target (or the last removable unit) was reached within this step
         removed = grown
         if probe is not None:
             probe.log.append({"removed": reduction(space, removed, target.kind)})
             current = probe.rescore(removed)
+            _waypoint(probe, removed, current=current)
 
 
 iterative.direct = iterative.needs_probe = True
@@ -144,12 +173,21 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
     if probe is None:
         raise ValueError("the accuracy-aware allocator needs a probe (call it through fewprune.compress)")
     total = sum(g.size for g in space.prunable)
-    removed: dict[str, list[int]] = {}
-    accuracies = probe.class_accuracy(removed)
+    state = _resumed(probe)
+    if state is None:
+        accuracies = probe.class_accuracy({})
+        probe.log.append({"removed": 0.0, "guard": harmonic_mean(accuracies), "per_class": accuracies})
+        # since_rescore: units removed since the criterion last ranked the model
+        state = {"removed": {}, "accuracies": accuracies, "rate": step, "deferred": [], "current": scores,
+                 "since_rescore": 0}
+        _waypoint(probe, **state)
+    removed, accuracies, rate, deferred, current, since_rescore = (
+        state[k] for k in ("removed", "accuracies", "rate", "deferred", "current", "since_rescore"))
     guard = harmonic_mean(accuracies)
-    probe.log.append({"removed": 0.0, "guard": guard, "per_class": accuracies})
-    rate, deferred, current = step, [], scores
-    since_rescore = 0  # units removed since the criterion last ranked the model
+
+    def waypoint() -> None:
+        _waypoint(probe, removed, accuracies=accuracies, rate=rate, deferred=deferred, current=current,
+                  since_rescore=since_rescore)
     # What a removal does to the guard depends on the removal alone: consecutive deferrals share their
     # window but one unit, and halved steps may land on a set already measured, so each set is measured once.
     measured: dict[tuple, list[float]] = {}
@@ -170,7 +208,7 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
                 raise TargetUnreachable(
                     f"every unit is removed up to its layer's cap: stopped at "
                     f"{100 * reduction(space, removed, target.kind):.1f}% {target.kind} removed")
-            trial = _take(space, removed, queue, window_size, target, max_ratio)
+            trial = _take(space, removed, queue, window_size, target, max_ratio, probe.path)
             if trial == removed:
                 return removed
             removed, accuracies = trial, class_accuracy(trial)
@@ -178,9 +216,10 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
             measured.clear()  # what comes next extends the new removal
             probe.log.append({"removed": reduction(space, removed, target.kind), "guard": guard,
                               "per_class": accuracies, "guard_broken": True})
+            waypoint()
             continue
         count = max(1, math.ceil(rate * total))
-        trial = _take(space, removed, ranked, count, target, max_ratio)
+        trial = _take(space, removed, ranked, count, target, max_ratio, probe.path)
         if trial == removed:
             return removed  # the next unit would overshoot the target by more than stopping short does
         trial_accuracies = class_accuracy(trial)
@@ -195,6 +234,7 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
             since_rescore += taken
             if since_rescore >= step * total:
                 current, since_rescore = probe.rescore(removed), 0
+            waypoint()
             continue
         rate /= 2
         if rate < min_step:
@@ -230,17 +270,20 @@ def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: 
     """
     if probe is None:
         raise ValueError("the progressive allocator needs a probe (call it through fewprune.compress)")
-    start = sum(probe.class_accuracy({})) / max(len(probe.class_accuracy({})), 1)
-    removed: dict[str, list[int]] = {}
-    current, size = scores, chunk
-    probe.log.append({"removed": 0.0, "accuracy": start})
+    state = _resumed(probe)
+    if state is None:
+        start = sum(probe.class_accuracy({})) / max(len(probe.class_accuracy({})), 1)
+        probe.log.append({"removed": 0.0, "accuracy": start})
+        state = {"removed": {}, "current": scores, "size": chunk, "start": start}
+        _waypoint(probe, **state)
+    removed, current, size, start = (state[k] for k in ("removed", "current", "size", "start"))
     while reduction(space, removed, target.kind) < target.value:
         ranked = _ranked(space, current, removed, max_ratio)
         if not ranked:
             reached = reduction(space, removed, target.kind)
             raise StoppedShort(f"only locked (critical) or capped units remain: stopped at "
                                f"{100 * reached:.1f}% {target.kind} removed", reached)
-        trial = _take(space, removed, ranked, max(1, math.ceil(size * len(ranked))), target, max_ratio)
+        trial = _take(space, removed, ranked, max(1, math.ceil(size * len(ranked))), target, max_ratio, probe.path)
         if trial == removed:
             return removed  # the next unit would overshoot the target by more than stopping short does
         accuracies = probe.class_accuracy(trial)
@@ -264,6 +307,7 @@ def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: 
             current = probe.rescore(removed, previous=current, only=only)
         else:
             current = probe.rescore(removed)
+        _waypoint(probe, removed, current=current, size=size, start=start)
     return removed
 
 

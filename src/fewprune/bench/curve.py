@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..allocation.paths import shared_paths
 from ..metrics import evaluate, versions
 from ..progress import progress_bar
 
@@ -27,30 +28,34 @@ def accuracy_curves(teacher, samples, methods: list[str], fractions: list[float]
     """For each method and fraction, compress with ``Target(channels=fraction)`` and measure test accuracy.
 
     A fraction a method cannot reach is recorded with its error, and the curve goes on.
+    Step-wise methods (``lrp``, ``lrp-aa``, ``cswap``) walk their path once: each
+    fraction resumes where the previous one's walk can be shared (see
+    :mod:`fewprune.allocation.paths`), so ``compress_seconds`` is what each point added.
     """
     from .. import api
     from ..allocation import Target
 
     baseline = evaluate(teacher, test_set, progress=False)
     curves: dict[str, dict] = {}
-    jobs = [(m, f) for m in methods for f in fractions]
-    for method, fraction in progress_bar(jobs, total=len(jobs), description="curve", enabled=progress):
-        curve = curves.setdefault(method, {"points": [], "failed": []})
-        if fraction == 0:
-            curve["points"].append({"fraction": 0.0, "accuracy": baseline["accuracy"],
-                                    "per_class": baseline["per_class"], "macs_reduction": 0.0})
-            continue
-        try:
-            result = api.compress(teacher, samples, method=method, target=Target(channels=fraction), seed=seed,
-                                  progress=False)
-        except (ValueError, FloatingPointError) as err:
-            curve["failed"].append({"fraction": fraction, "error": str(err)})
-            continue
-        measured = evaluate(result.student, test_set, progress=False)
-        curve["points"].append({"fraction": fraction, "accuracy": measured["accuracy"],
-                                "per_class": measured["per_class"],
-                                "macs_reduction": result.report["macs_reduction"],
-                                "compress_seconds": result.report["wall_seconds"]})
+    jobs = [(m, f) for m in methods for f in sorted(fractions)]
+    with shared_paths():
+        for method, fraction in progress_bar(jobs, total=len(jobs), description="curve", enabled=progress):
+            curve = curves.setdefault(method, {"points": [], "failed": []})
+            if fraction == 0:
+                curve["points"].append({"fraction": 0.0, "accuracy": baseline["accuracy"],
+                                        "per_class": baseline["per_class"], "macs_reduction": 0.0})
+                continue
+            try:
+                result = api.compress(teacher, samples, method=method, target=Target(channels=fraction), seed=seed,
+                                      progress=False)
+            except (ValueError, FloatingPointError) as err:
+                curve["failed"].append({"fraction": fraction, "error": str(err)})
+                continue
+            measured = evaluate(result.student, test_set, progress=False)
+            curve["points"].append({"fraction": fraction, "accuracy": measured["accuracy"],
+                                    "per_class": measured["per_class"],
+                                    "macs_reduction": result.report["macs_reduction"],
+                                    "compress_seconds": result.report["wall_seconds"]})
     # A guarded method may stop early (its failed fractions say why): areas are only comparable over the
     # range every curve reached, so that common area is reported next to each curve's own.
     common = min((max((p["fraction"] for p in c["points"]), default=0.0) for c in curves.values()), default=0.0)

@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..allocation.paths import shared_paths
 from .ceiling import CeilingJob
 from .config import Cell, SweepConfig
 from .plots import plot
@@ -132,7 +133,8 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
 
     bar = _progress(len(todo), progress)
     if executor == "local":
-        with stop_between_jobs(log) as stop:
+        # One process runs a family's targets in turn: step-wise allocators share their common path.
+        with stop_between_jobs(log) as stop, shared_paths():
             if bar is None:
                 for job in todo:
                     log(job.describe())

@@ -141,6 +141,14 @@ class SilencedOutputs:
             for h in handles:
                 h.remove()
 
+    @torch.no_grad()
+    def anchor(self, removed: dict[str, list[int]]) -> None:
+        """Make ``removed`` the base (computed in full) unless it already is, so that what follows
+        depends on this removal alone and not on the removals asked for before it."""
+        wanted = {g: set(u) for g, u in removed.items() if u}
+        if self.base is None or {g: u for g, u in self.base.items() if u} != wanted:
+            self._rebase(removed)
+
     def _rebase(self, removed: dict[str, list[int]]) -> torch.Tensor:
         self.full_runs += 1
         model = self.silencer(removed).eval()

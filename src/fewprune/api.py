@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import math
 import os
 import shutil
 import time
@@ -147,9 +146,10 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
     def silenced(removed: dict[str, list[int]]) -> nn.Module:  # valid until the next call
         return silencer(Plan(shape, removed, kinds, sizes)).eval()
 
-    # Trials extend the accepted removal by a few units: only what those change is re-run (its own copy).
-    outputs = SilencedOutputs(lambda removed: scratch(Plan(shape, removed, kinds, sizes)), space, batch.images,
-                              rebase_after=max(1, math.ceil(0.02 * sum(g.size for g in space.prunable))))
+    # Trials extend the accepted removal, at which the allocator anchors: only what the extra units change is
+    # re-run (its own copy). Even a large extension's suffix costs at most a full pass, so none forces a rebase
+    # (one did: a rejected trial became the base and the halved trial after it, not extending it, ran in full).
+    outputs = SilencedOutputs(lambda removed: scratch(Plan(shape, removed, kinds, sizes)), space, batch.images)
 
     def class_accuracy(removed: dict[str, list[int]]) -> list[float]:
         predicted = outputs(removed).argmax(1)

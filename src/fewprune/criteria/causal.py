@@ -103,13 +103,15 @@ class SilencedOutputs:
     removal, the *base*, are computed in full and every intermediate value
     kept; a removal that extends it silences the extra units through input
     masks on their consumers, exactly as zeroed weights do, and re-runs only
-    what they change. A removal that does not extend the base, or extends it
-    by more than ``rebase_after`` units, becomes the new base. Without a
+    what they change. A removal that does not extend the base (or, with
+    ``rebase_after``, extends it by more than that many units) becomes the new
+    base; ``anchor(removed)`` makes one the base on purpose (allocators anchor
+    at each accepted removal, which their next trials extend). Without a
     ``torch.fx`` trace every call is a full forward pass.
     """
 
     def __init__(self, silencer: Callable[[dict[str, list[int]]], nn.Module], space: PruningSpace,
-                 images: torch.Tensor, rebase_after: int):
+                 images: torch.Tensor, rebase_after: int | None = None):
         self.silencer, self.images, self.rebase_after = silencer, images, rebase_after
         self.groups = {g.id: g for g in space.groups}
         self.base: dict[str, set[int]] | None = None
@@ -126,7 +128,7 @@ class SilencedOutputs:
                 and all(g in removed for g, u in self.base.items() if u):
             extra = {g: sorted(set(u) - self.base.get(g, set())) for g, u in removed.items()}
             extra = {g: u for g, u in extra.items() if u}
-        if extra is None or sum(map(len, extra.values())) > self.rebase_after:
+        if extra is None or (self.rebase_after is not None and sum(map(len, extra.values())) > self.rebase_after):
             return self._rebase(removed)
         if not extra:
             return self.output

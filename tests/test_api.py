@@ -169,9 +169,15 @@ def test_save_load_reproduces_outputs_exactly(tmp_path, spec):
     out = fp.save(result, tmp_path / "run")
     assert sorted(p.name for p in out.iterdir()) == [
         "few_shot.json", "plan.json", "report.json", "report.md", "student.safetensors"]
-    loaded = fp.load(out, architecture=build(spec, num_classes=10, in_channels=1, image_size=28))
+    architecture = build(spec, num_classes=10, in_channels=1, image_size=28)
+    before = {k: v.clone() for k, v in architecture.state_dict().items()}
+    loaded = fp.load(out, architecture=architecture)
+    built = fp.load(out, architecture=lambda: build(spec, num_classes=10, in_channels=1, image_size=28))
     with torch.no_grad():
         assert torch.equal(loaded(x), result.student.eval()(x))
+        assert torch.equal(built(x), result.student(x))  # a builder is pruned in place, with the same result
+    assert architecture.state_dict().keys() == before.keys()  # a given module is copied, not pruned
+    assert all(torch.equal(v, before[k]) for k, v in architecture.state_dict().items())
     with pytest.raises(FileExistsError, match="--force"):
         fp.save(result, out)
     fp.save(result, out, force=True)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -384,10 +385,13 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
     return target
 
 
-def load(directory: str | Path, architecture: nn.Module | str) -> nn.Module:
-    """Rebuild a saved student: the untrained ``architecture`` (a module or a zoo/model spec) + plan + weights.
+def load(directory: str | Path, architecture: nn.Module | str | Callable[[], nn.Module]) -> nn.Module:
+    """Rebuild a saved student: the untrained ``architecture`` + plan + weights.
 
-    No pickle is involved: the plan is JSON and the weights are safetensors.
+    ``architecture`` is a module (copied: the caller's stays as it was), a
+    zoo/model spec, or a function that builds a fresh module (pruned in place:
+    for the largest models, one full-size copy fewer). No pickle is involved:
+    the plan is JSON and the weights are safetensors.
     """
     from safetensors.torch import load_file
 
@@ -398,8 +402,10 @@ def load(directory: str | Path, architecture: nn.Module | str) -> nn.Module:
     if isinstance(architecture, str):
         name = architecture.removeprefix("zoo:")
         model = (zoo.architecture(name) if name in zoo.list() else build(architecture)).eval()
-    else:
+    elif isinstance(architecture, nn.Module):
         model = copy.deepcopy(architecture).eval()  # the caller's module stays as it was
+    else:
+        model = architecture().eval()
     plan = Plan.read(directory / "plan.json")
     plan.apply(model)
     load_state(model, load_file(str(directory / "student.safetensors")))

@@ -15,7 +15,8 @@ from .base import (
 )
 from .evolution import differential_evolution
 from .iterative import Probe, class_averaged_auc, harmonic_mean
+from .paths import shared_paths
 
 __all__ = ["Probe", "StoppedShort", "Target", "TargetUnreachable", "allocate", "allocators", "channel_block",
            "class_averaged_auc", "differential_evolution", "harmonic_mean", "lowest", "reduction", "register_allocator",
-           "resolve_round_to"]
+           "resolve_round_to", "shared_paths"]

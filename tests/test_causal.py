@@ -113,6 +113,38 @@ def test_silenced_outputs_re_run_only_the_extension_and_equal_the_masked_model(n
     assert (outputs.full_runs, outputs.suffix_runs) == (3, 2)
 
 
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])
+def test_compact_bases_run_the_pruned_model_and_still_equal_the_masked_model(name):
+    import copy
+
+    from fewprune.criteria.causal import SilencedOutputs
+    from fewprune.structure import Silencer
+
+    model = build(name, num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(4, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    kinds, sizes = {g.id: g.kind for g in space.groups}, {g.id: g.size for g in space.groups}
+    plan = lambda removed: Plan((1, 28, 28), removed, kinds, sizes, islands=space.islands)  # noqa: E731
+    silencer = Silencer(model, space.groups)
+    outputs = SilencedOutputs(lambda removed: silencer(plan(removed)), space, x,
+                              compactor=lambda removed: plan(removed).apply(copy.deepcopy(model)))
+    wide = [g.id for g in space.prunable if g.size >= 6]
+    first, middle, last = wide[0], wide[len(wide) // 2], wide[-1]
+    everywhere = {g.id: list(range(0, g.size - 1, 3)) for g in space.prunable}  # a third of every group
+    removals = [{first: [0, 1]}, {first: [0, 1], last: [2]}, {first: [0, 1, 3], middle: [1, 2]},
+                {first: [0], middle: [1]}, everywhere,
+                {**everywhere, first: everywhere[first] + [1], last: everywhere[last] + [2, 4]}]
+    for removed in removals:
+        if removed is everywhere:
+            outputs.anchor(removed)
+        with torch.no_grad():
+            expected = masked_copy(model, plan(removed), space.groups).eval()(x)
+        assert torch.allclose(outputs(removed), expected, atol=1e-4), removed
+    assert outputs.remap is not None and outputs.compactor is not None  # the check passed: compaction stays on
+    width = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert width(outputs.traced) < width(model)  # the last suffix ran on the pruned model
+
+
 def test_holm_rejects_step_down():
     p = torch.tensor([0.001, 0.04, 0.012, 0.5])
     assert holm(p, 0.05).tolist() == [True, False, True, False]  # 0.001 ≤ .05/4, 0.012 ≤ .05/3, 0.04 > .05/2

@@ -150,7 +150,10 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
     # Trials extend the accepted removal, at which the allocator anchors: only what the extra units change is
     # re-run (its own copy). Even a large extension's suffix costs at most a full pass, so none forces a rebase
     # (one did: a rejected trial became the base and the halved trial after it, not extending it, ran in full).
-    outputs = SilencedOutputs(lambda removed: scratch(Plan(shape, removed, kinds, sizes)), space, batch.images)
+    # Each base is the physically pruned model, so suffixes get cheaper as the walk removes more.
+    outputs = SilencedOutputs(lambda removed: scratch(Plan(shape, removed, kinds, sizes)), space, batch.images,
+                              compactor=lambda removed: Plan(shape, removed, kinds, sizes, islands=space.islands)
+                              .apply(copy.deepcopy(model)))
 
     def class_accuracy(removed: dict[str, list[int]]) -> list[float]:
         predicted = outputs(removed).argmax(1)

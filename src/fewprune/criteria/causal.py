@@ -69,21 +69,26 @@ def _clean_run(traced: fx.GraphModule, images: torch.Tensor) -> tuple[torch.Tens
     return output, cache
 
 
-def _input_masks(model: nn.Module, group: Group, units: list[int] | list[list[int]],
-                 samples: int) -> dict[str, torch.Tensor]:
-    """Per consumer layer, a multiplicative input mask: replicate k silences ``units[k]`` (a unit or a list)."""
+def _input_width(layer: nn.Module) -> int:
+    return layer.weight.shape[1] * (layer.groups if isinstance(layer, nn.Conv2d) else 1)
+
+
+def _input_masks(model: nn.Module, group: Group, units: list[int] | list[list[int]], samples: int,
+                 remap: dict[str, dict[int, int]] | None = None) -> dict[str, torch.Tensor]:
+    """Per consumer layer, a multiplicative input mask: replicate k silences ``units[k]`` (a unit or a list).
+
+    ``remap`` (for a physically pruned ``model``): per layer, original input index → index in ``model``.
+    """
     masks: dict[str, torch.Tensor] = {}
     for s in group.slices:
         if s.role != "in" or s.param != "weight":
             continue
-        layer = model.get_submodule(s.module)
-        width = layer.weight.shape[1] * (layer.groups if isinstance(layer, nn.Conv2d) else 1)
         mask = masks.get(s.module)
         if mask is None:
-            mask = torch.ones(len(units), width)
+            mask = torch.ones(len(units), _input_width(model.get_submodule(s.module)))
         for k, silenced in enumerate(units):
             for u in silenced if isinstance(silenced, list) else [silenced]:
-                mask[k, s.units[u]] = 0.0
+                mask[k, s.units[u] if remap is None else [remap[s.module][i] for i in s.units[u]]] = 0.0
         masks[s.module] = mask
     return {name: m.repeat_interleave(samples, dim=0) for name, m in masks.items()}
 
@@ -108,11 +113,22 @@ class SilencedOutputs:
     base; ``anchor(removed)`` makes one the base on purpose (allocators anchor
     at each accepted removal, which their next trials extend). Without a
     ``torch.fx`` trace every call is a full forward pass.
+
+    With a ``compactor`` (removal → a physically pruned copy), a base with
+    units removed is that pruned model, and the extra units are masked at
+    their indices in it: past a few percent removed, every suffix costs what
+    the pruned model costs instead of the full width. The first such base is
+    checked against the silenced model (outputs and one extension); a model
+    that fails the check, or does not trace pruned, keeps the full width.
     """
 
     def __init__(self, silencer: Callable[[dict[str, list[int]]], nn.Module], space: PruningSpace,
-                 images: torch.Tensor, rebase_after: int | None = None):
+                 images: torch.Tensor, rebase_after: int | None = None,
+                 compactor: Callable[[dict[str, list[int]]], nn.Module] | None = None):
         self.silencer, self.images, self.rebase_after = silencer, images, rebase_after
+        self.compactor, self.compact_checked = compactor, False
+        self.remap: dict[str, dict[int, int]] | None = None  # base is compact: original → compact input indices
+        self.widths: dict[str, int] | None = None  # consumers' full input widths (for the remap)
         self.groups = {g.id: g for g in space.groups}
         self.base: dict[str, set[int]] | None = None
         self.traced: fx.GraphModule | None = None
@@ -153,6 +169,11 @@ class SilencedOutputs:
 
     def _rebase(self, removed: dict[str, list[int]]) -> torch.Tensor:
         self.full_runs += 1
+        if self.compactor is not None and any(removed.values()):
+            output = self._rebase_compact(removed)
+            if output is not None:
+                return output
+        self.remap = None
         model = self.silencer(removed).eval()
         if model is not self._traced_from:  # the trace shares the module's layers: new weights need no new trace
             self._traced_from = model
@@ -167,11 +188,58 @@ class SilencedOutputs:
         self.base = {g: set(u) for g, u in removed.items()}
         return self.output
 
+    def _rebase_compact(self, removed: dict[str, list[int]]) -> torch.Tensor | None:
+        """Make the physically pruned model of ``removed`` the base; None (and full width from now on) when it
+        cannot be traced or, the first time, does not compute what the silenced model computes."""
+        try:
+            model = self.compactor(removed).eval()
+            traced = fx.symbolic_trace(model)
+            remap = self._remap(removed)
+            output, cache = _clean_run(traced, self.images)
+        except Exception:  # noqa: BLE001 — any model the surgery or the trace cannot handle keeps the full width
+            self.compactor = None
+            return None
+        previous = (self.traced, self._traced_from, self.cache, self.output, self.base, self.remap)
+        self.traced, self._traced_from, self.cache, self.output = traced, model, cache, output
+        self.base, self.remap = {g: set(u) for g, u in removed.items()}, remap
+        if not self.compact_checked and not self._compact_agrees(removed):
+            self.compactor = None
+            self.traced, self._traced_from, self.cache, self.output, self.base, self.remap = previous
+            return None
+        return output
+
+    def _compact_agrees(self, removed: dict[str, list[int]]) -> bool:
+        """The compact base and one extension of it against the silenced full-width model."""
+        self.compact_checked = True
+        extension = {g: list(u) for g, u in removed.items()}
+        for group in list(self.groups.values())[:: max(1, len(self.groups) // 4)]:
+            free = [i for i in range(group.size) if i not in set(extension.get(group.id, ()))]
+            if len(free) > 1:
+                extension.setdefault(group.id, []).append(free[0])
+        compact = [self.output, self(extension)]
+        full = [self.silencer(r).eval()(self.images) for r in (removed, extension)]
+        return all(a.shape == b.shape and torch.allclose(a, b, atol=1e-4 * max(1.0, float(b.abs().max())), rtol=1e-3)
+                   for a, b in zip(compact, full, strict=True))
+
+    def _remap(self, removed: dict[str, list[int]]) -> dict[str, dict[int, int]]:
+        """Per consumer layer, each kept input index's position in the pruned layer."""
+        if self.widths is None:
+            full = self.silencer({})
+            self.widths = {s.module: _input_width(full.get_submodule(s.module)) for g in self.groups.values()
+                           for s in g.slices if s.role == "in" and s.param == "weight"}
+        gone: dict[str, set[int]] = {name: set() for name in self.widths}
+        for gid, units in removed.items():
+            for s in self.groups[gid].slices:
+                if s.role == "in" and s.param == "weight":
+                    gone[s.module].update(i for u in units for i in s.units[u])
+        return {name: {i: k for k, i in enumerate(i for i in range(width) if i not in gone[name])}
+                for name, width in self.widths.items()}
+
     def _masks(self, extra: dict[str, list[int]]) -> dict[str, torch.Tensor]:
         """One multiplicative input mask per consumer layer of the extra units."""
         masks: dict[str, torch.Tensor] = {}
         for gid, units in extra.items():
-            for name, mask in _input_masks(self.traced, self.groups[gid], [units], 1).items():
+            for name, mask in _input_masks(self.traced, self.groups[gid], [units], 1, self.remap).items():
                 masks[name] = masks[name] * mask if name in masks else mask
         return masks
 

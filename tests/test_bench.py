@@ -317,3 +317,10 @@ def test_a_sweep_over_channel_fractions_reports_each_methods_curve_area():
     text = render(config, rows)
     # seed 0: (0.3·(90+80)/2 + 0.3·(80+50)/2) / 0.6 = 75; seed 1: 80. lrp lacks the 60% point: no area.
     assert "| l1 | 77.50 ± 3.54 |" in text and "| lrp | – |" in text
+
+
+def test_methods_with_equal_figures_share_their_rank():
+    from fewprune.bench.report import _rank
+
+    means = [73.0, 10.0, 10.0, 10.001, 91.8]
+    assert [_rank(m, means) for m in means] == [2, 3, 3, 3, 1]  # the three at chance tie for third

@@ -67,11 +67,11 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                                       for t, _n in settings) + " | |")
         means = {(m, s): _mean_std([100 * r["accuracy"] for r in groups[(model, *s, m)]])
                  for m in methods for s in settings if groups.get((model, *s, m))}
+        rank_of = {(m, s): _rank(means[(m, s)][0], [means[(mm, s)][0] for mm in methods if (mm, s) in means])
+                   for m, s in means}
         ranks: dict[str, list[int]] = defaultdict(list)
-        for s in settings:
-            ordered = sorted((m for m in methods if (m, s) in means), key=lambda m: -means[(m, s)][0])
-            for i, m in enumerate(ordered):
-                ranks[m].append(i + 1)
+        for (m, _s), rank in rank_of.items():
+            ranks[m].append(rank)
         for m in methods:
             cells = []
             for s in settings:
@@ -81,8 +81,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                     continue
                 mean, std = means[(m, s)]
                 gap = f" ({mean - 100 * teacher['accuracy']:+.2f})" if teacher else ""
-                rank = sorted((mm for mm in methods if (mm, s) in means),
-                              key=lambda mm: -means[(mm, s)][0]).index(m) + 1
+                rank = rank_of[(m, s)]
                 n = len(groups[(model, *s, m)])
                 spread = f" ± {std:.2f}" if n > 1 else ""
                 seeds = f" [{n} of {len(config.seeds)} seeds" + (f", {fails} failed]" if fails else "]") \
@@ -91,8 +90,11 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
         lines += _curve_areas(config, rows, model, methods, teacher)
-        lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells; "
-                  "a cell that resumed a step-wise walk shared with a smaller target counts that walk too):",
+        shared = any(r.get("shared_path_seconds") for g in groups.values() for r in g if r.get("cell", {}).get("model")
+                     == model)
+        lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells"
+                  + ("; a cell that resumed a step-wise walk shared with a smaller target counts that walk too"
+                     if shared else "") + "):",
                   "", "| method | target | MACs removed | params removed | MAC speed-up | measured speed-up "
                   "| compress time |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for m in methods:
@@ -168,6 +170,11 @@ def speedup(row: dict, teacher: dict | None, batch: int = 64) -> float | None:
     if not base or "latency" not in row:
         return None
     return base[key]["median_ms"] / row["latency"][key]["median_ms"]
+
+
+def _rank(mean: float, means: list[float]) -> int:
+    """1 + how many means are higher, as the table shows them (2 decimals): equal figures share a rank."""
+    return 1 + sum(round(other, 2) > round(mean, 2) for other in means)
 
 
 def _standalone_seconds(row: dict) -> float:

@@ -42,3 +42,40 @@ def test_check_cli_resumes_reports_and_exits_non_zero_on_a_failure(tmp_path, cap
     assert main([*argv, "--report-only"]) == 1 and results.read_text() == first
     text = report.read_text()
     assert "fails at build" in text and "--report-only" not in text
+    assert main(["check", "--torchvision", "squeezenet1_0", "--recheck", "--input-shape", "3,64,64",
+                 "--results", str(results)]) == 0  # checked again although it passed
+    assert len(results.read_text().splitlines()) == 3
+
+
+def test_zero_initialised_layers_are_randomised_so_the_comparison_can_fail():
+    import torch
+    from torch import nn
+
+    from fewprune.bench.coverage import randomise_untrained
+
+    head = nn.Linear(8, 3)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)  # as torchvision's ViT heads are: every input gives the same logits
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), head)
+    x = torch.randn(2, 4)
+    assert torch.equal(model(x)[0], model(x)[1])
+    randomise_untrained(model)
+    with torch.no_grad():
+        assert not torch.equal(model(x)[0], model(x)[1])
+    assert model[0].weight.abs().sum() > 0 and head.weight.std() > 0
+
+
+def test_a_teacher_whose_outputs_ignore_the_input_fails_the_check(monkeypatch):
+    import fewprune.bench.coverage as coverage
+
+    monkeypatch.setattr(coverage, "randomise_untrained", lambda model, seed=0: _constant_head(model))
+    row = check_model("vit", (1, 28, 28), macs=0.3)
+    assert row["status"] == "fail" and row["stage"] == "pruned == masked" and "proves nothing" in row["error"]
+
+
+def _constant_head(model):
+    import torch
+
+    with torch.no_grad():
+        model.head.weight.zero_()  # the built-in vit's classifier
+    return model

@@ -341,8 +341,10 @@ def cmd_check(args) -> int:
     shape = tuple(int(v) for v in args.input_shape.split(","))
     if args.torchvision:
         results = Path(args.results)
+        if args.recheck and not args.models:
+            raise SystemExit("--recheck needs the torchvision names to check again")
         rows = latest_rows(read_results(results)) if args.report_only else \
-            check_torchvision(results, args.models or None, shape, args.macs, args.retry_failed)
+            check_torchvision(results, args.models or None, shape, args.macs, args.retry_failed, recheck=args.recheck)
         rows = [r for r in rows if not args.models or r["model"].removeprefix("torchvision:") in args.models]
         if args.out:
             checked = {r["model"].removeprefix("torchvision:") for r in rows}
@@ -489,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --torchvision: JSON lines kept between runs")
     p.add_argument("--out", help="with --torchvision: write the markdown report here")
     p.add_argument("--retry-failed", action="store_true", help="with --torchvision: check failed models again")
+    p.add_argument("--recheck", action="store_true",
+                   help="with --torchvision: check the named models again even if they passed")
     p.add_argument("--report-only", action="store_true", help="with --torchvision: only rewrite --out from the results")
     p.set_defaults(func=cmd_check)
 

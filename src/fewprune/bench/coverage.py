@@ -24,11 +24,16 @@ from torch import nn
 from .runner import append_result, read_results
 
 
-def randomise_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random running statistics and affine parameters for every BatchNorm, in place."""
+def randomise_untrained(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random running statistics and affine parameters for every BatchNorm, and random weights where a layer was
+    initialised to zero (torchvision's ViT heads), in place: a freshly built model's outputs then depend on its
+    input, so comparing them can fail."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
+            weight = getattr(m, "weight", None)
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and not weight.any():
+                weight.copy_(torch.randn(weight.shape, generator=gen) * (1 / weight[0].numel()) ** 0.5)
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
@@ -57,8 +62,8 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
     stage = "build"
     try:
         torch.manual_seed(seed)
-        teacher = randomise_statistics(build(spec, num_classes=num_classes, in_channels=input_shape[0],
-                                             image_size=input_shape[1]), seed).eval()
+        teacher = randomise_untrained(build(spec, num_classes=num_classes, in_channels=input_shape[0],
+                                            image_size=input_shape[1]), seed).eval()
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn(2, *input_shape, generator=gen)
         y = torch.randint(0, num_classes, (2,), generator=gen)
@@ -78,6 +83,8 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
             logits, expected = student(x), masked(x)
         del masked, space, teacher  # the largest torchvision models need every copy's memory back
         gc.collect()
+        if not (expected[0] != expected[1]).any():
+            raise AssertionError("the teacher gives both random inputs the same outputs: comparing them proves nothing")
         if logits.shape != expected.shape:
             raise AssertionError(f"the pruned model outputs {tuple(logits.shape)}, the teacher "
                                  f"{tuple(expected.shape)}: its output layer was pruned")
@@ -117,17 +124,17 @@ def torchvision_models() -> list[str]:
 
 
 def check_torchvision(results: str | Path, names: list[str] | None = None, input_shape=(3, 224, 224),
-                      macs: float = 0.3, retry_failed: bool = False, log=print) -> list[dict]:
+                      macs: float = 0.3, retry_failed: bool = False, log=print, recheck: bool = False) -> list[dict]:
     """``check_model`` for every torchvision classification model not yet checked in ``results``.
 
     ``results`` holds one JSON line per check; with ``retry_failed`` the models
-    that failed are checked again, and a model's latest row is the one that
-    counts (see :func:`latest_rows`).
+    that failed are checked again, with ``recheck`` every named model is, and a
+    model's latest row is the one that counts (see :func:`latest_rows`).
     """
     from ..metrics import versions
 
     latest = latest_rows(read_results(results))
-    done = {r["model"] for r in latest if r["status"] == "ok" or not retry_failed}
+    done = set() if recheck else {r["model"] for r in latest if r["status"] == "ok" or not retry_failed}
     todo = [n for n in (names or torchvision_models()) if f"torchvision:{n}" not in done]
     for i, name in enumerate(todo, 1):
         row = check_model(f"torchvision:{name}", input_shape, macs)

@@ -84,5 +84,7 @@ def test_compress_inside_shared_paths_gives_the_plans_of_separate_calls(method):
         assert together[t].report["allocation"]["steps"] == alone[t].report["allocation"]["steps"]
     shared = together[0.25].report["allocation"].get("shared_path")
     assert shared and 0 < shared["resumed_at"] < 0.1 and shared["shared_seconds"] >= 0
-    assert "shared_path" not in alone[0.25].report["allocation"]
+    assert together[0.25].report["shared_scores"]["shared_seconds"] > 0  # the first scores were computed once
+    assert "shared_path" not in alone[0.25].report["allocation"] and "shared_scores" not in alone[0.25].report
     assert "shared_path" not in other_seed.report["allocation"]  # another seed is another walk
+    assert "shared_scores" not in other_seed.report

@@ -95,18 +95,24 @@ def _allocate_channels(model: nn.Module, space: PruningSpace, batch: Batch, reci
     logs: dict = {}
     t = time.perf_counter()
     criterion = criteria.get(recipe.criterion)
+    family = allocators.get(recipe.allocation)  # name check before the search
     aim = {"target_kind": target.kind, "fraction": target.value} if getattr(criterion, "needs_target", False) else {}
-    scores = criterion(model, space, batch, **aim, **recipe.criterion_options)
+    score = lambda: criterion(model, space, batch, **aim, **recipe.criterion_options)  # noqa: E731
+    # Step-wise methods differ between targets only in where they stop (allocation.paths): within a shared
+    # scope, their first scores and the common part of their walk are computed once.
+    shared = paths.active() if getattr(family, "needs_probe", False) else None
+    walk = paths.fingerprint(model, batch.images, batch.labels, recipe, seed, round_to, target.kind,
+                             [(g.id, g.size, g.min_keep, g.kind) for g in space.prunable]) if shared else None
+    scores, shared_seconds = shared.first_scores(paths.fingerprint(walk, aim), score) if shared else (score(), 0.0)
+    if shared_seconds:
+        logs["shared_scores"] = {"shared_seconds": round(shared_seconds, 3)}
     if getattr(scores, "log", None):
         logs["criterion"] = scores.log
     timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
-    family = allocators.get(recipe.allocation)  # name check before the search
     probe = _probe(model, space, batch, recipe) if getattr(family, "needs_probe", False) else None
-    if probe is not None and paths.active() is not None:  # a walk another target took may be resumed
-        key = paths.fingerprint(model, batch.images, batch.labels, recipe, seed, round_to, target.kind,
-                                [(g.id, g.size, g.min_keep, g.kind) for g in space.prunable])
-        probe.path = paths.active().log(key, target.value)
+    if probe is not None and shared is not None:  # a walk another target took may be resumed
+        probe.path = shared.log(walk, target.value)
     removed = allocate(space, scores, target, recipe.allocation, seed=seed, round_to=round_to,
                        **({"probe": probe} if probe else {}), **recipe.allocation_options)
     if probe is not None and probe.log:

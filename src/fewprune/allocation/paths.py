@@ -89,17 +89,32 @@ class PathLog:
 
 
 class SharedPaths:
-    """Paths by key (model weights, samples, method, seed, target kind), the ``limit`` most recent kept."""
+    """Paths (and the first scores they start from) by key (model weights, samples, method, seed, target
+    kind), the ``limit`` most recent kept."""
 
     def __init__(self, limit: int = 8):
-        self.limit, self.paths = limit, OrderedDict()
+        self.limit, self.paths, self.scores = limit, OrderedDict(), OrderedDict()
 
     def log(self, key: str, target: float) -> PathLog:
-        path = self.paths.pop(key, None) or Path()
-        self.paths[key] = path
-        while len(self.paths) > self.limit:
-            self.paths.popitem(last=False)
-        return PathLog(path, target)
+        return PathLog(self._recent(self.paths, key, Path), target)
+
+    def first_scores(self, key: str, compute) -> tuple[object, float]:
+        """The criterion's scores before the walk: computed once per key, then copies. Returns the scores and
+        the seconds their computation took when they come from an earlier call (0.0 when computed now)."""
+        if key in self.scores:
+            scores, seconds = self._recent(self.scores, key, None)
+            return copy.deepcopy(scores), seconds
+        started = time.perf_counter()
+        scores = compute()
+        self._recent(self.scores, key, lambda: (copy.deepcopy(scores), time.perf_counter() - started))
+        return scores, 0.0
+
+    def _recent(self, table: OrderedDict, key: str, make):
+        value = table.pop(key) if key in table else make()
+        table[key] = value
+        while len(table) > self.limit:
+            table.popitem(last=False)
+        return value
 
 
 @contextmanager

@@ -122,8 +122,10 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True) ->
             params_reduction=result.report["params_reduction"],
             teacher_macs=result.report["teacher"]["macs"],
             compress_seconds=result.report["wall_seconds"],
-            # the part of a step-wise walk an earlier target of this family took (shared paths): not re-run
-            shared_path_seconds=result.report.get("allocation", {}).get("shared_path", {}).get("shared_seconds", 0.0),
+            # what an earlier target of this family computed for this one (shared paths): its first scores and
+            # the common part of its step-wise walk, not re-run
+            shared_path_seconds=result.report.get("allocation", {}).get("shared_path", {}).get("shared_seconds", 0.0)
+            + result.report.get("shared_scores", {}).get("shared_seconds", 0.0),
             timings=result.report["timings"],
             plan_removed={g: len(r) for g, r in result.plan.removed.items()},
             dropped_blocks=result.plan.dropped_blocks,

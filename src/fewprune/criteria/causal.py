@@ -136,9 +136,12 @@ class SilencedOutputs:
         self.cache: dict[str, torch.Tensor] = {}
         self.output: torch.Tensor | None = None
         self.full_runs = self.suffix_runs = 0
+        self.pending: dict[str, list[int]] | None = None  # an anchor not yet settled (see anchor)
 
     @torch.no_grad()
     def __call__(self, removed: dict[str, list[int]]) -> torch.Tensor:
+        if self.pending is not None:
+            self._settle()
         extra = None
         if self.base is not None and all(self.base.get(g, set()) <= set(u) for g, u in removed.items()) \
                 and all(g in removed for g, u in self.base.items() if u):
@@ -161,8 +164,13 @@ class SilencedOutputs:
 
     @torch.no_grad()
     def anchor(self, removed: dict[str, list[int]]) -> None:
-        """Make ``removed`` the base (computed in full) unless it already is, so that what follows
-        depends on this removal alone and not on the removals asked for before it."""
+        """Make ``removed`` the base (computed in full, when outputs are next asked for) unless it already
+        is, so that what follows depends on this removal alone and not on the removals asked for before it.
+        Deferred: a walk that never asks for outputs (plain LRP) pays nothing for anchoring."""
+        self.pending = {g: list(u) for g, u in removed.items()}
+
+    def _settle(self) -> None:
+        removed, self.pending = self.pending, None
         wanted = {g: set(u) for g, u in removed.items() if u}
         if self.base is None or {g: u for g, u in self.base.items() if u} != wanted:
             self._rebase(removed)

@@ -221,7 +221,8 @@ class SilencedOutputs:
         self.compact_checked = True
         extension = {g: list(u) for g, u in removed.items()}
         for group in list(self.groups.values())[:: max(1, len(self.groups) // 4)]:
-            free = [i for i in range(group.size) if i not in set(extension.get(group.id, ()))]
+            gone = set(extension.get(group.id, ()))
+            free = [i for i in range(group.size) if i not in gone]
             if len(free) > 1:
                 extension.setdefault(group.id, []).append(free[0])
         compact = [self.output, self(extension)]

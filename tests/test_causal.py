@@ -209,3 +209,16 @@ def test_progressive_narrows_a_step_that_hurts_and_grows_it_back_after_one_that_
     early = [step for step, before in zip(steps, accepted, strict=False) if before < 20]
     assert early and max(early) <= 12  # narrowed while steps hurt
     assert max(steps) > 12  # grown back once they held
+
+
+def test_progressive_allows_a_drop_of_exactly_the_tolerance_however_floats_round_it():
+    from fewprune.allocation import Probe
+
+    model, x, space, scores = scored_resnet20()
+    clean = [1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8]  # mean 0.89
+    one_flip = [0.9] + clean[1:]  # one sample of ten in one class: the mean falls by exactly 0.01
+    assert sum(one_flip) / 10 < sum(clean) / 10 - 0.01  # ... which float arithmetic makes a little more
+    probe = Probe(rescore=lambda removed: scores, class_accuracy=lambda removed: one_flip if removed else clean)
+    removed = fp.allocation.allocate(space, scores, fp.Target(macs=0.3), "progressive", probe=probe,
+                                     tolerance=0.01)
+    assert abs(fp.allocation.reduction(space, removed, "macs") - 0.3) <= 0.01

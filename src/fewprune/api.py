@@ -163,7 +163,8 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
 
     def class_accuracy(removed: dict[str, list[int]]) -> list[float]:
         predicted = outputs(removed).argmax(1)
-        return [float((predicted[truth == c] == c).float().mean()) for c in classes]
+        # exact fractions in double precision (a float32 mean makes 0.9 into 0.8999999761581421)
+        return [int((predicted[truth == c] == c).sum()) / int((truth == c).sum()) for c in classes]
 
     return Probe(rescore=lambda removed, **extra: criterion(silenced(removed), space, batch,
                                                            **{**recipe.criterion_options, **extra}),

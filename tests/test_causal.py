@@ -98,19 +98,19 @@ def test_silenced_outputs_re_run_only_the_extension_and_equal_the_masked_model(n
     silencer = Silencer(model, space.groups)
     silence = (lambda removed: silencer(plan(removed))) if shared else \
         (lambda removed: Silencer(model, space.groups)(plan(removed)))
-    outputs = SilencedOutputs(silence, space, x, rebase_after=3)
+    outputs = SilencedOutputs(silence, space, x)
     wide = [g.id for g in space.prunable if g.size >= 6]
     first, middle, last = wide[0], wide[len(wide) // 2], wide[-1]
     removals = [{first: [0, 1]},                          # the first base
                 {first: [0, 1], last: [2]},               # extends it by one unit: suffix only
                 {first: [0, 1, 3], middle: [1, 2]},       # by three units of two groups: suffix only
                 {first: [0], middle: [1]},                # does not extend it: a new base
-                {first: [0], middle: [1, 2, 3, 4, 5]}]    # extends it by more than rebase_after: a new base
+                {first: [0], middle: [1, 2, 3, 4, 5]}]    # extends the new base by four units: suffix only
     for removed in removals:
         with torch.no_grad():
             expected = masked_copy(model, plan(removed), space.groups).eval()(x)
         assert torch.allclose(outputs(removed), expected, atol=1e-5), removed
-    assert (outputs.full_runs, outputs.suffix_runs) == (3, 2)
+    assert (outputs.full_runs, outputs.suffix_runs) == (2, 3)
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "vit"])

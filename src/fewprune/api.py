@@ -98,9 +98,10 @@ def _allocate_channels(model: nn.Module, space: PruningSpace, batch: Batch, reci
     family = allocators.get(recipe.allocation)  # name check before the search
     aim = {"target_kind": target.kind, "fraction": target.value} if getattr(criterion, "needs_target", False) else {}
     score = lambda: criterion(model, space, batch, **aim, **recipe.criterion_options)  # noqa: E731
+    step_wise = getattr(family, "needs_probe", False)
     # Step-wise methods differ between targets only in where they stop (allocation.paths): within a shared
     # scope, their first scores and the common part of their walk are computed once.
-    shared = paths.active() if getattr(family, "needs_probe", False) else None
+    shared = paths.active() if step_wise else None
     walk = paths.fingerprint(model, batch.images, batch.labels, recipe, seed, round_to, target.kind,
                              [(g.id, g.size, g.min_keep, g.kind) for g in space.prunable]) if shared else None
     scores, shared_seconds = shared.first_scores(paths.fingerprint(walk, aim), score) if shared else (score(), 0.0)
@@ -110,16 +111,16 @@ def _allocate_channels(model: nn.Module, space: PruningSpace, batch: Batch, reci
         logs["criterion"] = scores.log
     timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
-    probe = _probe(model, space, batch, recipe) if getattr(family, "needs_probe", False) else None
+    probe = _probe(model, space, batch, recipe) if step_wise else None
     if probe is not None and shared is not None:  # a walk another target took may be resumed
         probe.path = shared.log(walk, target.value)
     removed = allocate(space, scores, target, recipe.allocation, seed=seed, round_to=round_to,
                        **({"probe": probe} if probe else {}), **recipe.allocation_options)
     if probe is not None and probe.log:
         logs["allocation"] = {"steps": probe.log, "class_averaged_auc": class_averaged_auc(probe.log)}
-        shared = probe.path.report() if probe.path is not None else None
-        if shared:  # the walk to there was not repeated: the report says what it cost the call that took it
-            logs["allocation"]["shared_path"] = shared
+        resumed = probe.path.report() if probe.path is not None else None
+        if resumed:  # the walk to there was not repeated: the report says what it cost the call that took it
+            logs["allocation"]["shared_path"] = resumed
     timings["allocate_s"] = timings.get("allocate_s", 0.0) + time.perf_counter() - t
     return removed, logs
 

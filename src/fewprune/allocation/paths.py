@@ -134,15 +134,19 @@ def active() -> SharedPaths | None:
 def fingerprint(*parts) -> str:
     """A key over tensors, modules (their weights and buffers) and plain values."""
     digest = hashlib.blake2b(digest_size=16)
+
+    def add_tensor(tensor: torch.Tensor) -> None:
+        digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+
     for part in parts:
         if isinstance(part, torch.nn.Module):
             digest.update(type(part).__qualname__.encode())
             for name, tensor in part.state_dict().items():
                 digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+                add_tensor(tensor)
         elif isinstance(part, torch.Tensor):
-            digest.update(str((part.dtype, tuple(part.shape))).encode())
-            digest.update(part.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            add_tensor(part)
         else:
             digest.update(repr(part).encode())
     return digest.hexdigest()

@@ -31,9 +31,8 @@ def randomise_untrained(model: nn.Module, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            weight = getattr(m, "weight", None)
-            if isinstance(m, (nn.Linear, nn.Conv2d)) and not weight.any():
-                weight.copy_(torch.randn(weight.shape, generator=gen) * (1 / weight[0].numel()) ** 0.5)
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and not m.weight.any():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1 / m.weight[0].numel()) ** 0.5)
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)

@@ -90,8 +90,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
         lines += _curve_areas(config, rows, model, methods, teacher)
-        shared = any(r.get("shared_path_seconds") for g in groups.values() for r in g if r.get("cell", {}).get("model")
-                     == model)
+        shared = any(r.get("shared_path_seconds") for (mm, *_), rs in groups.items() if mm == model for r in rs)
         lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells"
                   + ("; a cell that resumed a step-wise walk shared with a smaller target counts that walk too"
                      if shared else "") + "):",

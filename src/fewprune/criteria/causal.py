@@ -108,9 +108,8 @@ class SilencedOutputs:
     removal, the *base*, are computed in full and every intermediate value
     kept; a removal that extends it silences the extra units through input
     masks on their consumers, exactly as zeroed weights do, and re-runs only
-    what they change. A removal that does not extend the base (or, with
-    ``rebase_after``, extends it by more than that many units) becomes the new
-    base; ``anchor(removed)`` makes one the base on purpose (allocators anchor
+    what they change (at most a full pass). A removal that does not extend the
+    base becomes the new base; ``anchor(removed)`` makes one the base on purpose (allocators anchor
     at each accepted removal, which their next trials extend). Without a
     ``torch.fx`` trace every call is a full forward pass.
 
@@ -123,9 +122,8 @@ class SilencedOutputs:
     """
 
     def __init__(self, silencer: Callable[[dict[str, list[int]]], nn.Module], space: PruningSpace,
-                 images: torch.Tensor, rebase_after: int | None = None,
-                 compactor: Callable[[dict[str, list[int]]], nn.Module] | None = None):
-        self.silencer, self.images, self.rebase_after = silencer, images, rebase_after
+                 images: torch.Tensor, compactor: Callable[[dict[str, list[int]]], nn.Module] | None = None):
+        self.silencer, self.images = silencer, images
         self.compactor, self.compact_checked = compactor, False
         self.remap: dict[str, dict[int, int]] | None = None  # base is compact: original → compact input indices
         self.widths: dict[str, int] | None = None  # consumers' full input widths (for the remap)
@@ -147,7 +145,7 @@ class SilencedOutputs:
                 and all(g in removed for g, u in self.base.items() if u):
             extra = {g: sorted(set(u) - self.base.get(g, set())) for g, u in removed.items()}
             extra = {g: u for g, u in extra.items() if u}
-        if extra is None or (self.rebase_after is not None and sum(map(len, extra.values())) > self.rebase_after):
+        if extra is None:
             return self._rebase(removed)
         if not extra:
             return self.output
@@ -162,7 +160,6 @@ class SilencedOutputs:
             for h in handles:
                 h.remove()
 
-    @torch.no_grad()
     def anchor(self, removed: dict[str, list[int]]) -> None:
         """Make ``removed`` the base (computed in full, when outputs are next asked for) unless it already
         is, so that what follows depends on this removal alone and not on the removals asked for before it.

@@ -266,3 +266,9 @@ def test_bf16_recovery_runs_its_forwards_in_bf16_and_stays_close_to_fp32():
         results[bf16] = stats["first_loss"]
     assert seen[0] == torch.float32 and seen[-1] == torch.bfloat16
     assert results[True] != results[False] and abs(results[True] - results[False]) < 0.3 * results[False]
+
+
+def test_practise_refuses_a_transformer_naming_the_block_no_adaptor_can_reach():
+    teacher, batch = model_and_batch("vit")
+    with pytest.raises(ValueError, match=r"dropped block 'blocks\.0'.*LayerNorm.*block-residual\+mir"):
+        fp.compress(teacher, batch.images, method="practise", target=fp.Target(blocks=1), progress=False)

@@ -133,4 +133,10 @@ def adaptor_sites(model: nn.Module, hole: str, blocks: list[str], example: torch
                   if n in layers and inside(n, block) and i and i[0] is block_inputs[block]]
     sites += [(n, "in") for n, i, _ in calls
               if n in layers and not any(inside(n, b) for b in stage) and i and i[0] is stage_output]
+    if not sites:
+        # A transformer block's neighbours read the residual stream through LayerNorm, which no adaptor folds into.
+        raise ValueError(
+            f"no layer around the dropped block {hole!r} can take a PRACTISE adaptor: no earlier block of its "
+            "stage ends in a dense conv/linear and no dense conv/linear reads its output directly "
+            "(in a transformer LayerNorm does). Drop blocks with block-residual+mir or cma-block instead.")
     return list(dict.fromkeys(sites))

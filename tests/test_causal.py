@@ -145,6 +145,31 @@ def test_compact_bases_run_the_pruned_model_and_still_equal_the_masked_model(nam
     assert width(outputs.traced) < width(model)  # the last suffix ran on the pruned model
 
 
+def test_compact_check_extends_only_prunable_groups():
+    """A ViT's qkv output group is not prunable (heads are), yet it maps onto the projection's inputs: the compact
+    check once extended it and, with a head already removed, indexed a projection input the pruned base lacks."""
+    import copy
+
+    from fewprune.criteria.causal import SilencedOutputs
+    from fewprune.structure import Silencer
+
+    model = build("vit", num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(4, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    assert {g.id for g in space.groups} - {g.id for g in space.prunable}  # the unprunable groups are there
+    kinds, sizes = {g.id: g.kind for g in space.groups}, {g.id: g.size for g in space.groups}
+    plan = lambda removed: Plan((1, 28, 28), removed, kinds, sizes, islands=space.islands)  # noqa: E731
+    silencer = Silencer(model, space.groups)
+    outputs = SilencedOutputs(lambda removed: silencer(plan(removed)), space, x,
+                              compactor=lambda removed: plan(removed).apply(copy.deepcopy(model)))
+    first_heads = {g.id: [0] for g in space.prunable if g.kind == "heads"}
+    assert first_heads
+    with torch.no_grad():
+        expected = masked_copy(model, plan(first_heads), space.groups).eval()(x)
+    assert torch.allclose(outputs(first_heads), expected, atol=1e-4)
+    assert outputs.compactor is not None  # the check ran and passed
+
+
 def test_holm_rejects_step_down():
     p = torch.tensor([0.001, 0.04, 0.012, 0.5])
     assert holm(p, 0.05).tolist() == [True, False, True, False]  # 0.001 ≤ .05/4, 0.012 ≤ .05/3, 0.04 > .05/2

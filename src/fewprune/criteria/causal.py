@@ -128,6 +128,7 @@ class SilencedOutputs:
         self.remap: dict[str, dict[int, int]] | None = None  # base is compact: original → compact input indices
         self.widths: dict[str, int] | None = None  # consumers' full input widths (for the remap)
         self.groups = {g.id: g for g in space.groups}
+        self.prunable = list(space.prunable)  # the compact check extends only these
         self.base: dict[str, set[int]] | None = None
         self.traced: fx.GraphModule | None = None
         self._traced_from: nn.Module | None = None  # the module traced (a Silencer returns the same one each time)
@@ -217,7 +218,8 @@ class SilencedOutputs:
         """The compact base and one extension of it against the silenced full-width model."""
         self.compact_checked = True
         extension = {g: list(u) for g, u in removed.items()}
-        for group in list(self.groups.values())[:: max(1, len(self.groups) // 4)]:
+        # Only prunable groups: an unprunable one (a ViT's qkv outputs) may map onto inputs a removed head took.
+        for group in self.prunable[:: max(1, len(self.prunable) // 4)]:
             gone = set(extension.get(group.id, ()))
             free = [i for i in range(group.size) if i not in gone]
             if len(free) > 1:

@@ -107,6 +107,9 @@ def adaptor_sites(model: nn.Module, hole: str, blocks: list[str], example: torch
     stage (its branch end); input adaptors on the dense layers that read the
     input of every later block, and on those that read the stage's output
     outside it (the next stage's first convolutions). All fold into those layers.
+    Empty when no such layer exists: the only removable block of its stage read
+    through pooling (torchvision resnet18's ``layer4.1``), or a transformer's
+    first block (every reader goes through LayerNorm).
     """
     if hole not in blocks:
         raise ValueError(f"{hole!r} is not one of the removable blocks")
@@ -133,10 +136,4 @@ def adaptor_sites(model: nn.Module, hole: str, blocks: list[str], example: torch
                   if n in layers and inside(n, block) and i and i[0] is block_inputs[block]]
     sites += [(n, "in") for n, i, _ in calls
               if n in layers and not any(inside(n, b) for b in stage) and i and i[0] is stage_output]
-    if not sites:
-        # A transformer block's neighbours read the residual stream through LayerNorm, which no adaptor folds into.
-        raise ValueError(
-            f"no layer around the dropped block {hole!r} can take a PRACTISE adaptor: no earlier block of its "
-            "stage ends in a dense conv/linear and no dense conv/linear reads its output directly "
-            "(in a transformer LayerNorm does). Drop blocks with block-residual+mir or cma-block instead.")
     return list(dict.fromkeys(sites))

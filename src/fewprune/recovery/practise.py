@@ -3,7 +3,8 @@
 A block's *recoverability* is measured by recovery itself: drop the block
 from a copy of the model, train identity-initialised 1×1 adaptors around the
 hole (nothing else) to mimic the teacher's pre-pooling features, and take the
-feature error that remains. Dividing by the latency the block costs on this
+feature error that remains (a hole with no layer around it that an adaptor
+folds into keeps the error its removal leaves). Dividing by the latency the block costs on this
 machine gives the ``practise`` block score (lower = drop first). The scoring
 lives here, next to the training it runs, and works on a copy: the model is
 never changed.
@@ -67,8 +68,9 @@ def recoverability(model: nn.Module, teacher: nn.Module, block: str, blocks: lis
         p.requires_grad_(False)
     sites = adaptor_sites(candidate, block, blocks, example)
     with Adaptors(candidate, sites) as adaptors, mimicking(candidate, teacher, layer, targets) as loss_fn:
-        train_student(candidate, loss_fn, batch, schedule, seed=batch.seed, augment=False,
-                      parameters=adaptors.parameters(), description=f"recoverability {block}", progress=False)
+        if sites:  # with nothing to train, the hole costs the feature error its removal leaves
+            train_student(candidate, loss_fn, batch, schedule, seed=batch.seed, augment=False,
+                          parameters=adaptors.parameters(), description=f"recoverability {block}", progress=False)
         candidate.eval()
         with torch.no_grad():
             return float(loss_fn(batch.images))
@@ -105,6 +107,8 @@ def adapt(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, p
     sites = []
     for hole in pruned.dropped_blocks:
         sites += adaptor_sites(student, hole, pruned.blocks, example)
+    if not sites:  # no hole has a layer an adaptor can fold into
+        return {"sites": []}
     with frozen_parameters(student), Adaptors(student, sites) as adaptors, \
             mimicking(student, teacher, layer) as loss_fn:
         stats = train_student(student, loss_fn, batch, schedule, seed, parameters=adaptors.parameters(),

@@ -1,4 +1,8 @@
+import pytest
+
+import fewprune as fp
 from fewprune.bench.coverage import check_model, coverage_markdown
+from fewprune.models import build
 
 
 def test_a_supported_model_passes_every_check_and_its_figures_are_consistent():
@@ -79,3 +83,26 @@ def _constant_head(model):
     with torch.no_grad():
         model.head.weight.zero_()  # the built-in vit's classifier
     return model
+
+
+def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
+    import torch
+
+    from fewprune.bench.method_coverage import _deliberate, check_methods, method_coverage_markdown
+
+    results = tmp_path / "methods.jsonl"
+    rows = check_methods(results, ["resnet20", "vgg16"], ["l1", "cma"], log=lambda *_: None)
+    status = {(r["model"], r["method"]): r["status"] for r in rows}
+    assert status == {("resnet20", "l1"): "ok", ("resnet20", "cma"): "ok",
+                      ("vgg16", "l1"): "ok", ("vgg16", "cma"): "refused"}
+    assert "no shape-preserving residual block" in next(r["error"] for r in rows if r["status"] == "refused")
+    assert check_methods(results, ["resnet20", "vgg16"], ["l1", "cma"], log=lambda *_: 1 / 0) == rows  # resumed
+    report = method_coverage_markdown(rows, "fewprune check --methods")
+    assert "**3 of 4 pairs run**, 1 are refused" in report and "refused [1]" in report
+    with pytest.raises(ValueError) as torch_error:  # a ValueError torch raises is a failure, not a refusal
+        torch.optim.SGD([], lr=0.1)
+    assert not _deliberate(torch_error.value)
+    with pytest.raises(ValueError, match="block-level method") as refusal:
+        fp.compress(build("resnet20", num_classes=10, in_channels=1, image_size=28), torch.randn(3, 1, 28, 28),
+                    method="l1", target=fp.Target(blocks=1), progress=False)
+    assert _deliberate(refusal.value)

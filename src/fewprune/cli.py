@@ -333,14 +333,34 @@ def cmd_curve(args) -> int:
     return 0
 
 
+def _check_methods(args) -> int:
+    """Every method on every model family (or those named): runs, is refused with a reason, or fails."""
+    from .bench import read_results
+    from .bench.method_coverage import check_methods, latest_pairs, method_coverage_markdown
+
+    results = Path(args.results or "benchmarks/results/methods.jsonl")
+    rows = latest_pairs(read_results(results)) if args.report_only else \
+        check_methods(results, args.models or None, args.method or None, retry=args.retry_failed)
+    if args.out:
+        command = "fewprune " + " ".join(a for a in args.argv if a != "--report-only")
+        _write_text_atomic(Path(args.out), method_coverage_markdown(rows, command))
+        print(f"report written to {args.out}")
+    failed = [r for r in rows if r["status"] == "failed"]
+    print(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} method × model pairs run, "
+          f"{sum(r['status'] == 'refused' for r in rows)} refused with a reason, {len(failed)} fail")
+    return 1 if failed else 0
+
+
 def cmd_check(args) -> int:
     """Prune, check and reload models; with --torchvision every torchvision classifier, into a report."""
     from .bench import read_results
     from .bench.coverage import check_model, check_torchvision, coverage_markdown, latest_rows, torchvision_models
 
+    if args.methods:
+        return _check_methods(args)
     shape = tuple(int(v) for v in args.input_shape.split(","))
     if args.torchvision:
-        results = Path(args.results)
+        results = Path(args.results or "benchmarks/results/torchvision.jsonl")
         if args.recheck and not args.models:
             raise SystemExit("--recheck needs the torchvision names to check again")
         rows = latest_rows(read_results(results)) if args.report_only else \
@@ -485,15 +505,21 @@ def build_parser() -> argparse.ArgumentParser:
                                       "save → load; --torchvision: every torchvision classifier, as a report")
     p.add_argument("models", nargs="*", help="model specs (with --torchvision: torchvision names to limit to)")
     p.add_argument("--torchvision", action="store_true", help="check torchvision's classifiers (resumable)")
+    p.add_argument("--methods", action="store_true",
+                   help="run every method on every model family (or the models named) with training cut short: "
+                        "ok, refused with a reason, or failed (resumable)")
+    p.add_argument("--method", action="append", help="with --methods: only this method (repeatable)")
     p.add_argument("--input-shape", default="3,224,224", help="C,H,W of the random input (default 3,224,224)")
     p.add_argument("--macs", type=float, default=0.3, help="fraction of MACs L1 removes (default 0.3)")
-    p.add_argument("--results", default="benchmarks/results/torchvision.jsonl",
-                   help="with --torchvision: JSON lines kept between runs")
-    p.add_argument("--out", help="with --torchvision: write the markdown report here")
-    p.add_argument("--retry-failed", action="store_true", help="with --torchvision: check failed models again")
+    p.add_argument("--results", help="with --torchvision / --methods: JSON lines kept between runs "
+                                     "(default benchmarks/results/torchvision.jsonl / methods.jsonl)")
+    p.add_argument("--out", help="with --torchvision / --methods: write the markdown report here")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --torchvision / --methods: check what did not pass again")
     p.add_argument("--recheck", action="store_true",
                    help="with --torchvision: check the named models again even if they passed")
-    p.add_argument("--report-only", action="store_true", help="with --torchvision: only rewrite --out from the results")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --torchvision / --methods: only rewrite --out from the results")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="the embedded default job: halve a shipped teacher's MACs with 50 samples "

@@ -88,7 +88,7 @@ def _constant_head(model):
 def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
     import torch
 
-    from fewprune.bench.method_coverage import _deliberate, check_methods, method_coverage_markdown
+    from fewprune.bench.method_coverage import _deliberate, check_methods, method_coverage_markdown, quick
 
     results = tmp_path / "methods.jsonl"
     rows = check_methods(results, ["resnet20", "vgg16"], ["l1", "cma"], log=lambda *_: None)
@@ -97,6 +97,9 @@ def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
                       ("vgg16", "l1"): "ok", ("vgg16", "cma"): "refused"}
     assert "no shape-preserving residual block" in next(r["error"] for r in rows if r["status"] == "refused")
     assert check_methods(results, ["resnet20", "vgg16"], ["l1", "cma"], log=lambda *_: 1 / 0) == rows  # resumed
+    composed = quick("l1+fskd+mir", iterations=3)  # an unregistered composition, every loop cut short
+    assert composed.recovery == "fskd+mir" and composed.recovery_options["mir"]["schedule"].iterations == 3
+    assert quick("asca", iterations=3).criterion_options == {"iterations": 3}  # not its **schedule keywords
     report = method_coverage_markdown(rows, "fewprune check --methods")
     assert "**3 of 4 pairs run**, 1 are refused" in report and "refused [1]" in report
     with pytest.raises(ValueError) as torch_error:  # a ValueError torch raises is a failure, not a refusal

@@ -37,7 +37,7 @@ _REFUSALS = (ValueError, NotImplementedError)
 
 def method_names() -> list[str]:
     """The registered methods plus compositions users are pointed to (chained recoveries, another augmentation)."""
-    from ..methods import methods
+    from .. import methods
 
     return methods.names() + ["l1+fskd+mir", "l1+cd", "block-residual+mir", "taylor+bn", "l2@global+bn", "cma+nomix"]
 
@@ -57,11 +57,11 @@ def _shortened(options: dict, function, iterations: int) -> dict:
 
 def quick(method: str, iterations: int = 3):
     """The method's recipe with its criterion's and recoveries' training loops cut to ``iterations``."""
+    from .. import methods
     from ..criteria import criteria
-    from ..methods import methods
     from ..recovery import recoveries
 
-    recipe = methods.get(method)
+    recipe = methods.get(method)  # composes unregistered names
     recovery_options = dict(recipe.recovery_options)
     for step in recipe.recovery.split("+"):
         if step != "none":

@@ -93,7 +93,8 @@ def check_method(spec: str, method: str, input_shape: tuple[int, int, int] = (1,
     recipe = quick(method, iterations)
     target = Target(blocks=blocks) if recipe.granularity == "blocks" else Target(macs=macs)
     row: dict = {"model": spec, "method": method, "input_shape": list(input_shape), "samples": samples,
-                 "target": target.to_dict(), "iterations": iterations, "seed": seed}
+                 "target": target.to_dict(), "iterations": iterations, "seed": seed,
+                 "threads": torch.get_num_threads()}
     start = time.perf_counter()
 
     def builder():
@@ -183,8 +184,8 @@ def method_coverage_markdown(rows: list[dict], command: str) -> str:
         f"statistics from {first['samples']} random samples of shape {'×'.join(map(str, first['input_shape']))} "
         f"(channel methods to −{100 * first['target'].get('macs', 0.4):.0f}% MACs, block methods by 2 blocks), every "
         f"training loop cut to {first['iterations']} iterations — this checks that a method runs end to end, not "
-        "how well — then saves, reloads and compares the student's outputs bit for bit. Time in seconds on one "
-        "shared core.", "",
+        "how well — then saves, reloads and compares the student's outputs bit for bit. Time in seconds on "
+        f"{first.get('threads', '?')} CPU thread(s), with other jobs sharing the machine as it happened.", "",
         "| method | " + " | ".join(m.removeprefix("torchvision:") + (" (tv)" if m.startswith("torchvision:") else "")
                                    for m in models) + " |",
         "| --- | " + " | ".join("---" for _ in models) + " |",

@@ -101,7 +101,8 @@ def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
     assert composed.recovery == "fskd+mir" and composed.recovery_options["mir"]["schedule"].iterations == 3
     assert quick("asca", iterations=3).criterion_options == {"iterations": 3}  # not its **schedule keywords
     report = method_coverage_markdown(rows, "fewprune check --methods")
-    assert "**3 of 4 pairs run**, 1 are refused" in report and "refused [1]" in report
+    assert "**3 of 4 pairs run**, 1 are refused" in report and "refused [1]" in report and "Partial" not in report
+    assert "**Partial: 2 pairs not checked yet**" in method_coverage_markdown(rows, "fewprune check", unchecked=2)
     with pytest.raises(ValueError) as torch_error:  # a ValueError torch raises is a failure, not a refusal
         torch.optim.SGD([], lr=0.1)
     assert not _deliberate(torch_error.value)

@@ -336,14 +336,16 @@ def cmd_curve(args) -> int:
 def _check_methods(args) -> int:
     """Every method on every model family (or those named): runs, is refused with a reason, or fails."""
     from .bench import read_results
-    from .bench.method_coverage import check_methods, latest_pairs, method_coverage_markdown
+    from .bench.method_coverage import MODELS, check_methods, latest_pairs, method_coverage_markdown, method_names
 
     results = Path(args.results or "benchmarks/results/methods.jsonl")
     rows = latest_pairs(read_results(results)) if args.report_only else \
         check_methods(results, args.models or None, args.method or None, retry=args.retry_failed)
     if args.out:
         command = "fewprune " + " ".join(a for a in args.argv if a != "--report-only")
-        _write_text_atomic(Path(args.out), method_coverage_markdown(rows, command))
+        wanted = {(m, n) for m in args.models or MODELS for n in args.method or method_names()}
+        unchecked = len(wanted - {(r["model"], r["method"]) for r in rows})
+        _write_text_atomic(Path(args.out), method_coverage_markdown(rows, command, unchecked))
         print(f"report written to {args.out}")
     failed = [r for r in rows if r["status"] == "failed"]
     print(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} method × model pairs run, "

@@ -154,8 +154,11 @@ def latest_pairs(rows: list[dict]) -> list[dict]:
     return list(latest.values())
 
 
-def method_coverage_markdown(rows: list[dict], command: str) -> str:
-    """Methods × models: MACs removed (or blocks dropped) where a method ran, the reason where it refused."""
+def method_coverage_markdown(rows: list[dict], command: str, unchecked: int = 0) -> str:
+    """Methods × models: MACs removed (or blocks dropped) where a method ran, the reason where it refused.
+
+    ``unchecked``: how many pairs a run has not reached yet (said, so a partial report reads as one).
+    """
     models = list(dict.fromkeys(r["model"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cell = {(r["model"], r["method"]): r for r in rows}
@@ -185,7 +188,8 @@ def method_coverage_markdown(rows: list[dict], command: str) -> str:
         f"(channel methods to −{100 * first['target'].get('macs', 0.4):.0f}% MACs, block methods by 2 blocks), every "
         f"training loop cut to {first['iterations']} iterations — this checks that a method runs end to end, not "
         "how well — then saves, reloads and compares the student's outputs bit for bit. Time in seconds on "
-        f"{first.get('threads', '?')} CPU thread(s), with other jobs sharing the machine as it happened.", "",
+        f"{first.get('threads', '?')} CPU thread(s), with other jobs sharing the machine as it happened."
+        + (f" **Partial: {unchecked} pairs not checked yet** (–)." if unchecked else ""), "",
         "| method | " + " | ".join(m.removeprefix("torchvision:") + (" (tv)" if m.startswith("torchvision:") else "")
                                    for m in models) + " |",
         "| --- | " + " | ".join("---" for _ in models) + " |",

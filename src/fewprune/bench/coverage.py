@@ -146,11 +146,11 @@ def check_torchvision(results: str | Path, names: list[str] | None = None, input
     return latest_rows(read_results(results))
 
 
-def latest_rows(rows: list[dict]) -> list[dict]:
-    """The last row of each model, in the order models were first checked."""
-    latest: dict[str, dict] = {}
+def latest_rows(rows: list[dict], key=lambda row: row["model"]) -> list[dict]:
+    """The last row of each model (or of each ``key(row)``), in the order they were first checked."""
+    latest: dict = {}
     for row in rows:
-        latest[row["model"]] = row
+        latest[key(row)] = row
     return list(latest.values())
 
 

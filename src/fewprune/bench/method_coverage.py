@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .coverage import randomise_untrained
+from .coverage import latest_rows, randomise_untrained
 from .runner import append_result, read_results
 
 # Built-in families and torchvision's most used CNNs, at Fashion-MNIST's shape.
@@ -43,13 +43,19 @@ def method_names() -> list[str]:
 
 
 def _shortened(options: dict, function, iterations: int) -> dict:
-    """``options`` with the function's training loop (a ``schedule`` or an ``iterations`` count) cut short."""
+    """``options`` with the function's training loop (a ``schedule`` or an ``iterations`` count) cut short.
+
+    A schedule keeps the rest of its settings (the recipe's, or the function's visible default, e.g.
+    PRACTISE's frozen BN); a function that picks its schedule inside gets ``Schedule()``'s.
+    """
     from ..recovery import Schedule
 
-    parameters = {name for name, p in inspect.signature(function).parameters.items()
+    parameters = {name: p for name, p in inspect.signature(function).parameters.items()
                   if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}  # asca's **schedule is not a Schedule
     if "schedule" in parameters:
-        return {**options, "schedule": Schedule(iterations=iterations, batch_size=8)}
+        default = parameters["schedule"].default
+        base = options.get("schedule") or (default if isinstance(default, Schedule) else Schedule())
+        return {**options, "schedule": replace(base, iterations=iterations, batch_size=8)}
     if "iterations" in parameters:
         return {**options, "iterations": iterations}
     return options
@@ -148,10 +154,7 @@ def check_methods(results: str | Path, models: list[str] | None = None, methods:
 
 def latest_pairs(rows: list[dict]) -> list[dict]:
     """The last row of each (model, method) pair, in the order pairs were first checked."""
-    latest: dict[tuple[str, str], dict] = {}
-    for row in rows:
-        latest[(row["model"], row["method"])] = row
-    return list(latest.values())
+    return latest_rows(rows, key=lambda row: (row["model"], row["method"]))
 
 
 def method_coverage_markdown(rows: list[dict], command: str, unchecked: int = 0) -> str:

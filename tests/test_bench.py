@@ -237,6 +237,31 @@ def test_rows_another_sweep_measured_are_reused_only_under_the_same_protocol(swe
     assert calls == ["l1+bn", "l1"] and not any(r.get("reused_from") for r in read_results(third.results))
 
 
+def test_a_job_another_sweep_measures_while_this_one_runs_is_reused(sweep, monkeypatch):
+    first = sweep(["l1"], name="first")
+    run_sweep(first, progress=False, log=lambda *_: None)
+    finished = Path(first.results).read_text()
+    # The first sweep has only measured its teacher when the second starts ...
+    Path(first.results).write_text("".join(line + "\n" for line in finished.splitlines()
+                                           if json.loads(line)["kind"] == "teacher"))
+    calls = []
+    original = runner_module.run_cell
+
+    def run_cell(cell, *args):  # ... and finishes its l1 cell while the second runs l1+bn
+        calls.append(cell.method)
+        Path(first.results).write_text(finished)
+        return original(cell, *args)
+
+    monkeypatch.setattr("fewprune.bench.runner.run_cell", run_cell)
+    messages = []
+    second = sweep(["l1+bn", "l1"], name="second")
+    run_sweep(second, progress=False, log=messages.append)
+    assert calls == ["l1+bn"]
+    rows = {r["cell"]["method"]: r for r in read_results(second.results) if r["kind"] == "cell"}
+    assert rows["l1"]["reused_from"] == "first.jsonl" and "reused_from" not in rows["l1+bn"]
+    assert any("measured meanwhile by first.jsonl" in m for m in messages)
+
+
 def test_a_model_whose_teacher_cannot_load_waits_and_the_other_models_run(sweep, tmp_path):
     config = sweep(["l1"])
     missing = str(tmp_path / "absent.py") + ":make"

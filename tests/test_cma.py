@@ -108,6 +108,33 @@ def test_de_allocation_follows_the_profile_and_meets_the_target(kind, value):
                                fp.Target(macs=0.3), "de")
 
 
+def test_de_prunes_outside_the_blocks_only_when_their_inner_channels_cannot_carry_the_target():
+    # A MobileNetV2's residual blocks hold about half its MACs: CMa's profile alone stops near 50%.
+    model = build("mobilenetv2", num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(8, 1, 28, 28)
+    space = PruningSpace(model, x[:1], protect_features=True)
+    scores = criteria.get("cma")(model, space, Batch(x, None, model))
+    inner = {f"{b}." for b in scores.blocks}
+    outside = lambda removed: {g for g, r in removed.items() if r and not any(g.startswith(b) for b in inner)}  # noqa: E731
+    small = fp.allocation.allocate(space, scores, fp.Target(macs=0.3), "de")
+    assert abs(fp.allocation.reduction(space, small, "macs") - 0.3) <= 0.01 and not outside(small)
+    with pytest.raises(fp.allocation.TargetUnreachable, match="reached"):
+        fp.allocation.allocate(space, scores, fp.Target(macs=0.7), "de", outside="keep")
+    large = fp.allocation.allocate(space, scores, fp.Target(macs=0.7), "de")
+    assert abs(fp.allocation.reduction(space, large, "macs") - 0.7) <= 0.01 and outside(large)
+    assert fp.allocation.allocate(space, scores, fp.Target(macs=0.7), "de") == large  # same seed, same plan
+
+
+def test_auto_blocks_says_why_no_block_count_reaches_the_target():
+    model = build("mobilenetv2", num_classes=10, in_channels=1, image_size=28).eval()
+    recipe = replace(fp.methods.get("cma"), allocation_options={"outside": "keep", "generations": 5})
+    with pytest.raises(fp.allocation.TargetUnreachable) as refusal:
+        fp.compress(model, torch.randn(8, 1, 28, 28), method=recipe, target=fp.Target(macs=0.7, blocks="auto"),
+                    progress=False)
+    message = str(refusal.value)
+    assert "with any number of dropped blocks" in message and "no shape-preserving residual block" in message
+
+
 def test_cmamix_pastes_the_partners_salient_region():
     images, partners = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
     assert torch.equal(paste(images, partners, torch.ones(4, 1, 8, 8)), partners)

@@ -258,6 +258,14 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
                 if count == counts[-1]:
                     raise
                 tried.append({"blocks": count, "unreachable": str(err)})
+            except ValueError as err:
+                if not tried:
+                    raise
+                # e.g. CMa with no block left to profile: dropping more blocks cannot help
+                raise TargetUnreachable(
+                    f"{method!r} cannot remove {100 * target.value:.1f}% of {target.kind} with any number of "
+                    f"dropped blocks: with {tried[-1]['blocks']} dropped, {tried[-1]['unreachable']}; with {count}, "
+                    f"{err}") from err
         if tried:
             logs["fewer_blocks_tried"] = tried
     else:  # channels alone (a zero target removes nothing)

@@ -246,8 +246,8 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
         best = family(space, scores, target, max_ratio=max_ratio, seed=seed, **options)
         return _checked(space, best, target, lambda achieved: (
             f"the {allocator} allocator reached {100 * achieved:.2f}% {target.kind} removed, not the "
-            f"{100 * target.value:.1f}% requested (±{100 * target.tolerance:.1f}): it prunes only the channels "
-            f"its profile covers, at most {100 * max_ratio:.0f}% of each group"))
+            f"{100 * target.value:.1f}% requested (±{100 * target.tolerance:.1f}), removing at most "
+            f"{100 * max_ratio:.0f}% of each group it may prune"))
     removal = lambda level: round_widths(space, scores, family(space, scores, level, max_ratio=max_ratio, **options),
                                          round_to)
     if target.kind == "channels" and allocator == "uniform":

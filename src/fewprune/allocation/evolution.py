@@ -95,16 +95,24 @@ def block_groups(space: PruningSpace, blocks: list[str]) -> dict[str, list]:
 def profile_matching(space: PruningSpace, scores: Scores, target: Target, max_ratio: float = 0.9, seed: int = 0,
                      bounds: tuple[float, float] = (0.1, 0.9), least_changed: float = 0.7, most_changed: float = 0.4,
                      population: int = 50, generations: int = 100, tolerance: float = 4e-4,
-                     round_to: int | None = None) -> dict[str, list[int]]:
+                     round_to: int | None = None, outside: str = "as-needed") -> dict[str, list[int]]:
     """Per-block inner-channel ratios whose profile follows the blocks' scores and whose cost meets ``target``.
 
     Needs block scores (``Scores.blocks``, e.g. from the ``cma`` criterion):
     they map to a desired ratio profile (least-changing block ``least_changed``,
     most-changing ``most_changed``); DE minimises the L1 distance between the
     normalised ratio and desired profiles with the target met within
-    ``tolerance`` (``round_to``: widths kept multiples of it). Inside each block the lowest-scoring units go. Only groups
-    inside blocks are pruned; every other width is kept.
+    ``tolerance`` (``round_to``: widths kept multiples of it). Inside each block the lowest-scoring units go.
+
+    As in CMa, only groups inside the profiled blocks are pruned while that can
+    meet the target. ``outside="as-needed"`` (fewprune's extension) lets the
+    other prunable groups — a MobileNetV2's stride and width-changing blocks,
+    stem and residual streams, which leave CMa at about 50% of MACs — share one
+    more ratio when the blocks' inner channels alone cannot carry the target;
+    DE keeps it as small as it can. ``outside="keep"`` never prunes them.
     """
+    if outside not in ("as-needed", "keep"):
+        raise ValueError(f"outside={outside!r}: 'as-needed' or 'keep'")
     profile_of = getattr(scores, "blocks", None)
     if not profile_of:
         raise ValueError("the de allocator needs per-block scores (Scores.blocks) from a profiling criterion "
@@ -117,22 +125,32 @@ def profile_matching(space: PruningSpace, scores: Scores, target: Target, max_ra
     desired_profile = torch.tensor([desired[b] for b in names], dtype=torch.float64)
     desired_profile = desired_profile / desired_profile.sum()
 
+    covered = {g.id for groups in inside.values() for g in groups}
+    rest = [g for g in space.prunable if g.id not in covered]
+
+    def removed_share(g, ratio: float) -> int:
+        keep = round_keep(g.size, math.ceil(g.size * (1 - ratio) - 1e-9), round_to)
+        return min(g.size - keep, max_removable(g.size, g.min_keep, max_ratio))
+
     def removal_counts(ratios: torch.Tensor) -> dict[str, int]:
-        counts = {}
-        for b, r in zip(names, ratios.tolist(), strict=True):
-            for g in inside[b]:
-                keep = round_keep(g.size, math.ceil(g.size * (1 - r) - 1e-9), round_to)
-                counts[g.id] = min(g.size - keep, max_removable(g.size, g.min_keep, max_ratio))
+        ratios = ratios.tolist()
+        counts = {g.id: removed_share(g, r) for b, r in zip(names, ratios, strict=False) for g in inside[b]}
+        if len(ratios) > len(names):  # the shared ratio of the groups outside the blocks
+            counts.update({g.id: removed_share(g, ratios[-1]) for g in rest})
         return counts
 
     def achieved(ratios: torch.Tensor) -> float:
         return reduction(space, {gid: range(c) for gid, c in removal_counts(ratios).items()}, target.kind)
 
+    lower, upper = torch.full((len(names),), bounds[0]), torch.full((len(names),), bounds[1])
+    if outside == "as-needed" and rest and achieved(upper) < target.value - tolerance:
+        lower, upper = torch.cat([lower, torch.zeros(1)]), torch.cat([upper, torch.tensor([max_ratio])])
     search = differential_evolution(
-        objective=lambda r: float((r / r.sum() - desired_profile).abs().sum()),
+        # the profile decides; a shared outside ratio only breaks ties, towards pruning less outside the blocks
+        objective=lambda r: float((r[:len(names)] / r[:len(names)].sum() - desired_profile).abs().sum()
+                                  + 1e-3 * r[len(names):].sum()),
         violation=lambda r: max(0.0, abs(achieved(r) - target.value) - tolerance),
-        lower=torch.full((len(names),), bounds[0]), upper=torch.full((len(names),), bounds[1]),
-        population=population, generations=generations, seed=seed)
+        lower=lower, upper=upper, population=population, generations=generations, seed=seed)
     return {gid: lowest(scores[gid], count) for gid, count in removal_counts(search.best).items()}
 
 

@@ -41,7 +41,18 @@ zoo: setup
 	done
 
 # Run (or resume) every committed sweep in order, regenerating its report; hours on 2 CPU cores.
-# Each finished cell is kept, so this can be stopped and restarted at any time.
-SWEEPS ?= headline aligned hybrid hybrid-aligned baselines recovery cma cma-ablation explainability asca asca-scratch
+# Each finished cell is kept, so this can be stopped and restarted at any time (Ctrl-C: after the cells in
+# progress). SHARDS=N runs N single-thread processes that share each sweep (--shard I/N); a sweep measured
+# beside another reuses the other's matching cells, even ones finished while it runs.
+SWEEPS ?= headline aligned hybrid hybrid-aligned baselines asca asca-scratch cma-ablation cma recovery explainability
+SHARDS ?= 1
 bench: setup
-	@for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml || exit 1; done
+	@if [ "$(SHARDS)" = 1 ]; then \
+	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml || exit 1; done; \
+	else \
+	  for i in $$(seq 0 $$(($(SHARDS) - 1))); do \
+	    ( for s in $(SWEEPS); do OMP_NUM_THREADS=1 $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --threads 1 \
+	        --shard $$i/$(SHARDS) || exit 1; done ) & \
+	  done; wait; \
+	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --report-only > /dev/null || exit 1; done; \
+	fi

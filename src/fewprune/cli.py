@@ -251,7 +251,7 @@ def cmd_bench(args) -> int:
             config, executor=args.executor, address=args.address, retry_failed=args.retry_failed,
             shard=_shard(args.shard))
     print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
-    return 0
+    return 130 if summary.get("stopped") else 0  # stopped on Ctrl-C / SIGTERM: a script running sweeps stops too
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:

@@ -155,6 +155,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
                             break
         if stop[0]:
             log(f"{config.name}: stopped as asked after {finished} of {len(todo)} jobs; run again to go on")
+            return {**write_report(config), "stopped": True}
     elif executor == "ray":
         from .executors import run_on_ray
 

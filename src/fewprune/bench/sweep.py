@@ -129,11 +129,14 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     def run_locally(job) -> dict:
         # Other shards append too: read what is there now, a smaller target may have stopped short meanwhile.
         inferred = inferred_stop(job, read_results(config.results)) if isinstance(job, Cell) else None
+        if inferred:
+            return inferred
         # A sweep running beside this one may have measured the job meanwhile.
         measured = next(iter(reusable_rows(config, {job.key: job}, done)), None)
         if measured is not None:
             log(f"{config.name}: {job.key} measured meanwhile by {measured['reused_from']}, reused")
-        return inferred or measured or job.run(config.eval_limit, config.latency)
+            return measured
+        return job.run(config.eval_limit, config.latency)
 
     bar = _progress(len(todo), progress)
     if executor == "local":

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -166,17 +167,45 @@ def test_the_ceiling_is_a_job_run_once_and_a_failing_one_is_recorded(sweep):
     assert sum(r["kind"] == "ceiling" for r in read_results(config.results)) == 2
 
 
-def test_shards_split_a_sweep_between_processes_and_together_complete_it(sweep):
+def test_shards_split_a_sweep_and_a_shard_left_alone_helps_with_the_others_families(sweep):
     config = sweep(["l1", "l1+bn", "random"])
-    run_sweep(config, progress=False, log=lambda *_: None, shard=(1, 2))
+    logged = []
+    run_sweep(config, progress=False, log=logged.append, shard=(1, 2))
     rows = read_results(config.results)
-    assert sorted(r["cell"]["method"] for r in rows if r["kind"] == "cell") == ["l1+bn"]
-    run_sweep(config, progress=False, log=lambda *_: None, shard=(0, 2))
+    # its own family first, then the others' from the far end: nothing is left for shard 0
+    assert [r["cell"]["method"] for r in rows if r["kind"] == "cell"] == ["l1+bn", "random", "l1"]
+    assert sum("helping with 1 jobs of another shard" in line for line in logged) == 2
+    assert any("[3/3]" in line for line in logged)  # the progress total grew with the help
+    run_sweep(config, progress=False, log=logged.append, shard=(0, 2))
     rows = read_results(config.results)
     assert sorted(r["cell"]["method"] for r in rows if r["kind"] == "cell") == ["l1", "l1+bn", "random"]
     assert [r["kind"] for r in rows].count("teacher") == 1  # the second shard found the first's teacher
     with pytest.raises(ValueError, match="shard 2/2"):
         run_sweep(config, progress=False, log=lambda *_: None, shard=(2, 2))
+
+
+def test_a_family_claimed_by_a_live_process_is_left_to_it_and_a_dead_ones_claim_is_taken_over(sweep):
+    import subprocess
+    import sys
+
+    from fewprune.bench.claims import _start_time, claims_path, family_id, read_claims
+
+    config = sweep(["l1", "l1+bn", "random"])
+    keys = {c.method: c.key for c in config.cells()}
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {"host": __import__("socket").gethostname(), "pid": int(finished.stdout), "started": "0"}
+    parent = {"host": dead["host"], "pid": os.getppid(), "started": _start_time(os.getppid())}
+    claims_path(config.results).parent.mkdir(parents=True, exist_ok=True)
+    claims_path(config.results).write_text(
+        json.dumps({"family": family_id([keys["l1"]]), "owner": parent}) + "\n"
+        + json.dumps({"family": family_id([keys["random"]]), "owner": dead}) + "\n")
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = read_results(config.results)
+    assert sorted(r["cell"]["method"] for r in rows if r["kind"] == "cell") == ["l1+bn", "random"]
+    holders = {c["family"]: c["owner"]["pid"] for c in read_claims(config.results)}
+    assert holders[family_id([keys["l1"]])] == os.getppid()  # the live claim stands
+    assert holders[family_id([keys["random"]])] == os.getpid()  # the dead one's was taken over
+    assert dead["pid"] not in holders.values()  # and dropped from the file
 
 
 def test_shards_keep_each_cell_family_together_in_target_order(sweep):

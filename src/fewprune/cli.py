@@ -449,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time every finished cell's structure again, back to back with its teacher, on a quiet "
                         "machine; the report's speed-ups then use these timings")
     p.add_argument("--threads", type=int, help="torch threads for in-process cells")
-    p.add_argument("--shard", metavar="I/N", help="run only every N-th job from the I-th (0-based): start N "
-                   "processes with 0/N … N-1/N to share one sweep and its results file on one machine")
+    p.add_argument("--shard", metavar="I/N", help="run every N-th family of jobs from the I-th (0-based), then help "
+                   "with the others' unstarted ones: start N processes with 0/N … N-1/N to share one sweep and its "
+                   "results file on one machine")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")

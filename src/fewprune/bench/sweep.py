@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..allocation.paths import shared_paths
 from .ceiling import CeilingJob
+from .claims import family_id, try_claim
 from .config import Cell, SweepConfig
 from .plots import plot
 from .relatency import apply_remeasured
@@ -70,8 +71,11 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
               progress: bool = True, log=print, shard: tuple[int, int] | None = None) -> dict:
     """Run every missing cell of ``config``, append results, then write the report and plots.
 
-    ``shard=(i, n)`` runs only every n-th job from the i-th (0-based), so n
-    processes on one machine share a sweep and its results file.
+    ``shard=(i, n)`` runs every n-th family of jobs from the i-th (0-based),
+    then helps with the other shards' unstarted families, so n processes on
+    one machine share a sweep and its results file and finish together. Each
+    process claims a family before running it (:mod:`.claims`): processes
+    sharing a sweep, sharded or not, never run a job twice.
     """
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
@@ -106,14 +110,22 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         reused = [r for r in done.values() if r.get("reused_from")]
         if reused:
             log(f"{config.name}: {len(reused)} jobs measured by the sweeps beside this one, reused")
-    if shard is not None:
-        jobs = shard_jobs(jobs, *shard)
-    todo = [j for j in jobs if (j.key not in done or (retry_failed and done[j.key].get("status") != "ok"))
-            and j.model not in unavailable]
-    log(f"{config.name}{f' shard {shard[0]}/{shard[1]}' if shard else ''}: {len(jobs) - len(todo)} of {len(jobs)} "
-        f"jobs already done or waiting for a teacher, {len(todo)} to run ({executor})")
+    index, count = shard or (0, 1)
+
+    def needs_run(job, rows: dict) -> bool:
+        return job.model not in unavailable and (
+            job.key not in rows or (retry_failed and rows[job.key].get("status") != "ok"))
+
+    families = shard_order(jobs, index, count)
+    own = families[:len(shard_families(jobs, index, count))]
+    own_ids = {id(f) for f in own}
+    expected = {id(f): sum(needs_run(j, done) for j in f) for f in families}
+    todo = [j for f in own for j in f if needs_run(j, done)]
+    log(f"{config.name}{f' shard {index}/{count}' if shard else ''}: {sum(map(len, own)) - len(todo)} of "
+        f"{sum(map(len, own))} jobs already done or waiting for a teacher, {len(todo)} to run ({executor})")
     started = time.time()
     finished = 0
+    total = [len(todo)]  # grows when this process helps with another shard's families, shrinks when helped
 
     def record(row: dict) -> None:
         nonlocal finished
@@ -123,8 +135,29 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         status = row["status"] if row["status"] == "ok" else f"ERROR {row['error']}"
         acc = f" acc {100 * row['accuracy']:.2f}%" if row["status"] == "ok" else ""
         if bar is None:
-            log(f"[{finished}/{len(todo)}] {row.get('command', row['key'])}: {status}{acc} "
-                f"(ETA {rate * (len(todo) - finished) / 60:.1f} min)")
+            log(f"[{finished}/{total[0]}] {row.get('command', row['key'])}: {status}{acc} "
+                f"(ETA {rate * (total[0] - finished) / 60:.1f} min)")
+
+    def claimed_jobs(on_total):
+        """Each family's unfinished jobs, once this process holds its claim: own families first, then helping.
+
+        Results are re-read under the lock at each family, so a job another
+        process finished meanwhile is not run again, and a family another live
+        process claimed is left to it (:mod:`.claims`).
+        """
+        for family in families:
+            with results_lock(config.results):
+                rows = {r["key"]: r for r in read_results(config.results)}
+                pending = [j for j in family if needs_run(j, rows)]
+                mine = bool(pending) and try_claim(config.results, family_id([j.key for j in family]))
+            counted = expected[id(family)] if id(family) in own_ids else 0
+            if (len(pending) if mine else 0) != counted:
+                total[0] += (len(pending) if mine else 0) - counted
+                on_total()
+            if mine:
+                if not counted:
+                    log(f"{config.name}: helping with {len(pending)} jobs of another shard")
+                yield from pending
 
     def run_locally(job) -> dict:
         # Other shards append too: read what is there now, a smaller target may have stopped short meanwhile.
@@ -143,7 +176,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         # One process runs a family's targets in turn: step-wise allocators share their common path.
         with stop_between_jobs(log) as stop, shared_paths():
             if bar is None:
-                for job in todo:
+                for job in claimed_jobs(lambda: None):
                     log(job.describe())
                     record(run_locally(job))
                     if stop[0]:
@@ -151,13 +184,13 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
             else:
                 with bar:
                     task = bar.add_task(config.name, total=len(todo))
-                    for job in todo:
+                    for job in claimed_jobs(lambda: bar.update(task, total=total[0])):
                         record(run_locally(job))
                         bar.advance(task)
                         if stop[0]:
                             break
         if stop[0]:
-            log(f"{config.name}: stopped as asked after {finished} of {len(todo)} jobs; run again to go on")
+            log(f"{config.name}: stopped as asked after {finished} of {total[0]} jobs; run again to go on")
             return {**write_report(config), "stopped": True}
     elif executor == "ray":
         from .executors import run_on_ray
@@ -173,20 +206,42 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     return write_report(config)
 
 
-def shard_jobs(jobs: list, index: int, count: int) -> list:
-    """The jobs of shard ``index`` of ``count``: every count-th family of jobs from the index-th.
+def job_families(jobs: list) -> list[list]:
+    """Jobs grouped into families, in order: one cell at every target of one kind (same model, method,
+    samples, seed, options), in the config's target order; any other job is a family of its own.
 
-    A family is one cell at every target of one kind (same model, method,
-    samples, seed, options): it stays in one shard, in the config's target
-    order, so a method that stops short at a small target spares the larger
-    ones (:func:`~.runner.inferred_stop`) instead of another shard running them.
+    A family runs in one process, smaller target first, so a method that stops
+    short at a small target spares the larger ones (:func:`~.runner.inferred_stop`)
+    and step-wise allocators resume the walk they took.
     """
     families: dict = {}
     for job in jobs:
         family = (tuple((k, str(v)) for k, v in sorted(job.__dict__.items()) if k != "target") + (tuple(job.target),)
                   if isinstance(job, Cell) else job.key)
         families.setdefault(family, []).append(job)
-    return [job for i, members in enumerate(families.values()) if i % count == index for job in members]
+    return list(families.values())
+
+
+def shard_families(jobs: list, index: int, count: int) -> list[list]:
+    """The families of shard ``index`` of ``count``: every count-th family from the index-th."""
+    return [members for i, members in enumerate(job_families(jobs)) if i % count == index]
+
+
+def shard_jobs(jobs: list, index: int, count: int) -> list:
+    """The jobs of shard ``index`` of ``count`` (:func:`shard_families`), flattened."""
+    return [job for members in shard_families(jobs, index, count) for job in members]
+
+
+def shard_order(jobs: list, index: int, count: int) -> list[list]:
+    """The families in the order shard ``index`` takes them: its own, then the other shards' from the last.
+
+    Once its own are done a shard helps with the families the others have not
+    started, taking them from the far end of the others' lists, so the shards
+    of a sweep finish together instead of one idling while another has a queue.
+    """
+    families = job_families(jobs)
+    others = [members for i, members in enumerate(families) if i % count != index]
+    return shard_families(jobs, index, count) + others[::-1]
 
 
 def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:

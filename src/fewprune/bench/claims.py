@@ -1,0 +1,85 @@
+"""Claims: which process is running which family of jobs, so processes sharing a sweep never run one twice.
+
+A claim is one JSON line in ``<results>.claims``: the family's id and the
+claiming process (host, pid and the process's start time, so a reused pid is
+not mistaken for the claimant). A claim holds while its process lives; a
+process that died (Ctrl-C twice, a crash, a reboot) leaves a claim that the
+next process simply takes over. Liveness can only be checked on the same host:
+a claim from another host is held until its file is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+
+def family_id(keys: list[str]) -> str:
+    """A stable id of a family of jobs from its members' keys."""
+    return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux); None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the parenthesised command name
+
+
+def this_process() -> dict:
+    """The identity a claim records for the calling process."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_time(os.getpid())}
+
+
+def _alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot look: another host's claim holds
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    return owner.get("started") is None or _start_time(owner["pid"]) == owner["started"]
+
+
+def claims_path(results: str | Path) -> Path:
+    results = Path(results)
+    return results.with_name(results.name + ".claims")
+
+
+def read_claims(results: str | Path) -> list[dict]:
+    path = claims_path(results)
+    if not path.exists():
+        return []
+    claims = []
+    for line in path.read_text().splitlines():
+        try:
+            claims.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return claims
+
+
+def try_claim(results: str | Path, family: str) -> bool:
+    """Claim ``family`` for this process unless another live process holds it. Call under the results lock.
+
+    The file is rewritten with only the live claims, so claims of finished
+    processes do not pile up; the rewrite is atomic (temp file, rename).
+    """
+    me = this_process()
+    live = [c for c in read_claims(results) if _alive(c["owner"])]
+    if any(c["family"] == family and c["owner"] != me for c in live):
+        return False
+    if not any(c["family"] == family for c in live):
+        live.append({"family": family, "owner": me})
+    path = claims_path(results)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(c, sort_keys=True) + "\n" for c in live))
+    tmp.replace(path)
+    return True

@@ -16,6 +16,8 @@ import os
 import socket
 from pathlib import Path
 
+from .runner import read_results
+
 
 def family_id(keys: list[str]) -> str:
     """A stable id of a family of jobs from its members' keys."""
@@ -54,16 +56,8 @@ def claims_path(results: str | Path) -> Path:
 
 
 def read_claims(results: str | Path) -> list[dict]:
-    path = claims_path(results)
-    if not path.exists():
-        return []
-    claims = []
-    for line in path.read_text().splitlines():
-        try:
-            claims.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return claims
+    """The claims recorded beside a results file (JSON lines, read like the results themselves)."""
+    return read_results(claims_path(results))
 
 
 def try_claim(results: str | Path, family: str) -> bool:

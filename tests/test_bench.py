@@ -208,6 +208,25 @@ def test_a_family_claimed_by_a_live_process_is_left_to_it_and_a_dead_ones_claim_
     assert dead["pid"] not in holders.values()  # and dropped from the file
 
 
+def test_a_family_whose_claimant_stops_before_finishing_it_is_taken_over_at_the_end(sweep, monkeypatch):
+    from fewprune.bench import claims
+    from fewprune.bench.claims import claims_path, family_id
+
+    config = sweep(["l1", "l1+bn", "random"])
+    l1 = next(c.key for c in config.cells() if c.method == "l1")
+    other = {"host": "elsewhere", "pid": 1, "started": None}
+    claims_path(config.results).parent.mkdir(parents=True, exist_ok=True)
+    claims_path(config.results).write_text(json.dumps({"family": family_id([l1]), "owner": other}) + "\n")
+    ran = []
+    monkeypatch.setattr(claims, "_alive", lambda owner: owner != other or len(ran) < 2)  # it stops after 2 cells
+    original = runner_module.run_cell
+    monkeypatch.setattr("fewprune.bench.runner.run_cell", lambda cell, *a: ran.append(cell.method) or original(cell, *a))
+    logged = []
+    run_sweep(config, progress=False, log=logged.append)
+    assert ran == ["l1+bn", "random", "l1"]  # skipped while held, taken over once its holder was gone
+    assert any("[3/3]" in line for line in logged)
+
+
 def test_shards_keep_each_cell_family_together_in_target_order(sweep):
     from fewprune.bench.sweep import shard_jobs
 

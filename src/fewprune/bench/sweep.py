@@ -119,7 +119,8 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     families = shard_order(jobs, index, count)
     own = families[:len(shard_families(jobs, index, count))]
     own_ids = {id(f) for f in own}
-    expected = {id(f): sum(needs_run(j, done) for j in f) for f in families}
+    # jobs of each family counted in the progress total: its unfinished ones for own families at first
+    counted = {id(f): sum(needs_run(j, done) for j in f) if id(f) in own_ids else 0 for f in families}
     todo = [j for f in own for j in f if needs_run(j, done)]
     log(f"{config.name}{f' shard {index}/{count}' if shard else ''}: {sum(map(len, own)) - len(todo)} of "
         f"{sum(map(len, own))} jobs already done or waiting for a teacher, {len(todo)} to run ({executor})")
@@ -143,21 +144,32 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
 
         Results are re-read under the lock at each family, so a job another
         process finished meanwhile is not run again, and a family another live
-        process claimed is left to it (:mod:`.claims`).
+        process claimed is left to it (:mod:`.claims`). Families left to others
+        are visited again at the end: one whose process stopped before
+        finishing it is taken over rather than left for a later run.
         """
-        for family in families:
-            with results_lock(config.results):
-                rows = {r["key"]: r for r in read_results(config.results)}
-                pending = [j for j in family if needs_run(j, rows)]
-                mine = bool(pending) and try_claim(config.results, family_id([j.key for j in family]))
-            counted = expected[id(family)] if id(family) in own_ids else 0
-            if (len(pending) if mine else 0) != counted:
-                total[0] += (len(pending) if mine else 0) - counted
-                on_total()
-            if mine:
-                if not counted:
-                    log(f"{config.name}: helping with {len(pending)} jobs of another shard")
-                yield from pending
+        remaining = families
+        while remaining:
+            held_elsewhere = []
+            for family in remaining:
+                with results_lock(config.results):
+                    rows = {r["key"]: r for r in read_results(config.results)}
+                    pending = [j for j in family if needs_run(j, rows)]
+                    mine = bool(pending) and try_claim(config.results, family_id([j.key for j in family]))
+                if pending and not mine:
+                    held_elsewhere.append(family)
+                runs = len(pending) if mine else 0
+                if runs != counted[id(family)]:
+                    total[0] += runs - counted[id(family)]
+                    counted[id(family)] = runs
+                    on_total()
+                if mine:
+                    if id(family) not in own_ids:
+                        log(f"{config.name}: helping with {len(pending)} jobs of another shard")
+                    yield from pending
+            if len(held_elsewhere) == len(remaining):
+                return  # the rest is other live processes' work in progress
+            remaining = held_elsewhere
 
     def run_locally(job) -> dict:
         # Other shards append too: read what is there now, a smaller target may have stopped short meanwhile.

@@ -228,11 +228,11 @@ def test_a_family_whose_claimant_stops_before_finishing_it_is_taken_over_at_the_
 
 
 def test_shards_keep_each_cell_family_together_in_target_order(sweep):
-    from fewprune.bench.sweep import shard_jobs
+    from fewprune.bench.sweep import shard_families
 
     config = sweep(["l1", "l1+bn", "random"], targets=[{"macs": 0.3}, {"macs": 0.5}, {"blocks": 1}], seeds=[0, 1])
     cells = config.cells()
-    shards = [shard_jobs(cells, i, 2) for i in range(2)]
+    shards = [[c for family in shard_families(cells, i, 2) for c in family] for i in range(2)]
     assert sorted(c.key for shard in shards for c in shard) == sorted(c.key for c in cells)
     for shard in shards:
         for cell in shard:  # every target of a cell's kind runs in the same shard, smaller first

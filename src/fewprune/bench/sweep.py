@@ -239,11 +239,6 @@ def shard_families(jobs: list, index: int, count: int) -> list[list]:
     return [members for i, members in enumerate(job_families(jobs)) if i % count == index]
 
 
-def shard_jobs(jobs: list, index: int, count: int) -> list:
-    """The jobs of shard ``index`` of ``count`` (:func:`shard_families`), flattened."""
-    return [job for members in shard_families(jobs, index, count) for job in members]
-
-
 def shard_order(jobs: list, index: int, count: int) -> list[list]:
     """The families in the order shard ``index`` takes them: its own, then the other shards' from the last.
 

@@ -5,25 +5,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import save_file
 
 from fewprune.bench import SweepConfig, read_results, run_sweep
 from fewprune.bench import runner as runner_module
-from fewprune.models import build
 
 
 @pytest.fixture
 def sweep(tiny_fmnist, monkeypatch, tmp_path):
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
-    weights = tmp_path / "t.safetensors"
     model_file = tmp_path / "tiny.py"
-    model_file.write_text(
-        "import torch.nn as nn\n"
+    model_file.write_text(  # the same weights at every load, like a trained teacher's
+        "import torch, torch.nn as nn\n"
         "def make(num_classes=10, in_channels=1):\n"
-        "    return nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),\n"
-        "                         nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),\n"
-        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
-    save_file(build(f"{model_file}:make", num_classes=10, in_channels=1).state_dict(), str(weights))
+        "    with torch.random.fork_rng():\n"
+        "        torch.manual_seed(0)\n"
+        "        return nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),\n"
+        "                             nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),\n"
+        "                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
 
     def write(methods, name="tiny", **extra):
         config = {"name": name, "dataset": "fashion-mnist", "models": [f"{model_file}:make"], "methods": methods,
@@ -137,7 +135,7 @@ def test_ray_executor_matches_in_process(sweep):
         torch.set_num_threads(threads)
     run_sweep(remote, executor="ray", progress=False, log=lambda *_: None)
     assert not ray.is_initialized()
-    pick = lambda cfg: {r["key"]: (r["accuracy"], r["plan_removed"], r["macs"])
+    pick = lambda cfg: {r["key"]: (r["accuracy"], r["per_class"], r["plan_removed"], r["macs"])
                         for r in read_results(cfg.results) if r["kind"] == "cell"}
     assert pick(local) == pick(remote) and len(pick(local)) == 2
 
@@ -285,6 +283,26 @@ def test_rows_another_sweep_measured_are_reused_only_under_the_same_protocol(swe
     assert calls == ["l1+bn", "l1"] and not any(r.get("reused_from") for r in read_results(third.results))
 
 
+def test_a_label_free_methods_cell_measured_with_labels_shown_counts_for_hidden_labels(sweep, monkeypatch):
+    shown = sweep(["l1+bn", "taylor+bn"], name="shown")
+    run_sweep(shown, progress=False, log=lambda *_: None)
+    measured = {r["cell"]["method"]: r for r in read_results(shown.results) if r["kind"] == "cell"}
+    calls = []
+    original = runner_module.run_cell
+    monkeypatch.setattr("fewprune.bench.runner.run_cell", lambda cell, *a: calls.append(cell) or original(cell, *a))
+    hidden = sweep(["l1+bn", "taylor+bn"], name="hidden", labels=False)
+    run_sweep(hidden, progress=False, log=lambda *_: None)
+    assert [c.method for c in calls] == ["taylor+bn"] and not calls[0].labels  # Taylor's loss reads the labels
+    rows = {r["cell"]["method"]: r for r in read_results(hidden.results) if r["kind"] == "cell"}
+    twin = rows["l1+bn"]
+    assert twin["reused_from"] == "shown.jsonl" and twin["same_as_key"] == measured["l1+bn"]["key"] != twin["key"]
+    assert twin["cell"]["labels"] is False and twin["same_as_labels"] is True and "--no-labels" in twin["command"]
+    assert twin["accuracy"] == measured["l1+bn"]["accuracy"]
+    # ... which is what running it with hidden labels measures
+    again = original(next(c for c in hidden.cells() if c.method == "l1+bn"))
+    assert again["accuracy"] == twin["accuracy"] and again["per_class"] == twin["per_class"]
+
+
 def test_a_job_another_sweep_measures_while_this_one_runs_is_reused(sweep, monkeypatch):
     first = sweep(["l1"], name="first")
     run_sweep(first, progress=False, log=lambda *_: None)
@@ -323,7 +341,7 @@ def test_a_model_whose_teacher_cannot_load_waits_and_the_other_models_run(sweep,
 
 
 def test_latency_is_remeasured_on_the_rebuilt_structures_and_used_by_the_report(sweep):
-    from fewprune.bench.relatency import remeasure
+    from fewprune.bench.relatency import apply_remeasured, remeasure
 
     config = sweep(["l1", "l1+bn"])
     config.latency = True
@@ -342,7 +360,12 @@ def test_latency_is_remeasured_on_the_rebuilt_structures_and_used_by_the_report(
     Path(config.results).write_text("".join(json.dumps(r) + "\n" for r in old))
     assert remeasure(config, log=lambda *_: None) == 2
     assert remeasure(config, log=lambda *_: None) == 0
+    # timed again on request: the newest timings are the ones used
+    assert remeasure(config, log=lambda *_: None, again=True) == 2
     rows = read_results(config.results)
+    newest = {r["cell"]: r for r in rows if r["kind"] == "latency"}
+    assert len([r for r in rows if r["kind"] == "latency"]) == 6
+    assert all(r["latency"] == newest[r["key"]]["student"] for r in apply_remeasured(rows) if r["kind"] == "cell")
     from fewprune.bench.sweep import write_report
 
     write_report(config)

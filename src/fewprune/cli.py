@@ -238,13 +238,15 @@ def cmd_bench(args) -> int:
 
     from .bench import SweepConfig, run_sweep, write_report
 
+    if args.again and not args.remeasure_latency:
+        raise SystemExit("fewprune: error: --again goes with --remeasure-latency (it times the cells again)")
     config = SweepConfig.read(args.config)
     if args.threads:
         _torch.set_num_threads(args.threads)
     if args.remeasure_latency:
         from .bench.relatency import remeasure
 
-        remeasure(config, threads=args.threads)
+        remeasure(config, threads=args.threads, again=args.again)
         summary = write_report(config)
     else:
         summary = write_report(config) if args.report_only else run_sweep(
@@ -448,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remeasure-latency", action="store_true",
                    help="time every finished cell's structure again, back to back with its teacher, on a quiet "
                         "machine; the report's speed-ups then use these timings")
+    p.add_argument("--again", action="store_true",
+                   help="with --remeasure-latency: time cells already re-timed again too (the new timings replace "
+                        "ones taken while the machine was not quiet)")
     p.add_argument("--threads", type=int, help="torch threads for in-process cells")
     p.add_argument("--shard", metavar="I/N", help="run every N-th family of jobs from the I-th (0-based), then help "
                    "with the others' unstarted ones: start N processes with 0/N … N-1/N to share one sweep and its "

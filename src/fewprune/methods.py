@@ -127,3 +127,31 @@ def needs_features(recovery: str) -> bool:
     from .recovery import recoveries
 
     return any(getattr(recoveries.get(r), "needs_features", False) for r in recovery.split("+"))
+
+
+def reads_labels(recipe: str | Method) -> bool:
+    """Whether compressing with ``recipe`` may look at the samples' labels.
+
+    A part that can says so with a ``reads_labels`` attribute: ``True``, or,
+    when its options decide, a function of them (KD reads labels only with a
+    ``label_weight``). Parts without it never read a label (the test suite
+    checks every registered part). A recipe that reads none gives the same
+    plan and student whether the labels are shown or hidden, so a benchmark
+    may count one measurement for both settings.
+    """
+    from .allocation import allocators
+    from .criteria import criteria
+    from .recovery import recoveries
+
+    recipe = get(recipe)
+
+    def reads(part, options: dict) -> bool:
+        flag = getattr(part, "reads_labels", False)
+        return bool(flag(options) if callable(flag) else flag)
+
+    blocks_too = recipe.granularity == "channels"  # a depth-and-width target ranks blocks with block_criterion
+    return (reads(criteria.get(recipe.criterion), recipe.criterion_options)
+            or (blocks_too and reads(criteria.get(recipe.block_criterion), {}))
+            or reads(allocators.get(recipe.allocation), recipe.allocation_options)
+            or any(reads(recoveries.get(step), recipe.recovery_options.get(step, {}))
+                   for step in recipe.recovery.split("+")))

@@ -137,7 +137,7 @@ def iterative(space: PruningSpace, scores: Scores, target: Target, max_ratio: fl
             _waypoint(probe, removed, current=current)
 
 
-iterative.direct = iterative.needs_probe = True
+iterative.direct = iterative.needs_probe = iterative.reads_labels = True
 
 
 def class_averaged_auc(log: list[dict]) -> float | None:
@@ -255,7 +255,7 @@ def accuracy_aware(space: PruningSpace, scores: Scores, target: Target, max_rati
     return removed
 
 
-accuracy_aware.direct = accuracy_aware.needs_probe = True
+accuracy_aware.direct = accuracy_aware.needs_probe = accuracy_aware.reads_labels = True
 
 
 @register_allocator("progressive")
@@ -316,4 +316,4 @@ def progressive(space: PruningSpace, scores: Scores, target: Target, max_ratio: 
     return removed
 
 
-progressive.direct = progressive.needs_probe = True
+progressive.direct = progressive.needs_probe = progressive.reads_labels = True

@@ -42,15 +42,20 @@ def rebuilt_student(teacher: torch.nn.Module, example: torch.Tensor, row: dict, 
     return plan.apply(copy.deepcopy(teacher).eval())
 
 
-def remeasure(config: SweepConfig, threads: int | None = None, log=print) -> int:
-    """Time every finished cell's structure and its teacher back to back; returns how many were measured."""
+def remeasure(config: SweepConfig, threads: int | None = None, log=print, again: bool = False) -> int:
+    """Time every finished cell's structure and its teacher back to back; returns how many were measured.
+
+    Cells already re-timed under this protocol are skipped, unless ``again``:
+    then every cell is timed anew, and the new rows supersede the earlier ones
+    (e.g. ones taken while something else was running).
+    """
     from ..metrics import latency, macs, versions
     from ..structure import PruningSpace
 
     if threads:
         torch.set_num_threads(threads)
     rows = read_results(config.results)
-    done = {r["key"] for r in rows if r.get("kind") == "latency" and r.get("protocol") == PROTOCOL}
+    done = set() if again else {r["key"] for r in rows if r.get("kind") == "latency" and r.get("protocol") == PROTOCOL}
     keys = {c.key for c in config.cells()}
     todo = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "ok" and r["key"] in keys
             and latency_key(r["key"]) not in done]
@@ -102,7 +107,7 @@ def apply_remeasured(rows: list[dict]) -> list[dict]:
 
     Each such row also carries ``latency_teacher``, its teacher timed beside it.
     """
-    quiet = {r["cell"]: r for r in rows if r.get("kind") == "latency"}
+    quiet = {r["cell"]: r for r in rows if r.get("kind") == "latency"}  # the latest row of a cell wins
     out = []
     for r in rows:
         if r.get("kind") == "cell" and r["key"] in quiet:

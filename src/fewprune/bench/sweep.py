@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from ..allocation.paths import shared_paths
@@ -262,6 +263,11 @@ def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:
     wants it. Copies are marked ``reused_from`` with their file's name.
     """
     here = Path(config.results)
+    wanted = dict(missing)  # key of a measurement that would do -> the job it stands for
+    for job in missing.values():
+        twin = label_twin(job)
+        if twin is not None:
+            wanted.setdefault(twin.key, job)
     found: dict[str, dict] = {}
     for path in sorted(here.parent.glob("*.jsonl")):
         if path.resolve() == here.resolve():
@@ -270,12 +276,34 @@ def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:
         same_teachers = {r["model"] for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"
                          and r["key"] in done and done[r["key"]].get("accuracy") == r.get("accuracy")}
         for row in rows:
-            job = missing.get(row.get("key"))
-            if (job is None or row["key"] in found or row.get("status") != "ok" or job.model not in same_teachers
+            job = wanted.get(row.get("key"))
+            if (job is None or job.key in found or row.get("status") != "ok" or job.model not in same_teachers
                     or (config.latency and row.get("kind") == "cell" and not row.get("latency"))):
                 continue
-            found[row["key"]] = {**row, "reused_from": path.name}
+            reused = {**row, "reused_from": path.name}
+            if row["key"] != job.key:  # the label twin's measurement: the same plan and student
+                reused.update(key=job.key, cell=job.__dict__, command=job.command(), same_as_labels=row["cell"]["labels"],
+                            same_as_key=row["key"])
+            found[job.key] = reused
     return list(found.values())
+
+
+def label_twin(job) -> Cell | None:
+    """The same cell with the labels shown instead of hidden (or the reverse), when its method reads no label.
+
+    Such a method gives the same plan and student either way
+    (:func:`fewprune.methods.reads_labels`), so either measurement stands for both.
+    """
+    from ..methods import reads_labels
+
+    if not isinstance(job, Cell):
+        return None
+    try:
+        if reads_labels(job.method):
+            return None
+    except (KeyError, ValueError):  # an unknown method: its cell fails on its own, with the message
+        return None
+    return replace(job, labels=not job.labels)
 
 
 def alongside_rows(config: SweepConfig) -> tuple[list[dict], object]:

@@ -167,3 +167,6 @@ def lrp_scores(model: nn.Module, space: PruningSpace, batch: Batch) -> Scores:
         # layers is not favoured over a block's inner channel just for being counted more often
         scores[g.id] = total / max(len(producers[g.id]), 1)
     return scores
+
+
+lrp_scores.reads_labels = True  # explains each sample's true class when the samples have labels

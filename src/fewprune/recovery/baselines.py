@@ -93,3 +93,7 @@ def distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0,
                           progress=progress)
     return {**stats, "temperature": temperature, "label_weight": label_weight, "schedule": asdict(schedule),
             "teacher_memo": teacher_logits.stats()}
+
+
+# Labels enter the loss only with a label weight (see fewprune.methods.reads_labels).
+distill.reads_labels = lambda options: bool(options.get("label_weight"))

@@ -289,3 +289,30 @@ def test_practise_scores_a_hole_no_adaptor_reaches_by_its_plain_error_and_still_
                      recovery_options={"adapt": {"schedule": short}, "mir": {"schedule": short}})
     result = fp.compress(teacher, batch.images, method=recipe, target=fp.Target(blocks=1), progress=False)
     assert len(result.plan.dropped_blocks) == 1
+
+
+QUICK = {"schedule": Schedule(iterations=3, batch_size=8)}
+QUICK_OPTIONS = {"kd": QUICK, "mir": QUICK, "mir-blocks": QUICK, "adapt": QUICK, "cd": {"iterations": 3}}
+
+
+@pytest.mark.parametrize("name,options", [(name, {}) for name in recoveries.names()] + [("kd", {"label_weight": 0.5})],
+                         ids=lambda value: value if isinstance(value, str) else ",".join(value) or "defaults")
+def test_recoveries_read_labels_only_when_they_say_so(name, options):
+    """Labels shown (disagreeing with the teacher) or hidden give the same student exactly when ``reads_labels`` says no."""
+    teacher, batch = model_and_batch("resnet20")
+    keep_features = dataclasses.replace(fp.methods.get("l1"), protect_features=True)  # MiR mimics them
+    result = fp.compress(teacher, batch.images, method=keep_features, target=fp.Target(macs=0.5), progress=False)
+    pruned = fp.structure.Pruned.from_plan(result.plan, fp.structure.PruningSpace(teacher, batch.images[:1]).groups,
+                                           fp.structure.find_blocks(teacher, batch.images[:1]))
+    recover = recoveries.get(name)
+    structure = {"pruned": pruned} if getattr(recover, "needs_structure", False) else {}
+    with torch.no_grad():
+        disagreeing = (teacher(batch.images).argmax(1) + 1) % 10
+    students = []
+    for labels in (disagreeing, None):
+        student = copy.deepcopy(result.student)
+        recover(student, teacher, Batch(batch.images, labels, teacher, seed=2), seed=2, progress=False, **structure,
+                **QUICK_OPTIONS.get(name, {}), **options)
+        students.append(student.state_dict())
+    same = all(torch.equal(a, b) for a, b in zip(students[0].values(), students[1].values(), strict=True))
+    assert same != fp.methods.reads_labels(fp.methods.Method("l1", recovery=name, recovery_options={name: options}))

@@ -282,8 +282,8 @@ def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:
                 continue
             reused = {**row, "reused_from": path.name}
             if row["key"] != job.key:  # the label twin's measurement: the same plan and student
-                reused.update(key=job.key, cell=job.__dict__, command=job.command(), same_as_labels=row["cell"]["labels"],
-                            same_as_key=row["key"])
+                reused.update(key=job.key, cell=job.__dict__, command=job.command(),
+                              same_as_labels=row["cell"]["labels"], same_as_key=row["key"])
             found[job.key] = reused
     return list(found.values())
 

@@ -197,14 +197,20 @@ def test_practise_drops_a_zero_residual_block_first_without_changing_any_output(
         assert torch.allclose(result.student(batch.images), teacher(batch.images), atol=1e-5)
 
 
-def test_block_mimicking_compares_each_block_with_the_channels_the_student_kept():
-    from fewprune.recovery.mir import block_output_channels
-
+def _pruned_keeping_features():
+    """A resnet20 teacher, its few samples, and the L1 student at 50% MACs with the feature width kept (as MiR needs)."""
     teacher, batch = model_and_batch("resnet20")
     keep_features = dataclasses.replace(fp.methods.get("l1"), protect_features=True)  # as every MiR method does
     result = fp.compress(teacher, batch.images, method=keep_features, target=fp.Target(macs=0.5), progress=False)
     pruned = fp.structure.Pruned.from_plan(result.plan, fp.structure.PruningSpace(teacher, batch.images[:1]).groups,
                                            fp.structure.find_blocks(teacher, batch.images[:1]))
+    return teacher, batch, result, pruned
+
+
+def test_block_mimicking_compares_each_block_with_the_channels_the_student_kept():
+    from fewprune.recovery.mir import block_output_channels
+
+    teacher, batch, result, pruned = _pruned_keeping_features()
     example = batch.images[:1]
     from fewprune.models.features import capture
 
@@ -299,11 +305,7 @@ QUICK_OPTIONS = {"kd": QUICK, "mir": QUICK, "mir-blocks": QUICK, "adapt": QUICK,
                          ids=lambda value: value if isinstance(value, str) else ",".join(value) or "defaults")
 def test_recoveries_read_labels_only_when_they_say_so(name, options):
     """Labels shown (disagreeing with the teacher) or hidden give the same student exactly when ``reads_labels`` says no."""
-    teacher, batch = model_and_batch("resnet20")
-    keep_features = dataclasses.replace(fp.methods.get("l1"), protect_features=True)  # MiR mimics them
-    result = fp.compress(teacher, batch.images, method=keep_features, target=fp.Target(macs=0.5), progress=False)
-    pruned = fp.structure.Pruned.from_plan(result.plan, fp.structure.PruningSpace(teacher, batch.images[:1]).groups,
-                                           fp.structure.find_blocks(teacher, batch.images[:1]))
+    teacher, batch, result, pruned = _pruned_keeping_features()
     recover = recoveries.get(name)
     structure = {"pruned": pruned} if getattr(recover, "needs_structure", False) else {}
     with torch.no_grad():

@@ -123,6 +123,55 @@ def test_gates_close_a_planted_useless_channel_group():
     assert removed["0"] == [0, 1, 2] and not removed["3"]
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def _learn_with_weights(checkpoint, stop_at=None):
+    """Gates and weights trained together (as ASCA from scratch: BN in train mode), checkpointing every 4 steps;
+    ``stop_at`` interrupts the run at that iteration."""
+    model = _tiny().train()
+    x, labels = torch.randn(24, 1, 12, 12), torch.arange(24) % 4
+    space = PruningSpace(model, x[:1])
+    calls = [0]
+
+    def per_sample(batch, outputs, idx):
+        calls[0] += 1
+        if calls[0] == stop_at:
+            raise _Interrupted
+        return torch.nn.functional.cross_entropy(outputs, labels[idx], reduction="none")
+
+    logits, log = learn_gates(model, space, x, per_sample, "macs", 0.5,
+                              GateSchedule(iterations=14, batch_size=8, log_every=1), weights=list(model.parameters()),
+                              weight_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+                              weight_lr=lambda step: 1 - step / 14, checkpoint=checkpoint, checkpoint_every=4)
+    return model, logits, log
+
+
+def test_learning_gates_resumes_from_its_checkpoint_to_the_uninterrupted_result(tmp_path):
+    model, logits, log = _learn_with_weights(None)
+    with pytest.raises(_Interrupted):  # stopped in the third epoch of four steps: its last checkpoint is step 8
+        _learn_with_weights(tmp_path / "run.pt", stop_at=11)
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["iteration"] == 8
+    resumed_model, resumed_logits, resumed_log = _learn_with_weights(tmp_path / "run.pt")
+    assert logits.keys() == resumed_logits.keys()
+    assert all(torch.equal(logits[g], resumed_logits[g]) for g in logits)
+    same(snapshot(model), snapshot(resumed_model))  # weights, BN statistics and the last step's gradients
+    assert {k: v for k, v in log.items() if k != "seconds"} == {k: v for k, v in resumed_log.items() if k != "seconds"}
+    # a finished run's checkpoint gives its result again without training
+    again_model, again_logits, _ = _learn_with_weights(tmp_path / "run.pt", stop_at=1)
+    assert all(torch.equal(logits[g], again_logits[g]) for g in logits)
+    assert all(torch.equal(v, again_model.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_a_checkpoint_of_other_settings_is_refused_by_name(tmp_path):
+    _learn_with_weights(tmp_path / "run.pt")
+    model, x = _tiny(), torch.randn(16, 1, 12, 12)
+    with pytest.raises(ValueError, match="run.pt is the checkpoint of another run"):
+        learn_gates(model, PruningSpace(model, x[:1]), x, lambda b, o, i: o.pow(2).mean(1), "macs", 0.3,
+                    GateSchedule(iterations=3), checkpoint=tmp_path / "run.pt")
+
+
 def test_the_asca_criterion_aims_at_the_target_and_compress_meets_it_exactly(tmp_path):
     model = build("resnet20", num_classes=10, in_channels=1).eval()
     x = torch.randn(8, 1, 28, 28)

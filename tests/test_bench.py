@@ -383,6 +383,8 @@ def test_asca_from_scratch_runs_as_a_sweep_job_beside_its_same_epoch_ceiling(tin
     assert rows["scratch"]["status"] == "ok" and abs(rows["scratch"]["macs_reduction"] - 0.5) <= 0.01
     assert rows["ceiling"]["status"] == "ok" and rows["cell"]["status"] == "ok"
     assert "*asca-scratch* (1 ep., full data, no teacher)" in open(config.report).read()
+    # both training jobs checkpointed every epoch and removed their checkpoints once their rows were measured
+    assert (tmp_path / "r.jsonl.partial").is_dir() and not list((tmp_path / "r.jsonl.partial").iterdir())
 
 
 def test_a_sweep_shows_the_matching_cells_of_the_sweep_it_runs_alongside(sweep):

@@ -149,3 +149,19 @@ def test_zoo_report_lists_every_teacher_against_its_accuracy_target(tmp_path, mo
         accuracy = zoo.manifest(name)["test_accuracy"]
         verdict = "(met)" if accuracy >= ACCURACY_TARGETS[name] else "short**"
         assert f"{100 * ACCURACY_TARGETS[name]:.1f}% " in row and verdict in row
+
+
+def test_train_asca_saves_a_reloadable_student_leaves_no_checkpoint_and_refuses_to_overwrite(env, capsys):
+    tmp, _ = env
+    out = tmp / "asca"
+    argv = ["train", "resnet20-fmnist", "--asca", "macs=0.5", "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    assert "MACs removed; saved to" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert abs(report["macs_reduction"] - 0.5) <= 0.01 and report["evaluation"]["student"]["samples"] == 40
+    assert not (tmp / "asca.partial.pt").exists()  # the per-epoch checkpoint goes once the result is saved
+    student = fp.load(out, architecture=build("resnet20", num_classes=10, in_channels=1))
+    assert fp.metrics.macs(student, torch.zeros(1, 1, 28, 28)) == report["student"]["macs"]
+    before = (out / "student.safetensors").read_bytes()
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err
+    assert (out / "student.safetensors").read_bytes() == before

@@ -114,3 +114,42 @@ def test_weights_reload_into_a_module_that_checks_its_state_version(tmp_path):
         assert torch.equal(model(x), fresh(x))
     row = check_model("torchvision:mnasnet0_5", (3, 64, 64))  # prune, save and load it back
     assert row["status"] == "ok", row
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_training_resumes_from_its_epoch_checkpoint_to_the_uninterrupted_result(tiny_fmnist, tmp_path):
+    from fewprune import data
+    from fewprune.models.recipes import Recipe, fit
+
+    train = data.load("fashion-mnist", "train", root=tiny_fmnist)
+    recipe = Recipe("resnet20", "fashion-mnist", epochs=3, batch_size=16, lr=0.05, warmup_epochs=0.5, bf16=False)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build("resnet20", num_classes=10, in_channels=1)
+
+    whole = fresh()
+    fit(whole, train, recipe, log=lambda *_: None)
+    stopped, calls = fresh(), [0]
+
+    def interrupt(*_):  # in the third epoch (three steps an epoch): the checkpoint holds two
+        calls[0] += 1
+        if calls[0] == 8:
+            raise _Interrupted
+
+    handle = stopped.register_forward_pre_hook(interrupt)
+    with pytest.raises(_Interrupted):
+        fit(stopped, train, recipe, tmp_path / "run.pt", log=lambda *_: None)
+    handle.remove()
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 2
+    messages = []
+    resumed = fresh()
+    fit(resumed, train, recipe, tmp_path / "run.pt", log=messages.append)
+    assert messages[0].startswith("resuming model from epoch 2")
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+    with pytest.raises(ValueError, match="checkpoint of another run"):  # other settings do not resume it
+        fit(fresh(), train, Recipe("resnet20", "fashion-mnist", epochs=4, batch_size=16, bf16=False),
+            tmp_path / "run.pt", log=lambda *_: None)

@@ -116,12 +116,14 @@ def _train_asca(args) -> int:
     out = Path(args.out or f"runs/asca-scratch/{args.recipe}-{kind}{value}")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
-    result = train_asca_scratch(args.recipe, target, epochs=args.epochs)
+    checkpoint = out.with_name(out.name + ".partial.pt")  # hours of training survive an interruption
+    result = train_asca_scratch(args.recipe, target, epochs=args.epochs, checkpoint=checkpoint)
     test = data.load(recipes.get(args.recipe).dataset, "test")
     example = test.batch([0])[0]
     result.report["evaluation"] = {"student": metrics.measure(result.student, test, example), "split": "test"}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     api.save(result, out, force=args.force)
+    checkpoint.unlink(missing_ok=True)
     e = result.report["evaluation"]["student"]
     print(f"asca-scratch {args.recipe}: test accuracy {100 * e['accuracy']:.2f}%, "
           f"{100 * result.report['macs_reduction']:.1f}% MACs removed; saved to {out}")

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checkpoints import job_checkpoint
 from .runner import _load_data, _teacher, measure_model
 
 
 def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: float = 0.01, batch_size: int = 128,
-                eval_limit: int | None = None, latency: bool = True, log=print) -> dict:
+                eval_limit: int | None = None, latency: bool = True, log=print, checkpoint=None) -> dict:
+    """The ceiling's row; with a ``checkpoint`` path the fine-tuning resumes from its last finished epoch."""
     from .. import api
     from ..allocation import Target
     from ..metrics import versions
@@ -32,7 +34,7 @@ def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: flo
     student = copy.deepcopy(structure.student)
     recipe = Recipe(architecture="", dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=5e-4, warmup_epochs=0.0)
-    seconds = fit(student, train, recipe, log=log, name=f"ceiling {model} {target}")
+    seconds = fit(student, train, recipe, checkpoint, log=log, name=f"ceiling {model} {target}")
     row = {"kind": "ceiling", "key": ceiling_key(model, dataset, target, epochs, lr, eval_limit), "model": model,
            "dataset": dataset, "target": target, "structure": "l1", "epochs": epochs, "lr": lr}
     row.update(measure_model(student, test, example, latency))
@@ -56,6 +58,7 @@ class CeilingJob:
     epochs: int
     lr: float
     eval_limit: int | None = None
+    work_dir: str | None = None  # where its checkpoint lives while it runs (None: it keeps none)
 
     @property
     def key(self) -> str:
@@ -66,9 +69,13 @@ class CeilingJob:
 
     def run(self, eval_limit, latency: bool) -> dict:
         """The ceiling's row; a failure becomes an error row, so the sweep goes on (``--retry-failed`` re-runs it)."""
+        checkpoint = job_checkpoint(self.work_dir, self.key)
         try:
-            return run_ceiling(self.model, self.dataset, self.target, self.epochs, self.lr, eval_limit=eval_limit,
-                               latency=latency, log=lambda *_: None)
+            row = run_ceiling(self.model, self.dataset, self.target, self.epochs, self.lr, eval_limit=eval_limit,
+                              latency=latency, log=lambda *_: None, checkpoint=checkpoint)
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
+            return row
         except Exception as error:  # noqa: BLE001 — recorded, like a failing cell
             return {"kind": "ceiling", "key": self.key, "model": self.model, "target": self.target,
                     "status": "error", "error": f"{type(error).__name__}: {error}"}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checkpoints import job_checkpoint
 from .runner import _load_data, measure_model
 
 
@@ -24,6 +25,7 @@ class ScratchJob:
     target: dict
     epochs: int
     eval_limit: int | None = None
+    work_dir: str | None = None  # where its checkpoint lives while it runs (None: it keeps none)
 
     @property
     def key(self) -> str:
@@ -45,12 +47,16 @@ class ScratchJob:
             if not self.model.startswith("zoo:"):
                 raise ValueError(f"asca-scratch needs a training recipe: use a zoo:NAME model, not {self.model!r}")
             train, test = _load_data(self.dataset, eval_limit)
+            checkpoint = job_checkpoint(self.work_dir, self.key)
             result = train_asca_scratch(self.model.removeprefix("zoo:"), Target(**self.target), epochs=self.epochs,
-                                        progress=False, log=lambda *_: None, train_set=train)
+                                        progress=False, log=lambda *_: None, train_set=train, checkpoint=checkpoint)
             row.update(measure_model(result.student, test, train[0][0].unsqueeze(0), latency))
             row.update(status="ok", macs_reduction=result.report["macs_reduction"],
                        params_reduction=result.report["params_reduction"],
-                       gates=result.report["criterion"]["gates"]["widths"])
+                       gates=result.report["criterion"]["gates"]["widths"],
+                       train_seconds=result.report["timings"]["train_s"])
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
         except Exception as error:  # noqa: BLE001 — recorded, like a failing cell
             row.update(status="error", error=f"{type(error).__name__}: {error}")
         row.update(wall_seconds=round(time.time() - started, 1), versions=versions(), threads=torch.get_num_threads())

@@ -81,13 +81,16 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
     jobs: list = []
+    # Training jobs (ceilings, asca-scratch) checkpoint every epoch here: a sweep stopped or killed mid-job
+    # resumes it, whichever process takes it over.
+    work_dir = config.results + ".partial"
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
-        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit)
+        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir)
                  for model in config.models for target in config.targets if "blocks" not in target]
     if config.scratch:
-        jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit)
-                 for model in config.models for target in config.targets if "blocks" not in target]
+        jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit,
+                            work_dir) for model in config.models for target in config.targets if "blocks" not in target]
     cells = config.cells()
     jobs += cells
     unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run

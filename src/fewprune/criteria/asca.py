@@ -31,14 +31,17 @@ weights together from scratch on a full training set with the same loop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..augment.basic import random_crop_flip
+from ..checkpoints import load_checkpoint, save_checkpoint
 from ..models.memo import RowMemo
 from ..modes import eval_mode
 from ..progress import progress_bar
@@ -127,7 +130,8 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
                 schedule: GateSchedule | None = None, seed: int = 0, weights: list[nn.Parameter] | None = None,
                 weight_optimizer: Callable | None = None, weight_lr: Callable[[int], float] | None = None,
                 augment: bool = True, bf16: bool = False, bake: bool = False, progress: bool = True,
-                description: str = "learning gates") -> tuple[dict[str, torch.Tensor], dict]:
+                description: str = "learning gates", checkpoint: Path | None = None,
+                checkpoint_every: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
     """Learn gate logits towards removing ``fraction`` of ``kind``; returns ``(logits, log)``.
 
     ``per_sample_loss(x, outputs, indices)`` gives the task loss of each
@@ -141,6 +145,12 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
     changes only what they contributed). The model's mode is the caller's
     choice; the gates are removed afterwards, leaving the model's structure
     as it was. A non-finite loss stops with a ``FloatingPointError``.
+
+    With a ``checkpoint`` path the whole state (gates, weights, BN
+    statistics, optimisers, random stream, log) is saved every
+    ``checkpoint_every`` iterations and at the end, and a run that finds its
+    own checkpoint there goes on from it to the result an uninterrupted run
+    gives. The log's ``seconds`` counts the loop's time over all runs.
     """
     schedule = schedule or GateSchedule()
     gen = torch.Generator().manual_seed(seed)
@@ -155,12 +165,38 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
             schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizers[-1], weight_lr))
     t0, t1 = schedule.temperature
     total = schedule.iterations
+    temperature_at = lambda it: t0 * (t1 / t0) ** (it / max(1, total - 1))  # noqa: E731 — annealed geometrically
     ramp = max(1, round(schedule.binarise_ramp * total))
     log: dict = {"iterations": [], "temperature": [], "task": [], "remaining": [], "binarisation": [],
-                 "undecided": [], "open": [], "target_remaining": 1 - fraction, "kind": kind}
+                 "undecided": [], "open": [], "target_remaining": 1 - fraction, "kind": kind, "seconds": 0.0}
+    weights, buffers = list(weights or []), list(model.buffers())  # BN statistics move when the model trains
+    run = f"{description}: {kind}={fraction}, {schedule!r}, seed {seed}, {len(images)} images, {len(weights)} weights"
+    first = 0
+    state = load_checkpoint(checkpoint, run)
+    if state is not None:
+        first, log = state["iteration"], state["log"]
+        with torch.no_grad():
+            for gid, logit in gates.logits.items():
+                logit.copy_(state["logits"][gid])
+            for tensor, saved in zip(weights + buffers, state["weights"] + state["buffers"], strict=True):
+                tensor.copy_(saved)
+        for opt, saved in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        for scheduler, saved in zip(schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        gen.set_state(state["generator"])
+
+    def save(iteration: int) -> None:
+        save_checkpoint({"run": run, "iteration": iteration, "log": log, "generator": gen.get_state(),
+                         "logits": {gid: p.detach() for gid, p in gates.logits.items()},
+                         "weights": [p.detach() for p in weights], "buffers": buffers,
+                         "optimizers": [o.state_dict() for o in optimizers],
+                         "schedulers": [s.state_dict() for s in schedulers]}, checkpoint)
+
     with gates:
-        for it in progress_bar(range(total), total=total, description=description, enabled=progress):
-            gates.temperature = t0 * (t1 / t0) ** (it / max(1, total - 1))
+        for it in progress_bar(range(first, total), total=total - first, description=description, enabled=progress):
+            started = time.perf_counter()
+            gates.temperature = temperature_at(it)
             idx = torch.randperm(len(images), generator=gen)[: min(schedule.batch_size, len(images))]
             x = images[idx]
             if augment:
@@ -195,6 +231,10 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
                 log.setdefault("offset", []).append(gates.offset)
                 log["undecided"].append(float(((flat > 0.05) & (flat < 0.95)).float().mean()))
                 log["open"].append(float((flat > 0.5).float().mean()))
+            log["seconds"] += time.perf_counter() - started
+            if checkpoint is not None and ((checkpoint_every and (it + 1) % checkpoint_every == 0) or it == total - 1):
+                save(it + 1)
+        gates.temperature = temperature_at(total - 1)  # as the last iteration left it, also when resumed after it
         project_onto_budget(space, gates, kind, 1 - fraction)
         final = {gid: v.detach().clone() for gid, v in gates.values().items()}
         gates.fixed, gates.bake = (final, True) if bake else (None, False)

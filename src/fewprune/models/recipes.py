@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import load_checkpoint, save_checkpoint
 from ..registry import Registry
 
 
@@ -59,12 +59,6 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log=print) -> dict:
@@ -138,8 +132,9 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     start_epoch, elapsed = 0, 0.0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
+    run = f"{name}: {recipe!r}"  # a checkpoint of other settings is refused, not resumed
+    state = load_checkpoint(checkpoint, run)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -173,8 +168,8 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
             loss_sum += loss.item() * len(y)
         elapsed += time.time() - t0
         if checkpoint is not None:
-            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "epoch": epoch + 1, "elapsed": elapsed}, checkpoint)
+            save_checkpoint({"run": run, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "epoch": epoch + 1, "elapsed": elapsed}, checkpoint)
         log(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
             f"lr {sched.get_last_lr()[0]:.4g} ({(time.time() - t0) / 60:.1f} min)")
 
@@ -185,7 +180,7 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
 
 
 def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, progress: bool = True,
-                       train_set=None):
+                       train_set=None, checkpoint: Path | None = None):
     """ASCA as in the paper: gates and weights learned together from scratch on the full training set.
 
     ``name`` is a teacher recipe (architecture, dataset, optimiser, schedule);
@@ -193,8 +188,9 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
     weights (the recipe's SGD, cosine schedule) and the gates (complexity-
     weighted cross-entropy, binarisation, budget projection); the gates then
     give the plan, the channels are removed physically, and nothing is
-    fine-tuned after. Returns a :class:`~fewprune.api.Result` for
-    :func:`fewprune.save`.
+    fine-tuned after. With a ``checkpoint`` path the state is saved after
+    every epoch and a run found there is resumed. Returns a
+    :class:`~fewprune.api.Result` for :func:`fewprune.save`.
     """
     import torch.nn.functional as F
 
@@ -224,6 +220,8 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
     steps, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
     schedule = GateSchedule(iterations=steps, batch_size=batch_size, log_every=max(1, steps // 200))
     model.train()
+    if checkpoint is not None and Path(checkpoint).exists():
+        log(f"asca-scratch {name}: resuming from {checkpoint}")
     logits, gate_log = learn_gates(
         model, space, images, lambda x, out, idx: F.cross_entropy(out, labels[idx], reduction="none",
                                                                   label_smoothing=recipe.label_smoothing),
@@ -231,7 +229,7 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
         weight_optimizer=lambda ps: torch.optim.SGD(ps, lr=recipe.lr, momentum=0.9, nesterov=True,
                                                      weight_decay=recipe.weight_decay),
         weight_lr=lambda step: _lr_factor(step, steps, warmup), bf16=recipe.bf16, bake=True, progress=progress,
-        description=f"asca-scratch {name}")
+        description=f"asca-scratch {name}", checkpoint=checkpoint, checkpoint_every=steps_per_epoch)
     model.eval()
     full_macs, full_params = metrics.macs(model, example), metrics.params(model)  # before the channels go
     removed = {g: r for g, r in allocate(space, logits, target, "threshold").items() if r}
@@ -246,7 +244,7 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
         "teacher": {"macs": full_macs, "params": full_params, "note": "the unpruned architecture (trained gated)"},
         "student": {"macs": macs, "params": params},
         "macs_reduction": 1 - macs / full_macs, "params_reduction": 1 - params / full_params,
-        "criterion": {"gates": gate_log}, "timings": {"train_s": round(time.time() - started, 1)},
+        "criterion": {"gates": gate_log}, "timings": {"train_s": round(gate_log["seconds"], 1)},
         "wall_seconds": round(time.time() - started, 1), "versions": metrics.versions(),
         "threads": torch.get_num_threads(),
     }

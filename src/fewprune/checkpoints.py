@@ -1,0 +1,49 @@
+"""Checkpoints that let hours-long CPU runs stop and resume where they were.
+
+Teacher training, full-data ceilings and ASCA from scratch save their whole
+state (weights, optimiser, schedule, random stream) now and then; a run
+started again with the same checkpoint path goes on from there and ends
+with the same result an uninterrupted run gives. Loading is
+``weights_only``: a checkpoint holds tensors and plain values, no pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write ``state`` through a temporary file, so an interrupted write leaves the previous checkpoint whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | None, run: str) -> dict | None:
+    """The state saved at ``path`` by the run described by ``run``; None when there is none.
+
+    A checkpoint of another run (other settings, another schedule) is
+    refused with its path, so a resumed run never mixes two runs' states.
+    """
+    if path is None or not Path(path).exists():
+        return None
+    state = torch.load(path, weights_only=True)
+    saved = state.get("run", run)  # teacher checkpoints written before runs were named carry no name
+    if saved != run:
+        raise ValueError(f"{path} is the checkpoint of another run ({saved}), not of this one ({run}): "
+                         f"remove it, or choose another output")
+    return state
+
+
+def job_checkpoint(work_dir: str | Path | None, key: str) -> Path | None:
+    """Where a sweep job with ``key`` keeps its checkpoint under ``work_dir`` (None: it keeps none)."""
+    if work_dir is None:
+        return None
+    import hashlib
+
+    return Path(work_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"

@@ -82,8 +82,8 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
     jobs: list = []
     # Training jobs (ceilings, asca-scratch) checkpoint every epoch here: a sweep stopped or killed mid-job
-    # resumes it, whichever process takes it over.
-    work_dir = config.results + ".partial"
+    # resumes it, whichever process takes it over (absolute: Ray workers need not share our working directory).
+    work_dir = str(Path(config.results).resolve()) + ".partial"
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
         jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir)

@@ -123,6 +123,30 @@ def test_config_errors_are_named(tmp_path):
         SweepConfig.read(path)
 
 
+@pytest.mark.parametrize("ceiling, error", [({"epochs": 1, "epoch": 3}, "not \\['epoch'\\]"),
+                                            ({"blocks": "l1"}, "'l1' scores channels, not blocks"),
+                                            ({"blocks": "block-residul"}, "registered: .*block-residual")])
+def test_ceiling_settings_are_checked_by_name(sweep, ceiling, error):
+    with pytest.raises((ValueError, KeyError), match=error):
+        sweep(["l1"], ceiling=ceiling)
+
+
+def test_a_block_count_ceiling_fine_tunes_the_blocks_its_criterion_picks(tiny_fmnist, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    monkeypatch.setattr("fewprune.bench.ceiling.BLOCK_SAMPLES", 20)  # the tiny training split has 60 images
+    config = SweepConfig(name="blocks", dataset="fashion-mnist", models=["zoo:resnet20-fmnist"],
+                         methods=["block-residual"], samples=[10], targets=[{"macs": 0.5}, {"blocks": 2}],
+                         latency=False, ceiling={"epochs": 1, "blocks": "block-residual"},
+                         results=str(tmp_path / "r.jsonl"), report=str(tmp_path / "r.md"), source="blocks.yaml")
+    run_sweep(config, progress=False, log=lambda *_: None)
+    ceilings = {json.dumps(r["target"]): r for r in read_results(config.results) if r["kind"] == "ceiling"}
+    width, blocks = ceilings['{"macs": 0.5}'], ceilings['{"blocks": 2}']
+    assert width["status"] == blocks["status"] == "ok" and width["structure"] == "l1"
+    assert blocks["structure"] == "block-residual" and blocks["structure_samples"] == 20
+    assert len(blocks["dropped_blocks"]) == 2 and blocks["key"].endswith("blocks=2:block-residual@20:e1:lr0.01:None")
+    assert "*full-data ceiling* (1 ep.; blocks picked by block-residual on 20 images)" in open(config.report).read()
+
+
 def test_ray_executor_matches_in_process(sweep):
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'fewprune[ray]')")
     local = sweep(["l1", "random"], name="local")

@@ -67,7 +67,8 @@ class SweepConfig:
     min_width: int | str | None = None  # no channel group pruned below it, or 'auto' (this CPU's channel block)
     eval_limit: int | None = None  # None: the full test split
     latency: bool = True
-    ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": ..}
+    ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": .., "blocks": ..}
+    #                              (blocks: the block criterion whose blocks a block-count ceiling fine-tunes)
     scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..}
     alongside: str | None = None  # another sweep's config (path relative to this one): its matching cells are
     #                                shown in the report as "method (its name)"
@@ -101,6 +102,15 @@ class SweepConfig:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{path}: each target is a mapping such as {{macs: 0.5}} or {{macs: 0.7, blocks: 6}}, "
                                  f"got {t!r} ({e})") from None
+        unknown = set(config.ceiling or {}) - {"epochs", "lr", "blocks"}
+        if unknown:
+            raise ValueError(f"{path}: ceiling takes epochs, lr and blocks (a block criterion), not {sorted(unknown)}")
+        blocks = (config.ceiling or {}).get("blocks")
+        if blocks is not None:
+            from ..criteria import criteria
+
+            if getattr(criteria.get(blocks), "granularity", "") != "blocks":  # an unknown name lists the known ones
+                raise ValueError(f"{path}: ceiling blocks: {blocks!r} scores channels, not blocks")
         return config
 
     def cells(self) -> list[Cell]:

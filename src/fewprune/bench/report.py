@@ -57,7 +57,10 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             ceiling_cells.append(f"{100 * c['accuracy']:.2f}" if c else "–")
         if any(c != "–" for c in ceiling_cells):
             epochs = next(r["epochs"] for r in ceilings.values())
-            lines.append(f"| *full-data ceiling* ({epochs} ep.) | " + " | ".join(ceiling_cells) + " | |")
+            picks = sorted({f"{c['structure']} on {c['structure_samples']} images" for (m, _t), c in ceilings.items()
+                            if m == model and "structure_samples" in c})
+            picked = f"; blocks picked by {', '.join(picks)}" if picks else ""
+            lines.append(f"| *full-data ceiling* ({epochs} ep.{picked}) | " + " | ".join(ceiling_cells) + " | |")
         scratch = {_target_label(r["target"]): r for r in rows
                    if r.get("kind") == "scratch" and r.get("status") == "ok" and r["model"] == model}
         if scratch:

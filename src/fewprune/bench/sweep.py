@@ -86,8 +86,11 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     work_dir = str(Path(config.results).resolve()) + ".partial"
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
-        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir)
-                 for model in config.models for target in config.targets if "blocks" not in target]
+        blocks = config.ceiling.get("blocks")  # the block criterion for block-count ceilings (none: no such ceiling)
+        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir,
+                            blocks if set(target) == {"blocks"} else None)
+                 for model in config.models for target in config.targets
+                 if "blocks" not in target or (blocks and set(target) == {"blocks"})]
     if config.scratch:
         jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit,
                             work_dir) for model in config.models for target in config.targets if "blocks" not in target]

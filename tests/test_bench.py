@@ -446,3 +446,20 @@ def test_methods_with_equal_figures_share_their_rank():
 
     means = [73.0, 10.0, 10.0, 10.001, 91.8]
     assert [_rank(m, means) for m in means] == [2, 3, 3, 3, 1]  # the three at chance tie for third
+
+
+def test_accuracy_by_speedup_gives_each_targets_median_speedup_and_mean_accuracy():
+    from fewprune.bench.plots import accuracy_by_speedup
+    from fewprune.bench.report import summarise
+
+    def row(method, target, accuracy, ms, samples=50):
+        return {"kind": "cell", "status": "ok", "accuracy": accuracy, "latency": {"batch64": {"median_ms": ms}},
+                "cell": {"model": "m", "target": target, "samples": samples, "method": method}}
+
+    teacher = {"latency": {"batch64": {"median_ms": 120.0}}}
+    rows = [row("drop", {"blocks": 2}, 0.90, 100.0), row("drop", {"blocks": 2}, 0.92, 60.0),
+            row("drop", {"blocks": 2}, 0.94, 80.0), row("drop", {"blocks": 4}, 0.80, 40.0),
+            row("drop", {"blocks": 4}, 0.99, 10.0, samples=10), row("filters", {"macs": 0.5}, 0.5, 30.0),
+            {**row("drop", {"blocks": 6}, 0.7, 1.0), "latency": {}}]  # not timed: left out
+    points = accuracy_by_speedup(summarise(rows), teacher, "m", "drop", 50)
+    assert points == [(1.5, pytest.approx(92.0)), (3.0, pytest.approx(80.0))]

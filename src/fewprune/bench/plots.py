@@ -1,4 +1,5 @@
-"""Plots of a sweep (PNG): accuracy vs MACs removed, accuracy vs samples, measured vs MAC speed-up."""
+"""Plots of a sweep (PNG): accuracy vs MACs removed, accuracy vs samples, measured vs MAC speed-up, accuracy vs
+measured speed-up."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def _legend(ax, **options) -> None:
 
 
 def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: list[str] | None = None) -> list[Path]:
-    """Accuracy vs MACs removed, accuracy vs samples, measured vs MAC speed-up: one PNG per model.
+    """Accuracy vs MACs removed, accuracy vs samples, measured vs MAC speed-up and accuracy vs measured speed-up
+    (so block dropping and filter pruning compare at equal latency): one PNG per model.
 
     ``methods`` are the series in order (default: the config's methods).
     """
@@ -34,7 +36,7 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
     for model in config.models:
         short = model.replace(":", "-").replace("/", "-")
         mid_samples = sorted(config.samples)[len(config.samples) // 2]
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+        fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
         ax = axes[0]
         for m in methods:
             points = sorted(
@@ -72,12 +74,34 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
             ax.plot([1, top], [0.8, 0.8 * top], "r:", lw=1, label="0.8 × MAC speed-up")
             ax.legend(fontsize=7)
         ax.set(xlabel="MAC speed-up", ylabel="measured speed-up (batch 64, CPU)", title="latency vs MACs")
+        ax = axes[3]
+        for m in methods:
+            points = accuracy_by_speedup(groups, teacher, model, m, mid_samples)
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=m)
+        if teacher:
+            ax.axhline(100 * teacher["accuracy"], color="k", ls="--", lw=1, label="teacher")
+        ax.set(xlabel="measured speed-up (batch 64, CPU)", ylabel="test accuracy (%)",
+               title=f"accuracy vs latency, {mid_samples} samples")
+        _legend(ax, fontsize=7)
         fig.tight_layout()
         path = out_dir / f"{config.name}-{short}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def accuracy_by_speedup(groups: dict, teacher: dict | None, model: str, method: str,
+                        samples: int) -> list[tuple[float, float]]:
+    """(median measured speed-up, mean test accuracy in %) at each target of ``method`` with ``samples``,
+    in order of speed-up; targets without timings are left out."""
+    points = []
+    for (mm, _target, n, meth), rows in groups.items():
+        measured = [v for v in (speedup(r, teacher) for r in rows) if v is not None]
+        if (mm, meth, n) == (model, method, samples) and measured:
+            points.append((statistics.median(measured), statistics.fmean(100 * r["accuracy"] for r in rows)))
+    return sorted(points)
 
 
 def plot_gate_learning(log: dict, path: str | Path) -> Path:

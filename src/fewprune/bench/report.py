@@ -168,10 +168,11 @@ def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: lis
 def speedup(row: dict, teacher: dict | None, batch: int = 64) -> float | None:
     """Measured speed-up of a cell's student over its teacher, from the quiet re-measurement when there is one."""
     key = f"batch{batch}"
-    base = row.get("latency_teacher") or (teacher or {}).get("latency")
-    if not base or "latency" not in row:
+    base = (row.get("latency_teacher") or (teacher or {}).get("latency") or {}).get(key)
+    timed = (row.get("latency") or {}).get(key)  # a sweep without latency leaves none
+    if base is None or timed is None:
         return None
-    return base[key]["median_ms"] / row["latency"][key]["median_ms"]
+    return base["median_ms"] / timed["median_ms"]
 
 
 def _rank(mean: float, means: list[float]) -> int:

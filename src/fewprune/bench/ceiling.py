@@ -78,7 +78,8 @@ class CeilingJob:
     lr: float
     eval_limit: int | None = None
     work_dir: str | None = None  # where its checkpoint lives while it runs (None: it keeps none)
-    block_structure: str | None = None  # the block criterion picking a block-count ceiling's blocks
+    block_structure: str | None = None  # the block criterion picking a block-count ceiling's blocks (a width
+    #                                     ceiling ignores it: its structure is l1's)
 
     @property
     def key(self) -> str:

@@ -87,8 +87,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
         blocks = config.ceiling.get("blocks")  # the block criterion for block-count ceilings (none: no such ceiling)
-        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir,
-                            blocks if set(target) == {"blocks"} else None)
+        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir, blocks)
                  for model in config.models for target in config.targets
                  if "blocks" not in target or (blocks and set(target) == {"blocks"})]
     if config.scratch:

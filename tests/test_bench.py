@@ -412,6 +412,46 @@ def test_asca_from_scratch_runs_as_a_sweep_job_beside_its_same_epoch_ceiling(tin
     assert (tmp_path / "r.jsonl.partial").is_dir() and not list((tmp_path / "r.jsonl.partial").iterdir())
 
 
+def test_a_sweep_of_training_jobs_only_reports_and_re_times_them(tiny_fmnist, monkeypatch, tmp_path):
+    from fewprune.bench.relatency import apply_remeasured, remeasure, removed_counts
+    from fewprune.bench.runner import _load_data, _teacher
+    from fewprune.bench.sweep import write_report
+
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    monkeypatch.setattr("fewprune.bench.relatency.ROUNDS", 1)  # timing is not what this test checks
+    config = SweepConfig(name="scratch", dataset="fashion-mnist", models=["zoo:resnet20-fmnist"], methods=[],
+                         samples=[0], targets=[{"macs": 0.5}], scratch={"epochs": 1}, ceiling={"epochs": 1},
+                         latency=False,
+                         results=str(tmp_path / "r.jsonl"), report=str(tmp_path / "r.md"), source="scratch.yaml")
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = {r["kind"]: r for r in read_results(config.results)}
+    assert rows["scratch"]["status"] == rows["ceiling"]["status"] == "ok"
+    # each training job records its structure; the ceiling's is data-free L1, which a row that predates the
+    # record gets computed again, identically
+    assert all(sum(rows[kind]["plan_removed"].values()) > 0 for kind in ("scratch", "ceiling"))
+    train, _ = _load_data("fashion-mnist", 1)
+    older = {k: v for k, v in rows["ceiling"].items() if k != "plan_removed"}
+    assert removed_counts(older, _teacher("zoo:resnet20-fmnist", train.info), train[0][0].unsqueeze(0)) \
+        == rows["ceiling"]["plan_removed"]
+    report = open(config.report).read()
+    assert "0 samples" not in report and "2 full-data training jobs (2 measured, 0 failed)" in report
+    assert f"| ceiling: l1 structure, fine-tuned 1 ep. | -50% macs | {100 * rows['ceiling']['accuracy']:.2f}" in report
+    assert f"| asca-scratch, 1 ep. from scratch | -50% macs | {100 * rows['scratch']['accuracy']:.2f}" in report
+
+    assert remeasure(config, log=lambda *_: None) == 2  # both structures, rebuilt from the teacher and timed
+    rows = read_results(config.results)
+    quiet = {r["cell"]: r for r in rows if r["kind"] == "latency"}
+    assert set(quiet) == {r["key"] for r in rows if r["kind"] in ("ceiling", "scratch")}
+    timed = [r for r in apply_remeasured(rows) if r["kind"] in ("ceiling", "scratch")]
+    assert all(r["latency_remeasured"] and r["latency"] == quiet[r["key"]]["student"] for r in timed)
+    write_report(config)
+    report = open(config.report).read()
+    assert "Speed-ups of 2 of 2 training jobs come from a quiet re-measurement" in report
+    for r in timed:
+        speed = r["latency_teacher"]["batch64"]["median_ms"] / r["latency"]["batch64"]["median_ms"]
+        assert f"| {speed:.2f}× |" in report
+
+
 def test_a_sweep_shows_the_matching_cells_of_the_sweep_it_runs_alongside(sweep):
     plain = sweep(["l1", "l1+bn"], name="plain")
     run_sweep(plain, progress=False, log=lambda *_: None)

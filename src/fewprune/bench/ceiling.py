@@ -54,7 +54,9 @@ def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: flo
            "model": model, "dataset": dataset, "target": target, "structure": method, "epochs": epochs, "lr": lr,
            **({"structure_samples": seen, "dropped_blocks": list(structure.plan.dropped_blocks)} if seen else {})}
     row.update(measure_model(student, test, example, latency))
-    row.update(status="ok", macs_reduction=structure.report["macs_reduction"], train_seconds=round(seconds, 1),
+    row.update(status="ok", macs_reduction=structure.report["macs_reduction"],
+               params_reduction=structure.report["params_reduction"], teacher_macs=structure.report["teacher"]["macs"],
+               plan_removed={g: len(r) for g, r in structure.plan.removed.items()}, train_seconds=round(seconds, 1),
                wall_seconds=round(time.time() - started, 1), versions=versions(), threads=torch.get_num_threads())
     return row
 

@@ -3,6 +3,7 @@ measured speed-up."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -29,6 +30,8 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not config.methods:
+        return plot_training_jobs(config, rows, out_dir)
     groups = summarise(rows)
     methods = methods or config.methods
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
@@ -90,6 +93,61 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> list[Path]:
+    """A sweep of full-data training jobs only (asca-scratch), one PNG per model: accuracy vs MACs removed and vs
+    measured speed-up for each kind of job, and the fraction of each channel group every structure keeps."""
+    import matplotlib.pyplot as plt
+
+    from .report import TRAINING_KINDS
+
+    teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+    written = []
+    for model in config.models:
+        jobs = [r for r in rows if r.get("kind") in TRAINING_KINDS and r.get("status") == "ok" and r["model"] == model]
+        teacher = teachers.get(model)
+        by_kind: dict[str, list[dict]] = {}
+        for r in jobs:
+            label = ("asca-scratch (from scratch)" if r["kind"] == "scratch"
+                     else f"{r.get('structure', 'l1')} + fine-tuning (ceiling)")
+            by_kind.setdefault(label, []).append(r)
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+        for ax, x_of, xlabel in ((axes[0], lambda r: 100 * r["macs_reduction"], "MACs removed (%)"),
+                                 (axes[1], lambda r, t=teacher: speedup(r, t), "measured speed-up (batch 64, CPU)")):
+            for label, rs in by_kind.items():
+                points = sorted((x_of(r), 100 * r["accuracy"]) for r in rs if x_of(r) is not None)
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o", label=label)
+            if teacher:
+                ax.axhline(100 * teacher["accuracy"], color="k", ls="--", lw=1, label="teacher")
+            ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=f"{model}, full training set")
+            _legend(ax, fontsize=7)
+        ax = axes[2]
+        sizes = next(({g: size for g, (size, _kept) in r["gates"].items()} for r in jobs if r.get("gates")), {})
+        names = list(sizes)
+        targets = sorted({_target_key(r) for r in jobs})  # one colour per target: dashed ceiling, solid scratch
+        for label, rs in by_kind.items():
+            for r in sorted(rs, key=lambda r: r["macs_reduction"]):
+                if r.get("plan_removed") is None or not names:
+                    continue  # a structure not recorded (an older ceiling not re-timed yet)
+                kept = [1 - r["plan_removed"].get(g, 0) / sizes[g] for g in names]
+                ax.plot(range(len(names)), kept, marker=".", ls="-" if r["kind"] == "scratch" else "--",
+                        color=f"C{targets.index(_target_key(r)) % 10}",
+                        label=f"{label}, {100 * r['macs_reduction']:.0f}% MACs")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
+        ax.set(ylabel="fraction of channels kept", ylim=(0, 1.05), title="widths per channel group")
+        _legend(ax, fontsize=6)
+        fig.tight_layout()
+        path = out_dir / f"{config.name}-{model.replace(':', '-').replace('/', '-')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _target_key(row: dict) -> str:
+    return json.dumps(row["target"], sort_keys=True)
 
 
 def accuracy_by_speedup(groups: dict, teacher: dict | None, model: str, method: str,

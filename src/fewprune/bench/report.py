@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 
 from ..allocation import Target
-from .config import SweepConfig
+from .config import Cell, SweepConfig
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -35,14 +35,29 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                 if r.get("kind") == "ceiling" and r.get("status") == "ok"}
     groups, failed = summarise(rows), summarise(rows, "error")
     errors = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "error"]
+    trained = [r for r in rows if r.get("kind") in TRAINING_KINDS]
+    trained_ok = [r for r in trained if r.get("status") == "ok"]
+    trained_errors = [r for r in trained if r.get("status") == "error"]
     n_ok = sum(len(v) for v in groups.values())
-    lines = [f"# {config.name}", "",
-             f"Sweep `{config.source}`: {len(config.cells())} cells ({n_ok} measured, {len(errors)} failed); "
-             f"dataset {config.dataset}, {'per class' if config.per_class else 'total'} sample counts "
-             f"{config.samples}, seeds {config.seeds}, labels {'used' if config.labels else 'hidden'}; accuracy on "
-             f"{'the full test split' if config.eval_limit is None else f'{config.eval_limit} test images'}.", "",
+    test_split = 'the full test split' if config.eval_limit is None else f'{config.eval_limit} test images'
+    from .sweep import sweep_jobs
+
+    n_training = sum(not isinstance(job, Cell) for job in sweep_jobs(config))
+    jobs = (f"{n_training} full-data training jobs ({len(trained_ok)} measured, {len(trained_errors)} failed)"
+            if n_training else "")
+    if config.methods:
+        summary = (f"{len(config.cells())} cells ({n_ok} measured, {len(errors)} failed)"
+                   + (f" and {jobs}" if jobs else "") + f"; dataset {config.dataset}, "
+                   f"{'per class' if config.per_class else 'total'} sample counts {config.samples}, seeds "
+                   f"{config.seeds}, labels {'used' if config.labels else 'hidden'}")
+    else:  # a sweep of training jobs only (asca-scratch)
+        summary = f"{jobs or 'no job'}; dataset {config.dataset}"
+    lines = [f"# {config.name}", "", f"Sweep `{config.source}`: {summary}; accuracy on {test_split}.", "",
              f"Regenerate: `fewprune bench {config.source}`", ""]
     for model in config.models:
+        if not config.methods:
+            lines += [f"## {model}", ""] + _training_jobs(trained_ok, model, teachers.get(model)) + [""]
+            continue
         settings = [(t, n) for t in map(_target_label, config.targets) for n in config.samples]
         lines += [f"## {model}", "", "Top-1 test accuracy (%), mean ± std over seeds; (gap to teacher); rank per column.",
                   ""]
@@ -109,13 +124,19 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                 speed = _speedups(cells, teacher)
                 lines.append(f"| {m} | {t} | {100 * mac:.1f}% | {100 * par:.1f}% | {1 / (1 - mac):.2f}× | "
                              f"{speed} | {statistics.fmean(_standalone_seconds(r) for r in cells):.1f} s |")
+        if any(r["model"] == model for r in trained_ok):
+            lines += [""] + _training_jobs(trained_ok, model, teacher)
         lines.append("")
-    if errors:
-        lines += ["## Failed cells", ""] + [f"- `{r['command']}`: {r['error']}" for r in errors] + [""]
-    quiet = [r for g in groups.values() for r in g if r.get("latency_remeasured")]
+    if errors or trained_errors:
+        lines += [f"## Failed {'jobs' if trained_errors else 'cells'}", ""] \
+            + [f"- `{r['command']}`: {r['error']}" for r in errors] \
+            + [f"- `{r['key']}`: {r['error']}" for r in trained_errors] + [""]
+    quiet = [r for g in groups.values() for r in g if r.get("latency_remeasured")] \
+        + [r for r in trained_ok if r.get("latency_remeasured")]
     if quiet:
         threads = ", ".join(map(str, sorted({r.get("latency_threads") for r in quiet} - {None}))) or "?"
-        lines.append(f"Speed-ups of {len(quiet)} of {n_ok} cells come from a quiet re-measurement "
+        what = "cells" if not trained_ok else "jobs" if n_ok else "training jobs"
+        lines.append(f"Speed-ups of {len(quiet)} of {n_ok + len(trained_ok)} {what} come from a quiet re-measurement "
                      f"(`fewprune bench {config.source} --remeasure-latency`) on {threads} threads: each "
                      "structure timed back to back with its teacher"
                      + (" in five rounds, the round with the median teacher/student ratio reported"
@@ -125,7 +146,8 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
         lines.append("")
     versions = next((r["versions"] for r in rows if "versions" in r), {})
     threads = next((r["threads"] for r in rows if "threads" in r), "?")
-    lines.append(f"Cells ran on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    ran = "Cells" if config.methods else "Jobs"
+    lines.append(f"{ran} ran on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -162,6 +184,44 @@ def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: lis
             cells.append("–" if mean is None else f"{mean:.2f}" + (f" ± {std:.2f}" if len(areas) > 1 else "")
                          + (f" [{len(areas)} of {len(config.seeds)} seeds]" if len(areas) < len(config.seeds) else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+TRAINING_KINDS = ("ceiling", "scratch")
+
+
+def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[str]:
+    """The model's full-data training jobs as a table: accuracy, reductions, measured speed-up, training time."""
+    mine = sorted((r for r in rows if r["model"] == model),
+                  key=lambda r: (r["kind"], Target.from_dict(r["target"]).value, r["key"]))
+    if not mine:
+        return ["No full-data training job measured yet."]
+    lines = ["Full-data training (the whole training split, labels used): *ceiling* = the teacher pruned to the "
+             "structure named, then fine-tuned; *asca-scratch* = gates and weights learned together from random "
+             "initialisation, the closed channels removed, no fine-tuning. Measured speed-up at batch 64; training "
+             "time on the threads shown.", "",
+             "| job | target | top-1 (%) | MACs removed | params removed | MAC speed-up | measured speed-up "
+             "| training time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    if teacher:
+        lines.append(f"| *teacher* | – | {100 * teacher['accuracy']:.2f} | – | – | 1.00× | 1.00× | – |")
+    for r in mine:
+        if r["kind"] == "ceiling":
+            picked = (f"{r['structure']} blocks (on {r['structure_samples']} images)" if "structure_samples" in r
+                      else f"{r.get('structure', 'l1')} structure")
+            job = f"ceiling: {picked}, fine-tuned {r['epochs']} ep."
+        else:
+            job = f"asca-scratch, {r['epochs']} ep. from scratch"
+        gap = f" ({100 * (r['accuracy'] - teacher['accuracy']):+.2f})" if teacher else ""
+        params = r.get("params_reduction")
+        if params is None and teacher:
+            params = 1 - r["params"] / teacher["params"]
+        measured = speedup(r, teacher)
+        minutes = r.get("train_seconds", 0) / 60
+        lines.append(f"| {job} | {_target_label(r['target'])} | {100 * r['accuracy']:.2f}{gap} "
+                     f"| {100 * r['macs_reduction']:.1f}% | " + ("–" if params is None else f"{100 * params:.1f}%")
+                     + f" | {1 / (1 - r['macs_reduction']):.2f}× | "
+                     + ("–" if measured is None else f"{measured:.2f}×")
+                     + f" | {minutes:.0f} min ({r.get('threads', '?')} thread{'s' * (r.get('threads') != 1)}) |")
     return lines
 
 

@@ -41,7 +41,8 @@ class ScratchJob:
         from ..metrics import versions
         from ..models.recipes import train_asca_scratch
 
-        row = {"kind": "scratch", "key": self.key, "model": self.model, "target": self.target, "epochs": self.epochs}
+        row = {"kind": "scratch", "key": self.key, "model": self.model, "dataset": self.dataset, "target": self.target,
+               "epochs": self.epochs}
         started = time.time()
         try:
             if not self.model.startswith("zoo:"):
@@ -53,6 +54,8 @@ class ScratchJob:
             row.update(measure_model(result.student, test, train[0][0].unsqueeze(0), latency))
             row.update(status="ok", macs_reduction=result.report["macs_reduction"],
                        params_reduction=result.report["params_reduction"],
+                       teacher_macs=result.report["teacher"]["macs"],
+                       plan_removed={g: len(r) for g, r in result.plan.removed.items()}, dropped_blocks=[],
                        gates=result.report["criterion"]["gates"]["widths"],
                        train_seconds=result.report["timings"]["train_s"])
             if checkpoint is not None:

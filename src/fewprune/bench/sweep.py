@@ -68,6 +68,27 @@ def stop_between_jobs(log):
             signal.signal(sig, old)
 
 
+def sweep_jobs(config: SweepConfig) -> list:
+    """Every job of the sweep: its training jobs (full-data ceilings, asca-scratch) first, then its cells.
+
+    Training jobs checkpoint every epoch under ``RESULTS.partial/``, so a sweep
+    stopped or killed mid-job resumes it, whichever process takes it over.
+    """
+    # absolute: Ray workers need not share our working directory
+    work_dir = str(Path(config.results).resolve()) + ".partial"
+    jobs: list = []
+    if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
+        epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
+        blocks = config.ceiling.get("blocks")  # the block criterion for block-count ceilings (none: no such ceiling)
+        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir, blocks)
+                 for model in config.models for target in config.targets
+                 if "blocks" not in target or (blocks and set(target) == {"blocks"})]
+    if config.scratch:
+        jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit,
+                            work_dir) for model in config.models for target in config.targets if "blocks" not in target]
+    return jobs + config.cells()
+
+
 def run_sweep(config: SweepConfig, executor: str = "local", address: str | None = None, retry_failed: bool = False,
               progress: bool = True, log=print, shard: tuple[int, int] | None = None) -> dict:
     """Run every missing cell of ``config``, append results, then write the report and plots.
@@ -80,21 +101,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     """
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
-    jobs: list = []
-    # Training jobs (ceilings, asca-scratch) checkpoint every epoch here: a sweep stopped or killed mid-job
-    # resumes it, whichever process takes it over (absolute: Ray workers need not share our working directory).
-    work_dir = str(Path(config.results).resolve()) + ".partial"
-    if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
-        epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)
-        blocks = config.ceiling.get("blocks")  # the block criterion for block-count ceilings (none: no such ceiling)
-        jobs += [CeilingJob(model, config.dataset, target, epochs, lr, config.eval_limit, work_dir, blocks)
-                 for model in config.models for target in config.targets
-                 if "blocks" not in target or (blocks and set(target) == {"blocks"})]
-    if config.scratch:
-        jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit,
-                            work_dir) for model in config.models for target in config.targets if "blocks" not in target]
-    cells = config.cells()
-    jobs += cells
+    jobs = sweep_jobs(config)
     unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
     # Under the lock, so that of several shards one measures each teacher and copies each reusable row.
     with results_lock(config.results):
@@ -334,9 +341,10 @@ def alongside_rows(config: SweepConfig) -> tuple[list[dict], object]:
 
 
 def write_report(config: SweepConfig) -> dict:
-    """Report and plots from the rows of the config's current cells (rows of cells since removed are ignored)."""
-    keys = {c.key for c in config.cells()}
-    rows = apply_remeasured([r for r in read_results(config.results) if r.get("kind") != "cell" or r.get("key") in keys])
+    """Report and plots from the rows of the config's current jobs (rows of jobs since removed are ignored)."""
+    keys = {job.key for job in sweep_jobs(config)}
+    rows = apply_remeasured([r for r in read_results(config.results)
+                             if r.get("kind") not in ("cell", "ceiling", "scratch") or r.get("key") in keys])
     methods = list(config.methods)
     if config.alongside:
         extra, label = alongside_rows(config)

@@ -37,7 +37,6 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
     written = []
     for model in config.models:
-        short = model.replace(":", "-").replace("/", "-")
         mid_samples = sorted(config.samples)[len(config.samples) // 2]
         fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
         ax = axes[0]
@@ -87,11 +86,7 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
         ax.set(xlabel="measured speed-up (batch 64, CPU)", ylabel="test accuracy (%)",
                title=f"accuracy vs latency, {mid_samples} samples")
         _legend(ax, fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{config.name}-{short}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir, config, model))
     return written
 
 
@@ -138,12 +133,19 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
         ax.set(ylabel="fraction of channels kept", ylim=(0, 1.05), title="widths per channel group")
         _legend(ax, fontsize=6)
-        fig.tight_layout()
-        path = out_dir / f"{config.name}-{model.replace(':', '-').replace('/', '-')}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir, config, model))
     return written
+
+
+def _save(fig, out_dir: Path, config: SweepConfig, model: str) -> Path:
+    """The model's figure of the sweep as PNG, named after both."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = out_dir / f"{config.name}-{model.replace(':', '-').replace('/', '-')}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _target_key(row: dict) -> str:

@@ -504,3 +504,40 @@ def test_accuracy_by_speedup_gives_each_targets_median_speedup_and_mean_accuracy
             {**row("drop", {"blocks": 6}, 0.7, 1.0), "latency": {}}]  # not timed: left out
     points = accuracy_by_speedup(summarise(rows), teacher, "m", "drop", 50)
     assert points == [(1.5, pytest.approx(92.0)), (3.0, pytest.approx(80.0))]
+
+
+def test_status_counts_each_kind_of_job_and_estimates_the_time_left(sweep, monkeypatch):
+    from fewprune.bench.claims import family_id, try_claim
+    from fewprune.bench.status import status_markdown, sweep_status
+    from fewprune.bench.sweep import job_families, sweep_jobs
+
+    run_sweep(sweep(["l1", "nonsense+kd"]), progress=False, log=lambda *_: None)
+    measured = {r["cell"]["method"]: r for r in read_results(sweep(["l1"]).results) if r["kind"] == "cell"}
+    # a sweep beside this one measured l1+bn under the same protocol: copied when this one runs, not run again
+    beside = sweep(["l1+bn"], name="beside")
+    run_sweep(beside, progress=False, log=lambda *_: None)
+    config = sweep(["l1", "nonsense+kd", "l1+bn", "random", "l2"], targets=[{"macs": 0.4}])
+    random_family = next(f for f in job_families(sweep_jobs(config)) if f[0].method == "random")
+    try_claim(config.results, family_id([j.key for j in random_family]))  # this live process "runs" it
+    lines = {line.what: line for line in sweep_status(config)}
+    counts = {m: (x.done, x.failed, x.reusable, x.running, x.to_run) for m, x in lines.items()}
+    assert counts == {"l1": (1, 0, 0, 0, 0), "nonsense+kd": (0, 1, 0, 0, 0), "l1+bn": (0, 0, 1, 0, 0),
+                      "random": (0, 0, 0, 1, 0), "l2": (0, 0, 0, 0, 1)}
+    # l1 and l1+bn were measured at this sample count: a method not measured is estimated by their mean
+    expected = (measured["l1"]["wall_seconds"] + read_results(beside.results)[-1]["wall_seconds"]) / 2
+    assert lines["l2"].left_seconds == pytest.approx(expected)
+    assert lines["l2"].estimated_from == "other methods at 20 samples"
+    text = status_markdown(config, list(lines.values()))
+    assert "1 of 5 jobs done" in text and "| l2 | 20 | 0 | 0 | 0 | 0 | 1 | 1 min (≈ other methods at 20 samples) |" in text
+
+
+def test_a_jobs_time_is_estimated_from_the_nearest_kind_measured():
+    from fewprune.bench.status import estimate
+
+    measured = {("m", "a", 10): [10.0, 20.0], ("m", "a", 500): [100.0], ("m", "b", 50): [40.0],
+                ("m", "ceiling", None): [30.0]}
+    assert estimate(measured, "m", "a", 10) == (15.0, "measured")
+    assert estimate(measured, "m", "a", 50) == (15.0, "a at 10 samples")  # the nearer count, the smaller on a tie
+    assert estimate(measured, "m", "c", 50) == (40.0, "other methods at 50 samples")
+    assert estimate(measured, "m", "ceiling", None, epochs=3) == (90.0, "measured")  # measured per epoch
+    assert estimate(measured, "other", "a", 10) == (None, "") and estimate(measured, "m", "c", 20) == (None, "")

@@ -135,6 +135,16 @@ def test_bench_rejects_a_malformed_shard(tmp_path):
     assert not (tmp_path / "results").exists()  # nothing ran
 
 
+def test_bench_status_lists_the_jobs_left_and_runs_nothing(tmp_path, capsys):
+    config = tmp_path / "s.yaml"
+    config.write_text("name: s\ndataset: fashion-mnist\nmodels: [resnet20]\nmethods: [l1, l1+bn]\nsamples: [5, 10]\n"
+                      "targets: [{macs: 0.5}]\n")
+    assert main(["bench", str(config), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "| resnet20 | l1+bn | 10 | 0 | 0 | 0 | 0 | 1 | no job on this model measured yet |" in out
+    assert "0 of 4 jobs done" in out and not (tmp_path / "results").exists()  # nothing ran
+
+
 def test_zoo_report_lists_every_teacher_against_its_accuracy_target(tmp_path, monkeypatch):
     from fewprune import metrics, zoo
     from fewprune.models.recipes import ACCURACY_TARGETS

@@ -243,6 +243,11 @@ def cmd_bench(args) -> int:
     if args.again and not args.remeasure_latency:
         raise SystemExit("fewprune: error: --again goes with --remeasure-latency (it times the cells again)")
     config = SweepConfig.read(args.config)
+    if args.status:
+        from .bench.status import status_markdown, sweep_status
+
+        print(status_markdown(config, sweep_status(config)), end="")
+        return 0
     if args.threads:
         _torch.set_num_threads(args.threads)
     if args.remeasure_latency:
@@ -449,8 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from existing results")
+    p.add_argument("--status", action="store_true",
+                   help="run nothing: list the jobs done, failed, reusable from the sweeps beside it, running and left, "
+                        "with the CPU time left estimated from jobs already measured")
     p.add_argument("--remeasure-latency", action="store_true",
-                   help="time every finished cell's structure again, back to back with its teacher, on a quiet "
+                   help="time every finished job's structure again, back to back with its teacher, on a quiet "
                         "machine; the report's speed-ups then use these timings")
     p.add_argument("--again", action="store_true",
                    help="with --remeasure-latency: time cells already re-timed again too (the new timings replace "

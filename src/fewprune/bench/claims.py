@@ -60,6 +60,11 @@ def read_claims(results: str | Path) -> list[dict]:
     return read_results(claims_path(results))
 
 
+def live_families(results: str | Path) -> set[str]:
+    """The families that live processes hold claims on (being run now)."""
+    return {c["family"] for c in read_claims(results) if _alive(c["owner"])}
+
+
 def try_claim(results: str | Path, family: str) -> bool:
     """Claim ``family`` for this process unless another live process holds it. Call under the results lock.
 

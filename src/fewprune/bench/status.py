@@ -1,0 +1,157 @@
+"""What a sweep has left, without running anything: its jobs done, failed, reusable from the sweeps beside it,
+in progress and still to run, with an estimate of the CPU time left from jobs of the same kind already measured.
+
+Long sweeps run for days on a small machine; this answers "how far along is it, and how long is left?".
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .claims import family_id, live_families
+from .config import Cell, SweepConfig
+from .runner import read_results
+from .sweep import job_families, reusable_rows, sweep_jobs
+
+
+@dataclass
+class StatusLine:
+    """The jobs of one kind (a model's method at one sample count, or a model's training jobs of one kind)."""
+
+    model: str
+    what: str  # the method, or "ceiling" / "asca-scratch"
+    samples: int | None  # None for training jobs
+    done: int = 0
+    failed: int = 0  # an error row: run again only with --retry-failed
+    reusable: int = 0  # measured by a sweep beside this one: copied when this sweep runs, not run again
+    running: int = 0  # claimed by a live process
+    to_run: int = 0
+    seconds_each: float | None = None  # estimated wall time of one job, one thread (None: nothing to go by)
+    estimated_from: str = ""  # "measured": jobs of this very kind; else the nearest kind measured
+
+    @property
+    def left_seconds(self) -> float | None:
+        """CPU seconds the jobs not yet done need (None without an estimate)."""
+        return None if self.seconds_each is None else self.seconds_each * (self.running + self.to_run)
+
+
+def _kind(job) -> tuple[str, str, int | None]:
+    if isinstance(job, Cell):
+        return job.model, job.method, job.samples
+    return job.model, "ceiling" if job.key.startswith("ceiling:") else "asca-scratch", None
+
+
+def _row_kind(row: dict) -> tuple[str, str, int | None] | None:
+    if row.get("kind") == "cell":
+        return row["cell"]["model"], row["cell"]["method"], row["cell"]["samples"]
+    if row.get("kind") in ("ceiling", "scratch"):
+        return row["model"], "ceiling" if row["kind"] == "ceiling" else "asca-scratch", None
+    return None
+
+
+def _measured_seconds(results_dir: Path) -> dict[tuple, list[float]]:
+    """Wall seconds of every job measured in the results files of ``results_dir`` (copies left out), by kind.
+
+    A training job's time is scaled to one epoch, so ceilings of other epoch counts still tell.
+    """
+    seconds: dict[tuple, list[float]] = defaultdict(list)
+    for path in sorted(results_dir.glob("*.jsonl")):
+        for row in read_results(path):
+            kind = _row_kind(row)
+            if kind is None or row.get("status") != "ok" or row.get("reused_from") or not row.get("wall_seconds"):
+                continue
+            if kind[2] is None:  # training job: per epoch
+                seconds[kind].append(row["wall_seconds"] / max(1, row.get("epochs", 1)))
+            else:
+                seconds[kind].append(row["wall_seconds"])
+    return seconds
+
+
+def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples: int | None,
+             epochs: int = 1) -> tuple[float | None, str]:
+    """Seconds one job of this kind takes on one thread, and what the figure comes from.
+
+    Jobs of the very kind measured give their mean. Otherwise, for a cell: the
+    same method on the same model at the nearest sample count measured, else
+    the mean of all methods measured on that model at this sample count. A
+    training job is estimated per epoch from training jobs of its kind and model.
+    """
+    own = measured.get((model, what, samples))
+    if own:
+        return statistics.fmean(own) * (epochs if samples is None else 1), "measured"
+    if samples is None:
+        return None, ""
+    counts = [n for (m, w, n) in measured if (m, w) == (model, what) and n is not None]
+    if counts:
+        nearest = min(counts, key=lambda n: (abs(n - samples), n))
+        return statistics.fmean(measured[(model, what, nearest)]), f"{what} at {nearest} samples"
+    others = [statistics.fmean(v) for (m, w, n), v in measured.items() if (m, n) == (model, samples)]
+    if others:
+        return statistics.fmean(others), f"other methods at {samples} samples"
+    return None, ""
+
+
+def sweep_status(config: SweepConfig) -> list[StatusLine]:
+    """One line per kind of job of ``config``, in the config's order."""
+    jobs = sweep_jobs(config)
+    results = Path(config.results)
+    rows = {r["key"]: r for r in read_results(results)}
+    done = {k: r for k, r in rows.items() if r.get("status") == "ok"}
+    # Reuse needs this sweep's teacher rows; a sweep not started yet has none, so for the estimate its teachers
+    # are taken to measure as in the sweeps beside it (the sweep itself checks that when it runs).
+    with_teachers = dict(done)
+    for path in sorted(results.parent.glob("*.jsonl")):
+        for row in read_results(path):
+            if row.get("kind") == "teacher" and row.get("status") == "ok":
+                with_teachers.setdefault(row["key"], row)
+    missing = {j.key: j for j in jobs if j.key not in done}
+    reusable = {r["key"] for r in reusable_rows(config, missing, with_teachers)}
+    live = live_families(results)
+    running = {j.key for family in job_families(jobs) if family_id([j.key for j in family]) in live for j in family}
+    measured = _measured_seconds(results.parent)
+    lines: dict[tuple, StatusLine] = {}
+    for job in jobs:
+        model, what, samples = _kind(job)
+        line = lines.setdefault((model, what, samples), StatusLine(model, what, samples))
+        if job.key in done:
+            line.done += 1
+        elif rows.get(job.key, {}).get("status") == "error":
+            line.failed += 1
+        elif job.key in reusable:
+            line.reusable += 1
+        elif job.key in running:
+            line.running += 1
+        else:
+            line.to_run += 1
+        if line.seconds_each is None:
+            line.seconds_each, line.estimated_from = estimate(measured, model, what, samples, getattr(job, "epochs", 1))
+    return list(lines.values())
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
+
+
+def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
+    """The status as a markdown table and a one-line total."""
+    out = [f"# {config.name}: status", "",
+           "| model | job | samples | done | failed | reusable | running | to run | est. CPU time left |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for line in lines:
+        left = line.left_seconds
+        guess = "–" if not line.running + line.to_run else "no job on this model measured yet" if left is None \
+            else _duration(left) + ("" if line.estimated_from == "measured" else f" (≈ {line.estimated_from})")
+        out.append(f"| {line.model} | {line.what} | {'' if line.samples is None else line.samples} | {line.done} "
+                   f"| {line.failed} | {line.reusable} | {line.running} | {line.to_run} | {guess} |")
+    known = sum(line.left_seconds or 0 for line in lines)
+    without = sum(line.running + line.to_run for line in lines if line.left_seconds is None)
+    total = sum(line.done + line.failed + line.reusable + line.running + line.to_run for line in lines)
+    finished = sum(line.done for line in lines)
+    out += ["", f"{finished} of {total} jobs done; about {_duration(known)} of CPU time left (one thread per job, by "
+            f"the wall times of jobs measured in {Path(config.results).parent}; a running training job counts in full "
+            "though it may resume from a checkpoint)" + (f", plus {without} jobs on models with nothing measured yet"
+                                                          if without else "") + "."]
+    return "\n".join(out) + "\n"

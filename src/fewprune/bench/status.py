@@ -142,7 +142,8 @@ def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for line in lines:
         left = line.left_seconds
-        guess = "–" if not line.running + line.to_run else "no job on this model measured yet" if left is None \
+        nothing = f"no {line.what} job measured yet" if line.samples is None else "no job on this model measured yet"
+        guess = "–" if not line.running + line.to_run else nothing if left is None \
             else _duration(left) + ("" if line.estimated_from == "measured" else f" (≈ {line.estimated_from})")
         out.append(f"| {line.model} | {line.what} | {'' if line.samples is None else line.samples} | {line.done} "
                    f"| {line.failed} | {line.reusable} | {line.running} | {line.to_run} | {guess} |")
@@ -152,6 +153,6 @@ def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
     finished = sum(line.done for line in lines)
     out += ["", f"{finished} of {total} jobs done; about {_duration(known)} of CPU time left (one thread per job, by "
             f"the wall times of jobs measured in {Path(config.results).parent}; a running training job counts in full "
-            "though it may resume from a checkpoint)" + (f", plus {without} jobs on models with nothing measured yet"
+            "though it may resume from a checkpoint)" + (f", plus {without} jobs of kinds with nothing measured yet"
                                                           if without else "") + "."]
     return "\n".join(out) + "\n"

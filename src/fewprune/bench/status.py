@@ -74,20 +74,23 @@ def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples:
              epochs: int = 1) -> tuple[float | None, str]:
     """Seconds one job of this kind takes on one thread, and what the figure comes from.
 
-    Jobs of the very kind measured give their mean. Otherwise, for a cell: the
-    same method on the same model at the nearest sample count measured, else
-    the mean of all methods measured on that model at this sample count. A
-    training job is estimated per epoch from training jobs of its kind and model.
+    Jobs of the very kind measured give their mean. Otherwise, for a cell on
+    the same model, the first of: the same method at the nearest sample count;
+    a method with the same recovery (what follows the criterion, e.g. ``+mir``)
+    at the nearest sample count; the mean of all methods at this sample count.
+    A training job is estimated per epoch from training jobs of its kind and model.
     """
     own = measured.get((model, what, samples))
     if own:
         return statistics.fmean(own) * (epochs if samples is None else 1), "measured"
     if samples is None:
         return None, ""
-    counts = [n for (m, w, n) in measured if (m, w) == (model, what) and n is not None]
-    if counts:
-        nearest = min(counts, key=lambda n: (abs(n - samples), n))
-        return statistics.fmean(measured[(model, what, nearest)]), f"{what} at {nearest} samples"
+    recovery = what.partition("+")[2]
+    for alike in (lambda w: w == what, lambda w: recovery and w.partition("+")[2] == recovery):
+        kinds = [(w, n) for (m, w, n) in measured if m == model and n is not None and alike(w)]
+        if kinds:
+            w, n = min(kinds, key=lambda k: (abs(k[1] - samples), k[1], k[0]))
+            return statistics.fmean(measured[(model, w, n)]), f"{w} at {n} samples"
     others = [statistics.fmean(v) for (m, w, n), v in measured.items() if (m, n) == (model, samples)]
     if others:
         return statistics.fmean(others), f"other methods at {samples} samples"

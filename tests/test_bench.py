@@ -539,6 +539,7 @@ def test_a_jobs_time_is_estimated_from_the_nearest_kind_measured():
     assert estimate(measured, "m", "a", 10) == (15.0, "measured")
     assert estimate(measured, "m", "a", 50) == (15.0, "a at 10 samples")  # the nearer count, the smaller on a tie
     assert estimate(measured, "m", "asca+mir", 50) == (60.0, "l1+mir at 10 samples")  # the same recovery
+    assert estimate(measured, "m", "l1+cutmix", 10) == (60.0, "l1+mir at 10 samples")  # the same criterion
     assert estimate(measured, "m", "c", 50) == (40.0, "other methods at 50 samples")
     assert estimate(measured, "m", "ceiling", None, epochs=3) == (90.0, "measured")  # measured per epoch
     assert estimate(measured, "other", "a", 10) == (None, "") and estimate(measured, "m", "c", 20) == (None, "")

@@ -76,8 +76,9 @@ def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples:
 
     Jobs of the very kind measured give their mean. Otherwise, for a cell on
     the same model, the first of: the same method at the nearest sample count;
-    a method with the same recovery (what follows the criterion, e.g. ``+mir``)
-    at the nearest sample count; the mean of all methods at this sample count.
+    a method with the same recovery (what follows the criterion, e.g. ``+mir``),
+    else with the same criterion (``cma`` for ``cma+mixup``), at the nearest
+    sample count; the mean of all methods at this sample count.
     A training job is estimated per epoch from training jobs of its kind and model.
     """
     own = measured.get((model, what, samples))
@@ -85,8 +86,9 @@ def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples:
         return statistics.fmean(own) * (epochs if samples is None else 1), "measured"
     if samples is None:
         return None, ""
-    recovery = what.partition("+")[2]
-    for alike in (lambda w: w == what, lambda w: recovery and w.partition("+")[2] == recovery):
+    criterion, _, recovery = what.partition("+")
+    for alike in (lambda w: w == what, lambda w: recovery and w.partition("+")[2] == recovery,
+                  lambda w: w.partition("+")[0] == criterion):
         kinds = [(w, n) for (m, w, n) in measured if m == model and n is not None and alike(w)]
         if kinds:
             w, n = min(kinds, key=lambda k: (abs(k[1] - samples), k[1], k[0]))

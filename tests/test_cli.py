@@ -145,6 +145,31 @@ def test_bench_status_lists_the_jobs_left_and_runs_nothing(tmp_path, capsys):
     assert "0 of 4 jobs done" in out and not (tmp_path / "results").exists()  # nothing ran
 
 
+def test_methods_lists_every_registered_method_and_part(capsys):
+    from fewprune import methods
+    from fewprune.recovery import recoveries
+
+    assert main(["methods", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in rows["methods"]] == methods.names()
+    cma = next(m for m in rows["methods"] if m["name"] == "cma")
+    assert cma["recipe"] == "cma@de+mir+cmamix" and not cma["reads_labels"] and cma["granularity"] == "channels"
+    assert [r["name"] for r in rows["recoveries"]] == recoveries.names()
+    assert all(r["description"] for kind in ("criteria", "allocations", "recoveries", "augmentations")
+               for r in rows[kind])
+    assert {r["name"]: r["granularity"] for r in rows["criteria"]}["practise"] == "blocks"
+    assert main(["methods"]) == 0
+    assert "cma+mir-blocks" in capsys.readouterr().out
+
+
+def test_an_unknown_method_points_to_the_list_of_methods(tmp_path, capsys):
+    assert main(["prune", "--model", "resnet20", "--samples", "10", "--method", "l1+nonsense", "--macs", "0.5",
+                 "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert "unknown recovery 'nonsense'" in err and "fewprune methods" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_zoo_report_lists_every_teacher_against_its_accuracy_target(tmp_path, monkeypatch):
     from fewprune import metrics, zoo
     from fewprune.models.recipes import ACCURACY_TARGETS

@@ -130,6 +130,38 @@ def _train_asca(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    from rich.table import Table
+
+    from .methods import catalogue
+
+    rows = catalogue()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.markup import escape
+
+    table = Table(title=escape("registered methods (compose others as criterion[@allocation][+recovery…][+augmentation])"))
+    for col in ("method", "level", "recipe", "labels", "what it does"):
+        table.add_column(col, overflow="fold")
+    for m in rows["methods"]:
+        table.add_row(escape(m["name"]), m["granularity"], escape(m["recipe"]),
+                      "read" if m["reads_labels"] else "not read", escape(m["description"]))
+    console = _console()
+    console.print(table)
+    for kind in ("criteria", "allocations", "recoveries", "augmentations"):
+        parts = Table(title=kind)
+        parts.add_column("name")
+        if kind == "criteria":
+            parts.add_column("level")
+        parts.add_column("what it does")
+        for part in rows[kind]:
+            parts.add_row(escape(part["name"]), *([part["granularity"]] if kind == "criteria" else []),
+                          escape(part["description"]))
+        console.print(parts)
+    return 0
+
+
 def cmd_zoo(args) -> int:
     from rich.table import Table
 
@@ -468,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "with the others' unstarted ones: start N processes with 0/N … N-1/N to share one sweep and its "
                    "results file on one machine")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("methods", help="the registered methods and the parts that compose others")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")
     model_args(p)

@@ -110,7 +110,11 @@ def get(name: str | Method) -> Method:
     recovery = "+".join(rest) if rest else "none"
     for registry, part in ((criteria, criterion), (allocators, allocation or "uniform"),
                            *((recoveries, r) for r in rest)):
-        registry.get(part)  # raises a KeyError naming the registered parts
+        try:
+            registry.get(part)
+        except KeyError as error:  # it names the registered parts of this kind
+            raise KeyError(f"method {name!r} is not registered, and as a composition: {error.args[0]} "
+                           "(`fewprune methods` lists the methods and every part)") from None
     # A criterion may name the allocator its scores are made for (ASCA's gate logits: ``threshold``).
     preferred = getattr(criteria.get(criterion), "allocation", "uniform")
     base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods \
@@ -120,6 +124,34 @@ def get(name: str | Method) -> Method:
                    granularity=getattr(criteria.get(criterion), "granularity", "channels"),
                    protect_features=base.protect_features or needs_features(recovery),
                    description=base.description or f"composed: {name}")
+
+
+def catalogue() -> dict[str, list[dict]]:
+    """Every registered method and part by name, with a one-line description, for listing.
+
+    ``methods`` rows give each method's recipe and whether it reads labels;
+    ``criteria`` rows their granularity (channels or blocks).
+    """
+    from .allocation import allocators
+    from .augment import augmentations
+    from .criteria import criteria
+    from .recovery import recoveries
+
+    def first_line(obj) -> str:
+        return ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0].replace("``", "")
+
+    rows = {"methods": []}
+    for name in names():
+        m = get(name)
+        recipe = f"{m.criterion}@{m.allocation}+{m.recovery}" + (f"+{m.augment}" if m.augment else "")
+        rows["methods"].append({"name": name, "granularity": m.granularity, "recipe": recipe,
+                                "reads_labels": reads_labels(m), "description": m.description})
+    for kind, registry in (("criteria", criteria), ("allocations", allocators), ("recoveries", recoveries),
+                           ("augmentations", augmentations)):
+        rows[kind] = [{"name": n, "description": first_line(registry.get(n)),
+                       **({"granularity": getattr(registry.get(n), "granularity", "channels")}
+                          if kind == "criteria" else {})} for n in registry.names()]
+    return rows
 
 
 def needs_features(recovery: str) -> bool:

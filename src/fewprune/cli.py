@@ -1,4 +1,4 @@
-"""The ``fewprune`` command line: prune, bench, curve, eval, explain, train, zoo, demo."""
+"""The ``fewprune`` command line: prune, bench, eval, train, zoo, methods, explain, curve, check, demo."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo test lint zoo zoo-report bench
+.PHONY: setup dataset demo test lint zoo zoo-report bench bench-status
 
 setup: $(VENV)/.installed dataset
 
@@ -56,3 +56,7 @@ bench: setup
 	  done; wait; \
 	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --report-only > /dev/null || exit 1; done; \
 	fi
+
+# What each sweep has done and left, with the CPU time left (runs nothing).
+bench-status: setup
+	@for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --status || exit 1; echo; done

@@ -6,6 +6,7 @@ from torch import nn
 
 import fewprune as fp
 from fewprune.allocation import allocate
+from fewprune.checkpoints import checkpoint_progress
 from fewprune.criteria import Batch, criteria
 from fewprune.criteria.asca import GateSchedule, binarisation_loss, complexity_weights, learn_gates
 from fewprune.models import build
@@ -153,6 +154,7 @@ def test_learning_gates_resumes_from_its_checkpoint_to_the_uninterrupted_result(
     with pytest.raises(_Interrupted):  # stopped in the third epoch of four steps: its last checkpoint is step 8
         _learn_with_weights(tmp_path / "run.pt", stop_at=11)
     assert torch.load(tmp_path / "run.pt", weights_only=True)["iteration"] == 8
+    assert checkpoint_progress(tmp_path / "run.pt") == (8, 14)
     resumed_model, resumed_logits, resumed_log = _learn_with_weights(tmp_path / "run.pt")
     assert logits.keys() == resumed_logits.keys()
     assert all(torch.equal(logits[g], resumed_logits[g]) for g in logits)

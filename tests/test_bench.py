@@ -531,6 +531,21 @@ def test_status_counts_each_kind_of_job_and_estimates_the_time_left(sweep, monke
     assert "1 of 5 jobs done" in text and "| l2 | 20 | 0 | 0 | 0 | 0 | 1 | 1 min (≈ other methods at 20 samples) |" in text
 
 
+def test_status_counts_only_the_part_a_checkpointed_training_job_has_left(sweep):
+    from fewprune.bench.status import sweep_status
+    from fewprune.bench.sweep import sweep_jobs, training_dir
+    from fewprune.checkpoints import job_checkpoint, save_checkpoint
+
+    first = sweep(["l1"], name="first", ceiling={"epochs": 3})
+    run_sweep(first, progress=False, log=lambda *_: None)  # measures a 3-epoch ceiling: the estimate's base
+    config = sweep(["l1"], ceiling={"epochs": 3}, targets=[{"macs": 0.4}, {"macs": 0.5}])
+    waiting = next(j for j in sweep_jobs(config) if j.key.startswith("ceiling:") and j.target == {"macs": 0.5})
+    save_checkpoint({"run": "x", "progress": [2, 3]}, job_checkpoint(training_dir(config), waiting.key))
+    line = next(x for x in sweep_status(config) if x.what == "ceiling")
+    assert (line.reusable, line.to_run, line.resumes) == (1, 1, "2/3")  # the 0.4 one was measured beside
+    assert line.left == pytest.approx(1 / 3) and line.left_seconds == pytest.approx(line.seconds_each / 3)
+
+
 def test_a_jobs_time_is_estimated_from_the_nearest_kind_measured():
     from fewprune.bench.status import estimate
 

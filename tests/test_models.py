@@ -4,6 +4,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from fewprune import models
+from fewprune.checkpoints import checkpoint_progress
 from fewprune.models import build, capture, feature_layer
 
 BUILTINS = models.models.names()
@@ -145,6 +146,7 @@ def test_training_resumes_from_its_epoch_checkpoint_to_the_uninterrupted_result(
         fit(stopped, train, recipe, tmp_path / "run.pt", log=lambda *_: None)
     handle.remove()
     assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 2
+    assert checkpoint_progress(tmp_path / "run.pt") == (2, 3)
     messages = []
     resumed = fresh()
     fit(resumed, train, recipe, tmp_path / "run.pt", log=messages.append)

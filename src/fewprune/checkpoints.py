@@ -47,3 +47,14 @@ def job_checkpoint(work_dir: str | Path | None, key: str) -> Path | None:
     import hashlib
 
     return Path(work_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+
+def checkpoint_progress(path: Path | None) -> tuple[int, int] | None:
+    """(steps done, steps in all) of the run saved at ``path`` (epochs or iterations); None when it does not say."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        progress = torch.load(path, weights_only=True).get("progress")
+    except Exception:  # noqa: BLE001 — a checkpoint being replaced right now, or a damaged one: no progress known
+        return None
+    return tuple(progress) if progress else None

@@ -11,10 +11,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoints import checkpoint_progress, job_checkpoint
 from .claims import family_id, live_families
 from .config import Cell, SweepConfig
 from .runner import read_results
-from .sweep import job_families, reusable_rows, sweep_jobs
+from .sweep import job_families, reusable_rows, sweep_jobs, training_dir
 
 
 @dataclass
@@ -31,11 +32,13 @@ class StatusLine:
     to_run: int = 0
     seconds_each: float | None = None  # estimated wall time of one job, one thread (None: nothing to go by)
     estimated_from: str = ""  # "measured": jobs of this very kind; else the nearest kind measured
+    left: float = 0.0  # jobs' worth of work left: a training job resuming from a checkpoint counts its part left
+    resumes: str = ""  # how far the checkpoints of unfinished training jobs are, e.g. "9/15"
 
     @property
     def left_seconds(self) -> float | None:
         """CPU seconds the jobs not yet done need (None without an estimate)."""
-        return None if self.seconds_each is None else self.seconds_each * (self.running + self.to_run)
+        return None if self.seconds_each is None else self.seconds_each * self.left
 
 
 def _kind(job) -> tuple[str, str, int | None]:
@@ -117,6 +120,7 @@ def sweep_status(config: SweepConfig) -> list[StatusLine]:
     live = live_families(results)
     running = {j.key for family in job_families(jobs) if family_id([j.key for j in family]) in live for j in family}
     measured = _measured_seconds(results.parent)
+    work_dir = training_dir(config)
     lines: dict[tuple, StatusLine] = {}
     for job in jobs:
         model, what, samples = _kind(job)
@@ -127,10 +131,15 @@ def sweep_status(config: SweepConfig) -> list[StatusLine]:
             line.failed += 1
         elif job.key in reusable:
             line.reusable += 1
-        elif job.key in running:
-            line.running += 1
         else:
-            line.to_run += 1
+            if job.key in running:
+                line.running += 1
+            else:
+                line.to_run += 1
+            progress = checkpoint_progress(job_checkpoint(work_dir, job.key)) if samples is None else None
+            line.left += 1 - progress[0] / progress[1] if progress else 1
+            if progress:
+                line.resumes = ", ".join(filter(None, (line.resumes, f"{progress[0]}/{progress[1]}")))
         if line.seconds_each is None:
             line.seconds_each, line.estimated_from = estimate(measured, model, what, samples, getattr(job, "epochs", 1))
     return list(lines.values())
@@ -149,7 +158,8 @@ def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
         left = line.left_seconds
         nothing = f"no {line.what} job measured yet" if line.samples is None else "no job on this model measured yet"
         guess = "–" if not line.running + line.to_run else nothing if left is None \
-            else _duration(left) + ("" if line.estimated_from == "measured" else f" (≈ {line.estimated_from})")
+            else _duration(left) + ("" if line.estimated_from == "measured" else f" (≈ {line.estimated_from})") \
+            + (f"; checkpoints at {line.resumes} steps" if line.resumes else "")
         out.append(f"| {line.model} | {line.what} | {'' if line.samples is None else line.samples} | {line.done} "
                    f"| {line.failed} | {line.reusable} | {line.running} | {line.to_run} | {guess} |")
     known = sum(line.left_seconds or 0 for line in lines)
@@ -157,7 +167,7 @@ def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
     total = sum(line.done + line.failed + line.reusable + line.running + line.to_run for line in lines)
     finished = sum(line.done for line in lines)
     out += ["", f"{finished} of {total} jobs done; about {_duration(known)} of CPU time left (one thread per job, by "
-            f"the wall times of jobs measured in {Path(config.results).parent}; a running training job counts in full "
-            "though it may resume from a checkpoint)" + (f", plus {without} jobs of kinds with nothing measured yet"
+            f"the wall times of jobs measured in {Path(config.results).parent}; a training job with a checkpoint counts "
+            "the part it has left)" + (f", plus {without} jobs of kinds with nothing measured yet"
                                                           if without else "") + "."]
     return "\n".join(out) + "\n"

@@ -68,14 +68,18 @@ def stop_between_jobs(log):
             signal.signal(sig, old)
 
 
+def training_dir(config: SweepConfig) -> str:
+    """Where the sweep's training jobs keep their checkpoints (absolute: Ray workers need not share our directory)."""
+    return str(Path(config.results).resolve()) + ".partial"
+
+
 def sweep_jobs(config: SweepConfig) -> list:
     """Every job of the sweep: its training jobs (full-data ceilings, asca-scratch) first, then its cells.
 
     Training jobs checkpoint every epoch under ``RESULTS.partial/``, so a sweep
     stopped or killed mid-job resumes it, whichever process takes it over.
     """
-    # absolute: Ray workers need not share our working directory
-    work_dir = str(Path(config.results).resolve()) + ".partial"
+    work_dir = training_dir(config)
     jobs: list = []
     if config.ceiling:  # first: the longest jobs, and with Ray they run beside the cells
         epochs, lr = config.ceiling.get("epochs", 3), config.ceiling.get("lr", 0.01)

@@ -187,7 +187,8 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
         gen.set_state(state["generator"])
 
     def save(iteration: int) -> None:
-        save_checkpoint({"run": run, "iteration": iteration, "log": log, "generator": gen.get_state(),
+        save_checkpoint({"run": run, "iteration": iteration, "progress": [iteration, total], "log": log,
+                         "generator": gen.get_state(),
                          "logits": {gid: p.detach() for gid, p in gates.logits.items()},
                          "weights": [p.detach() for p in weights], "buffers": buffers,
                          "optimizers": [o.state_dict() for o in optimizers],

@@ -168,7 +168,8 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
             loss_sum += loss.item() * len(y)
         elapsed += time.time() - t0
         if checkpoint is not None:
-            save_checkpoint({"run": run, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            save_checkpoint({"run": run, "progress": [epoch + 1, recipe.epochs], "model": model.state_dict(),
+                             "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "epoch": epoch + 1, "elapsed": elapsed}, checkpoint)
         log(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
             f"lr {sched.get_last_lr()[0]:.4g} ({(time.time() - t0) / 60:.1f} min)")

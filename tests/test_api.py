@@ -323,3 +323,22 @@ def test_a_method_object_is_reported_by_its_composed_name():
     result = fp.compress(teacher(), tiny_samples(), method=fp.methods.Method("l2", allocation="global"),
                          target=fp.Target(macs=0.3), progress=False)
     assert result.report["method"] == result.plan.meta["method"] == "l2@global+none"
+
+
+def test_with_schedule_changes_each_training_recovery_and_keeps_its_other_defaults():
+    from fewprune.recovery import Schedule
+    from fewprune.recovery.baselines import KD_SCHEDULE
+    from fewprune.recovery.practise import ADAPT_SCHEDULE
+
+    kd = fp.methods.with_schedule("l1+kd", iterations=5)
+    assert kd.recovery_options["kd"]["schedule"] == replace(KD_SCHEDULE, iterations=5)  # KD's own lr stays
+    practise = fp.methods.with_schedule("practise", iterations=7, lr=0.01)
+    assert practise.recovery_options["adapt"]["schedule"] == replace(ADAPT_SCHEDULE, iterations=7, lr=0.01)
+    assert practise.recovery_options["adapt"]["schedule"].bn == "frozen"
+    assert practise.recovery_options["mir"]["schedule"] == Schedule(iterations=7, lr=0.01)
+    cd = fp.methods.with_schedule("l1+bn+cd", iterations=4, batch_size=16, momentum=0.5)
+    assert cd.recovery_options["cd"] == {"iterations": 4, "batch_size": 16}  # the settings cd has, by name
+    assert cd.recovery_options["bn"] == {"batch_size": 16}
+    assert fp.methods.get("l1+kd").recovery_options == {}  # the registry's method is not changed
+    with pytest.raises(ValueError, match="unknown schedule settings \\['epochs'\\]"):
+        fp.methods.with_schedule("l1+mir", epochs=3)

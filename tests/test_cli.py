@@ -110,6 +110,18 @@ def test_curve_writes_accuracy_per_fraction_and_auc(env, capsys):
     assert main(argv) == 2 and "--force" in capsys.readouterr().err
 
 
+def test_prune_takes_the_recovery_schedule_and_records_it(env):
+    tmp, weights = env
+    out = tmp / "run"
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method",
+                 "l1+fskd+mir", "--macs", "0.5", "--iterations", "3", "--lr", "0.01", "--batch-size", "8",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["recovery_schedule"] == {"iterations": 3, "lr": 0.01, "batch_size": 8}
+    mir = report["recovery"]["mir"]
+    assert mir["iterations"] == 3 and mir["schedule"]["lr"] == 0.01 and mir["schedule"]["batch_size"] == 8
+
+
 def test_prune_drops_blocks_and_prunes_channels_to_one_target_with_aligned_widths(env):
     tmp, weights = env
     out = tmp / "hybrid"

@@ -186,7 +186,7 @@ def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
 
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
              labels: bool = True, progress: bool = True, round_to: int | str | None = None,
-             min_width: int | str | None = None) -> Result:
+             min_width: int | str | None = None, schedule: dict | None = None) -> Result:
     """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
 
     ``labels=False`` hides the samples' labels from every stage (label-free compression).
@@ -196,17 +196,22 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     ``min_width=16`` (or ``"auto"``) prunes no channel group below 16 channels:
     padded kernels run a 5-channel conv as slowly as a 16-channel one, so
     such widths cost accuracy and save no time (drop whole blocks instead).
+    ``schedule={"iterations": 400, "lr": 0.01}`` changes the training schedule
+    of the method's recoveries (:func:`fewprune.methods.with_schedule`), e.g. to
+    fit a CPU budget; the report records it.
     """
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
+    if schedule:
+        recipe = method_registry.with_schedule(recipe, **schedule)
     method_name = method if isinstance(method, str) else recipe.name
     with eval_mode(teacher):
         return _compress(teacher, samples, recipe, method_name, target, seed, labels, progress,
-                         resolve_round_to(round_to), resolve_round_to(min_width))
+                         resolve_round_to(round_to), resolve_round_to(min_width), dict(schedule or {}))
 
 
 def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, labels: bool, progress: bool,
-              round_to: int | None = None, min_width: int | None = None) -> Result:
+              round_to: int | None = None, min_width: int | None = None, schedule: dict | None = None) -> Result:
     _seed_everything(seed)
     timings: dict[str, float] = {}
     batch, few_info = _as_batch(samples, teacher, seed)
@@ -279,7 +284,8 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         dropped_blocks=dropped,
         islands=channel_space.islands,
         meta={"method": method, "target": target.to_dict(), "seed": seed,
-              **({"round_to": round_to} if round_to else {}), **({"min_width": min_width} if min_width else {})},
+              **({"round_to": round_to} if round_to else {}), **({"min_width": min_width} if min_width else {}),
+              **({"recovery_schedule": schedule} if schedule else {})},
     )
     t = time.perf_counter()
     plan.apply(student)
@@ -309,6 +315,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         "seed": seed,
         **({"round_to": round_to} if round_to else {}),
         **({"min_width": min_width} if min_width else {}),
+        **({"recovery_schedule": schedule} if schedule else {}),
         "samples": {k: v for k, v in few_info.items() if k != "indices"},
         "teacher": {"macs": teacher_macs, "params": teacher_params},
         "student": {"macs": student_macs, "params": student_params},

@@ -251,8 +251,10 @@ def cmd_prune(args) -> int:
     console = _console()
     console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
                   f"(seed {args.seed}{', labels hidden' if args.no_labels else ''})")
+    schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size))
+                if v is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
-                          round_to=args.round_to, min_width=args.min_width)
+                          round_to=args.round_to, min_width=args.min_width, schedule=schedule)
     example = few.tensors()[0][:1]
     rows = {"teacher": metrics.measure(teacher, test, example), "student": metrics.measure(result.student, test, example)}
     result.report["evaluation"] = {**rows, "split": "test", "dataset": args.data}
@@ -293,6 +295,18 @@ def cmd_bench(args) -> int:
             shard=_shard(args.shard))
     print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
     return 130 if summary.get("stopped") else 0  # stopped on Ctrl-C / SIGTERM: a script running sweeps stops too
+
+
+def _positive(kind):
+    """An argparse type: a number of ``kind`` above zero."""
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
@@ -474,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-width", metavar="N|auto",
                    help="prune no channel group below N channels (narrower groups not at all): padded CPU kernels "
                         "run narrower layers no faster; 'auto': this CPU's channel block")
+    recovery = p.add_argument_group("recovery schedule (default: each recovery's own, e.g. MiR 800 iterations of "
+                                    "64 images at lr 0.02)")
+    recovery.add_argument("--iterations", type=_positive(int), help="training iterations of each training recovery")
+    recovery.add_argument("--lr", type=_positive(float), help="its peak learning rate")
+    recovery.add_argument("--batch-size", type=_positive(int), help="its mini-batch size (also BN recalibration's)")
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
     p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
     p.add_argument("--out", required=True, help="output folder (plan, weights, reports)")

@@ -126,6 +126,41 @@ def get(name: str | Method) -> Method:
                    description=base.description or f"composed: {name}")
 
 
+def with_schedule(method: str | Method, **changes) -> Method:
+    """The method with the training schedule of its recoveries changed, e.g. ``iterations=400, lr=0.01``.
+
+    For a larger model or a tighter CPU budget than the defaults suit. Any
+    :class:`~fewprune.recovery.Schedule` field may be given; each training
+    recovery (``kd``, ``mir``, ``adapt``, …) keeps its own defaults for the
+    rest. A recovery that takes such a setting by name (``cd``'s iterations,
+    lr and batch size; ``bn``'s and ``fskd``'s batch size) gets it too;
+    settings a step does not have leave it as it is. An unknown field is refused.
+    """
+    import dataclasses
+    import inspect
+
+    from .recovery import Schedule, recoveries
+
+    fields = {f.name for f in dataclasses.fields(Schedule)}
+    unknown = set(changes) - fields
+    if unknown:
+        raise ValueError(f"unknown schedule settings {sorted(unknown)}; a recovery schedule has {sorted(fields)}")
+    recipe = get(method)
+    options = dict(recipe.recovery_options)
+    for step in recipe.recovery.split("+"):
+        function = recoveries.get(step)
+        parameters = inspect.signature(function).parameters
+        mine = dict(options.get(step, {}))
+        if "schedule" in parameters:
+            base = mine.get("schedule") or getattr(function, "default_schedule", None) or Schedule()
+            mine["schedule"] = replace(base, **changes)
+        else:
+            mine.update({k: v for k, v in changes.items() if k in parameters})
+        if mine:
+            options[step] = mine
+    return replace(recipe, recovery_options=options)
+
+
 def catalogue() -> dict[str, list[dict]]:
     """Every registered method and part by name, with a one-line description, for listing.
 

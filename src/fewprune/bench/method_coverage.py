@@ -65,15 +65,10 @@ def quick(method: str, iterations: int = 3):
     """The method's recipe with its criterion's and recoveries' training loops cut to ``iterations``."""
     from .. import methods
     from ..criteria import criteria
-    from ..recovery import recoveries
 
-    recipe = methods.get(method)  # composes unregistered names
-    recovery_options = dict(recipe.recovery_options)
-    for step in recipe.recovery.split("+"):
-        if step != "none":
-            recovery_options[step] = _shortened(recovery_options.get(step, {}), recoveries.get(step), iterations)
+    recipe = methods.with_schedule(method, iterations=iterations, batch_size=8)  # composes unregistered names
     criterion_options = _shortened(recipe.criterion_options, criteria.get(recipe.criterion), iterations)
-    return replace(recipe, recovery_options=recovery_options, criterion_options=criterion_options)
+    return replace(recipe, criterion_options=criterion_options)
 
 
 def _deliberate(error: BaseException) -> bool:

@@ -23,6 +23,8 @@ from ..structure import Pruned, frozen_parameters
 from .base import Schedule, register_recovery, train_student
 from .baselines import bn_recalibrate
 
+MIR_SCHEDULE = Schedule()  # the mimicking recoveries' default
+
 
 def teacher_features(teacher: nn.Module, layer: str, memo: bool = True) -> RowMemo:
     """The teacher's ``layer`` outputs per batch, memoised per view (``memo=False`` for mixed images)."""
@@ -58,7 +60,7 @@ def _prepare(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int, sc
         bn_recalibrate(student, teacher, batch, seed=seed)
     example = batch.images[:1]
     layer = feature_layer(teacher, example)
-    return schedule or Schedule(), example, layer, modules_after(student, layer, example)
+    return schedule or MIR_SCHEDULE, example, layer, modules_after(student, layer, example)
 
 
 @register_recovery("mir")
@@ -77,6 +79,7 @@ def mimic(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, s
 
 
 mimic.needs_features = True
+mimic.default_schedule = MIR_SCHEDULE
 
 
 def block_output_channels(teacher: nn.Module, block: str, pruned: Pruned,
@@ -143,4 +146,5 @@ def mimic_blocks(student: nn.Module, teacher: nn.Module, batch: Batch, pruned: P
 
 
 mimic_blocks.needs_features = True
+mimic_blocks.default_schedule = MIR_SCHEDULE
 mimic_blocks.needs_structure = True

@@ -101,7 +101,7 @@ def adapt(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, p
         raise ValueError("adapt needs to know what was pruned (call it through fewprune.compress)")
     if not pruned.dropped_blocks:
         return {"sites": []}
-    schedule = schedule or ADAPT_SCHEDULE
+    schedule = schedule or adapt.default_schedule
     example = batch.images[:1]
     layer = feature_layer(teacher, example)
     sites = []
@@ -117,4 +117,5 @@ def adapt(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, p
     return {**stats, "sites": [f"{n}:{side}" for n, side in dict.fromkeys(sites)], "schedule": asdict(schedule)}
 
 
+adapt.default_schedule = ADAPT_SCHEDULE
 adapt.needs_structure = True

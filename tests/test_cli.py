@@ -110,6 +110,27 @@ def test_curve_writes_accuracy_per_fraction_and_auc(env, capsys):
     assert main(argv) == 2 and "--force" in capsys.readouterr().err
 
 
+def test_a_pruning_result_folder_is_a_model_for_eval(env, capsys):
+    tmp, weights = env
+    out = tmp / "run"
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method", "l1+bn",
+                 "--macs", "0.5", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher_model"] == {"spec": "resnet20", "adapt": False}
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out), "--json", str(tmp / "eval.json"), "--quiet"]) == 0
+    evaluated = json.loads((tmp / "eval.json").read_text())
+    assert evaluated["accuracy"] == report["evaluation"]["student"]["accuracy"]
+    assert evaluated["macs"] == report["student"]["macs"]
+    # pruning a result again is refused before any work, with the reason
+    assert main(["prune", "--model", str(out), "--macs", "0.3", "--out", str(tmp / "again")]) == 2
+    assert "pruning it again is not supported" in capsys.readouterr().err and not (tmp / "again").exists()
+    report.pop("teacher_model")  # a folder that does not name its architecture says how to load it
+    (out / "report.json").write_text(json.dumps(report))
+    assert main(["eval", "--model", str(out)]) == 2
+    assert "fewprune.load(directory, architecture=...)" in capsys.readouterr().err
+
+
 def test_prune_takes_the_recovery_schedule_and_records_it(env):
     tmp, weights = env
     out = tmp / "run"
@@ -209,6 +230,8 @@ def test_train_asca_saves_a_reloadable_student_leaves_no_checkpoint_and_refuses_
     assert not (tmp / "asca.partial.pt").exists()  # the per-epoch checkpoint goes once the result is saved
     student = fp.load(out, architecture=build("resnet20", num_classes=10, in_channels=1))
     assert fp.metrics.macs(student, torch.zeros(1, 1, 28, 28)) == report["student"]["macs"]
+    assert main(["eval", "--model", str(out), "--json", str(tmp / "eval.json"), "--quiet"]) == 0  # a model spec too
+    assert json.loads((tmp / "eval.json").read_text())["accuracy"] == report["evaluation"]["student"]["accuracy"]
     before = (out / "student.safetensors").read_bytes()
     assert main(argv) == 2 and "--force" in capsys.readouterr().err
     assert (out / "student.safetensors").read_bytes() == before

@@ -24,10 +24,31 @@ def _console():
 
 def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None, allow_pickle: bool = False,
                    adapt: bool = False):
-    """A model from a CLI spec, shaped for the dataset described by ``info``."""
+    """A model from a CLI spec, shaped for the dataset described by ``info``.
+
+    A folder written by ``fewprune prune`` is a spec too: its student, rebuilt
+    from the architecture its report names, its plan and its weights.
+    """
+    if (Path(spec) / "plan.json").is_file():
+        if weights:
+            raise ValueError(f"{spec} is a pruning result with its own weights; --weights does not apply to it")
+        return _saved_student(Path(spec), info)
     model = models.build(spec, num_classes=info.num_classes, in_channels=info.input_shape[0],
                          image_size=info.input_shape[1], weights=weights, allow_pickle=allow_pickle, adapt=adapt)
     return model.eval()
+
+
+def _saved_student(directory: Path, info: data.DatasetInfo):
+    from . import api
+
+    report = json.loads((directory / "report.json").read_text()) if (directory / "report.json").is_file() else {}
+    teacher = report.get("teacher_model")
+    if teacher is None:
+        raise ValueError(f"{directory} does not say which architecture it pruned (written by Python, or by an older "
+                         "fewprune): load it with fewprune.load(directory, architecture=...)")
+    return api.load(directory, lambda: models.build(
+        teacher["spec"], num_classes=info.num_classes, in_channels=info.input_shape[0], image_size=info.input_shape[1],
+        adapt=teacher.get("adapt", False))).eval()
 
 
 def metrics_table(rows: dict[str, dict], title: str = ""):
@@ -122,6 +143,7 @@ def _train_asca(args) -> int:
     example = test.batch([0])[0]
     result.report["evaluation"] = {"student": metrics.measure(result.student, test, example), "split": "test"}
     result.report["command"] = "fewprune " + " ".join(args.argv)
+    result.report["teacher_model"] = {"spec": recipes.get(args.recipe).architecture, "adapt": False}  # see cmd_prune
     api.save(result, out, force=args.force)
     checkpoint.unlink(missing_ok=True)
     e = result.report["evaluation"]["student"]
@@ -242,6 +264,9 @@ def cmd_prune(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:  # fail before any work is spent
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    if (Path(args.model) / "plan.json").is_file():  # a result's plan is relative to its teacher's architecture
+        raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
+                         "one plan against its teacher): prune the teacher to the larger target instead")
     target = target_from(args)
     train = data.load(args.data, "train", root=args.data_root)
     test = _subset(data.load(args.data, "test", root=args.data_root), args.eval_limit)
@@ -259,6 +284,8 @@ def cmd_prune(args) -> int:
     rows = {"teacher": metrics.measure(teacher, test, example), "student": metrics.measure(result.student, test, example)}
     result.report["evaluation"] = {**rows, "split": "test", "dataset": args.data}
     result.report["command"] = "fewprune " + " ".join(args.argv)
+    # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
+    result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt}
     api.save(result, out, force=args.force, onnx_input=example if args.onnx else None)
     table = metrics_table(rows, title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}")
     speed = rows["teacher"]["latency"]["batch64"]["median_ms"] / rows["student"]["latency"]["batch64"]["median_ms"]

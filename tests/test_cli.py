@@ -136,11 +136,12 @@ def test_prune_takes_the_recovery_schedule_and_records_it(env):
     out = tmp / "run"
     assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method",
                  "l1+fskd+mir", "--macs", "0.5", "--iterations", "3", "--lr", "0.01", "--batch-size", "8",
-                 "--out", str(out)]) == 0
+                 "--decay", "step", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["recovery_schedule"] == {"iterations": 3, "lr": 0.01, "batch_size": 8}
+    assert report["recovery_schedule"] == {"iterations": 3, "lr": 0.01, "batch_size": 8, "decay": "step"}
     mir = report["recovery"]["mir"]
     assert mir["iterations"] == 3 and mir["schedule"]["lr"] == 0.01 and mir["schedule"]["batch_size"] == 8
+    assert mir["schedule"]["decay"] == "step"
 
 
 def test_prune_drops_blocks_and_prunes_channels_to_one_target_with_aligned_widths(env):

@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 import fewprune as fp
 from fewprune.criteria import Batch
@@ -318,3 +319,28 @@ def test_recoveries_read_labels_only_when_they_say_so(name, options):
         students.append(student.state_dict())
     same = all(torch.equal(a, b) for a, b in zip(students[0].values(), students[1].values(), strict=True))
     assert same != fp.methods.reads_labels(fp.methods.Method("l1", recovery=name, recovery_options={name: options}))
+
+
+def test_the_learning_rate_decays_by_cosine_or_in_steps():
+    from fewprune.recovery.base import decay_factor
+
+    cosine = Schedule(iterations=100)
+    assert decay_factor(cosine, 0) == 1.0 and decay_factor(cosine, 50) == pytest.approx(0.5)
+    assert decay_factor(cosine, 99) < 0.01
+    step = Schedule(iterations=100, decay="step")  # MiR's authors: ×0.1 at 40% of the iterations
+    assert [decay_factor(step, i) for i in (0, 39, 40, 99)] == pytest.approx([1, 1, 0.1, 0.1])
+    twice = Schedule(iterations=10, decay="step", step_at=(0.5, 0.8), step_factor=0.5)
+    assert [decay_factor(twice, i) for i in (4, 5, 8)] == pytest.approx([1, 0.5, 0.25])
+
+
+def test_an_unknown_decay_is_refused_before_any_training():
+    from fewprune.recovery.base import train_student
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    x = torch.randn(4, 1, 8, 8)
+    model(x)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="decay must be 'cosine' or 'step'"):
+        train_student(model, lambda x, y: model(x).pow(2).mean(), Batch(x, None, model),
+                      Schedule(iterations=3, decay="linear"), progress=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

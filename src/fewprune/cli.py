@@ -276,8 +276,8 @@ def cmd_prune(args) -> int:
     console = _console()
     console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
                   f"(seed {args.seed}{', labels hidden' if args.no_labels else ''})")
-    schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size))
-                if v is not None}
+    schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
+                                  ("decay", args.decay)) if v is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
                           round_to=args.round_to, min_width=args.min_width, schedule=schedule)
     example = few.tensors()[0][:1]
@@ -520,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument("--iterations", type=_positive(int), help="training iterations of each training recovery")
     recovery.add_argument("--lr", type=_positive(float), help="its peak learning rate")
     recovery.add_argument("--batch-size", type=_positive(int), help="its mini-batch size (also BN recalibration's)")
+    recovery.add_argument("--decay", choices=["cosine", "step"],
+                          help="learning-rate decay: cosine to 0, or ×0.1 at 40%% of the iterations (MiR's authors)")
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
     p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
     p.add_argument("--out", required=True, help="output folder (plan, weights, reports)")

@@ -35,7 +35,14 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 2)
 
 @dataclass
 class Schedule:
-    """An iteration-based SGD schedule (few samples make epochs meaningless)."""
+    """An iteration-based SGD schedule (few samples make epochs meaningless).
+
+    800 iterations is a CPU-time choice, not the accuracy optimum. MiR's authors train ~2000 iterations with
+    one step decay at 40%. On resnet20-fmnist (l1+mir, 70% MACs, 50 samples, seeds 0/1, one thread) that gives
+    90.34 / 89.40 in 160 s, and 2000 cosine iterations 90.39 / 89.36, against 89.40 / 87.92 in 70 s here. So the
+    iteration count matters (about +1.2 points) and the decay shape does not. Raise ``iterations`` (``prune
+    --iterations``) when the CPU time is there.
+    """
 
     iterations: int = 800
     batch_size: int = 64

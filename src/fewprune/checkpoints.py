@@ -54,7 +54,7 @@ def checkpoint_progress(path: Path | None) -> tuple[int, int] | None:
     if path is None or not Path(path).exists():
         return None
     try:
-        progress = torch.load(path, weights_only=True).get("progress")
+        progress = torch.load(path, weights_only=True, mmap=True).get("progress")  # mmap: the tensors stay unread
     except Exception:  # noqa: BLE001 — a checkpoint being replaced right now, or a damaged one: no progress known
         return None
     return tuple(progress) if progress else None

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import yaml
 
+TRAINING_KINDS = ("ceiling", "scratch")  # result rows of full-data training jobs (ceilings, asca-scratch)
+JOB_KINDS = ("cell", *TRAINING_KINDS)  # result rows of a sweep's jobs (besides teachers and latency rows)
+
 
 @dataclass(frozen=True)
 class Cell:

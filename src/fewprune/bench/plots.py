@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .config import SweepConfig
+from .config import TRAINING_KINDS, SweepConfig
 from .report import speedup, summarise
 
 
@@ -94,8 +94,6 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
     """A sweep of full-data training jobs only (asca-scratch), one PNG per model: accuracy vs MACs removed and vs
     measured speed-up for each kind of job, and the fraction of each channel group every structure keeps."""
     import matplotlib.pyplot as plt
-
-    from .report import TRAINING_KINDS
 
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
     written = []

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from .config import SweepConfig
+from .config import JOB_KINDS, SweepConfig
 from .runner import _load_data, _teacher, append_result, read_results
 
 ROUNDS = 5  # teacher-then-student rounds per batch size
@@ -27,9 +27,6 @@ PROTOCOL = 2  # 1: two interleaved rounds, fastest of each; 2: the median-ratio 
 
 def latency_key(cell_key: str) -> str:
     return f"latency:{cell_key}"
-
-
-TIMED_KINDS = ("cell", "ceiling", "scratch")  # rows whose structure is timed again
 
 
 def removed_counts(row: dict, teacher: torch.nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -84,7 +81,7 @@ def remeasure(config: SweepConfig, threads: int | None = None, log=print, again:
     rows = read_results(config.results)
     done = set() if again else {r["key"] for r in rows if r.get("kind") == "latency" and r.get("protocol") == PROTOCOL}
     keys = {job.key for job in sweep_jobs(config)}
-    todo = [r for r in rows if r.get("kind") in TIMED_KINDS and r.get("status") == "ok" and r["key"] in keys
+    todo = [r for r in rows if r.get("kind") in JOB_KINDS and r.get("status") == "ok" and r["key"] in keys
             and latency_key(r["key"]) not in done]
     teachers: dict[str, tuple] = {}
     timed: dict[str, dict] = {}  # one structure (e.g. L1's at a target, whatever the recovery) is timed once
@@ -142,7 +139,7 @@ def apply_remeasured(rows: list[dict]) -> list[dict]:
     quiet = {r["cell"]: r for r in rows if r.get("kind") == "latency"}  # the latest row of a job wins
     out = []
     for r in rows:
-        if r.get("kind") in TIMED_KINDS and r["key"] in quiet:
+        if r.get("kind") in JOB_KINDS and r["key"] in quiet:
             timed = quiet[r["key"]]
             structure = {"plan_removed": timed["plan_removed"]} if "plan_removed" in timed else {}
             r = {**structure, **r, "latency": timed["student"],

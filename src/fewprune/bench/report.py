@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 
 from ..allocation import Target
-from .config import Cell, SweepConfig
+from .config import TRAINING_KINDS, Cell, SweepConfig
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -185,9 +185,6 @@ def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: lis
                          + (f" [{len(areas)} of {len(config.seeds)} seeds]" if len(areas) < len(config.seeds) else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
-
-
-TRAINING_KINDS = ("ceiling", "scratch")
 
 
 def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[str]:

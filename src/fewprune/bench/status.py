@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..checkpoints import checkpoint_progress, job_checkpoint
 from .claims import family_id, live_families
-from .config import Cell, SweepConfig
+from .config import TRAINING_KINDS, Cell, SweepConfig
 from .runner import read_results
 from .sweep import job_families, reusable_rows, sweep_jobs, training_dir
 
@@ -50,26 +50,25 @@ def _kind(job) -> tuple[str, str, int | None]:
 def _row_kind(row: dict) -> tuple[str, str, int | None] | None:
     if row.get("kind") == "cell":
         return row["cell"]["model"], row["cell"]["method"], row["cell"]["samples"]
-    if row.get("kind") in ("ceiling", "scratch"):
+    if row.get("kind") in TRAINING_KINDS:
         return row["model"], "ceiling" if row["kind"] == "ceiling" else "asca-scratch", None
     return None
 
 
-def _measured_seconds(results_dir: Path) -> dict[tuple, list[float]]:
-    """Wall seconds of every job measured in the results files of ``results_dir`` (copies left out), by kind.
+def _measured_seconds(rows: list[dict]) -> dict[tuple, list[float]]:
+    """Wall seconds of every job measured among ``rows`` (copies left out), by kind.
 
     A training job's time is scaled to one epoch, so ceilings of other epoch counts still tell.
     """
     seconds: dict[tuple, list[float]] = defaultdict(list)
-    for path in sorted(results_dir.glob("*.jsonl")):
-        for row in read_results(path):
-            kind = _row_kind(row)
-            if kind is None or row.get("status") != "ok" or row.get("reused_from") or not row.get("wall_seconds"):
-                continue
-            if kind[2] is None:  # training job: per epoch
-                seconds[kind].append(row["wall_seconds"] / max(1, row.get("epochs", 1)))
-            else:
-                seconds[kind].append(row["wall_seconds"])
+    for row in rows:
+        kind = _row_kind(row)
+        if kind is None or row.get("status") != "ok" or row.get("reused_from") or not row.get("wall_seconds"):
+            continue
+        if kind[2] is None:  # training job: per epoch
+            seconds[kind].append(row["wall_seconds"] / max(1, row.get("epochs", 1)))
+        else:
+            seconds[kind].append(row["wall_seconds"])
     return seconds
 
 
@@ -110,16 +109,16 @@ def sweep_status(config: SweepConfig) -> list[StatusLine]:
     done = {k: r for k, r in rows.items() if r.get("status") == "ok"}
     # Reuse needs this sweep's teacher rows; a sweep not started yet has none, so for the estimate its teachers
     # are taken to measure as in the sweeps beside it (the sweep itself checks that when it runs).
+    beside = [row for path in sorted(results.parent.glob("*.jsonl")) for row in read_results(path)]
     with_teachers = dict(done)
-    for path in sorted(results.parent.glob("*.jsonl")):
-        for row in read_results(path):
-            if row.get("kind") == "teacher" and row.get("status") == "ok":
-                with_teachers.setdefault(row["key"], row)
+    for row in beside:
+        if row.get("kind") == "teacher" and row.get("status") == "ok":
+            with_teachers.setdefault(row["key"], row)
     missing = {j.key: j for j in jobs if j.key not in done}
     reusable = {r["key"] for r in reusable_rows(config, missing, with_teachers)}
     live = live_families(results)
     running = {j.key for family in job_families(jobs) if family_id([j.key for j in family]) in live for j in family}
-    measured = _measured_seconds(results.parent)
+    measured = _measured_seconds(beside)
     work_dir = training_dir(config)
     lines: dict[tuple, StatusLine] = {}
     for job in jobs:

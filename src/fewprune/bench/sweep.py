@@ -13,7 +13,7 @@ from pathlib import Path
 from ..allocation.paths import shared_paths
 from .ceiling import CeilingJob
 from .claims import family_id, try_claim
-from .config import Cell, SweepConfig
+from .config import JOB_KINDS, Cell, SweepConfig
 from .plots import plot
 from .relatency import apply_remeasured
 from .report import render
@@ -348,7 +348,7 @@ def write_report(config: SweepConfig) -> dict:
     """Report and plots from the rows of the config's current jobs (rows of jobs since removed are ignored)."""
     keys = {job.key for job in sweep_jobs(config)}
     rows = apply_remeasured([r for r in read_results(config.results)
-                             if r.get("kind") not in ("cell", "ceiling", "scratch") or r.get("key") in keys])
+                             if r.get("kind") not in JOB_KINDS or r.get("key") in keys])
     methods = list(config.methods)
     if config.alongside:
         extra, label = alongside_rows(config)

@@ -100,6 +100,9 @@ def _learn(model, x, fraction, iterations=150, **schedule):
     return space, logits, log
 
 
+PRICES = ["target", "channels"]  # the cost term charges each unit its MACs, or every unit the same
+
+
 def test_the_budget_lands_within_one_point_of_the_target_on_a_tiny_net():
     model, x = _tiny(), torch.randn(16, 1, 12, 12)
     space, logits, log = _learn(model, x, 0.5)
@@ -110,14 +113,16 @@ def test_the_budget_lands_within_one_point_of_the_target_on_a_tiny_net():
     assert abs(1 - space.cost.macs(space.keep_counts(removed)) / space.cost.base_macs - 0.5) <= 0.01
 
 
-def test_gates_close_a_planted_useless_channel_group():
+@pytest.mark.parametrize("price", PRICES)
+def test_gates_close_a_planted_useless_channel_group(price):
     model, x = _tiny(), torch.randn(16, 1, 12, 12)
     with torch.no_grad():  # channels 0-2 of the first conv produce nothing and are read by nothing
         model[0].weight[:3] = 0
         model[0].bias[:3] = 0
         model[1].weight[:3] = 0
         model[1].bias[:3] = 0
-    space, logits, _ = _learn(model, x, 0.375)  # what removing three of conv 0's eight channels saves
+    space, logits, log = _learn(model, x, 0.375, price=price)  # what removing three of conv 0's eight channels saves
+    assert all(abs(r - (1 - 0.375)) <= 0.01 for r in log["remaining"])  # the projection meets MACs whatever the price
     first = logits["0"]
     assert first[:3].max() < first[3:].min(), first
     removed = allocate(space, logits, fp.Target(macs=0.375), "threshold")

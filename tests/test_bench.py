@@ -132,6 +132,14 @@ def test_ceiling_settings_are_checked_by_name(sweep, ceiling, error):
         sweep(["l1"], ceiling=ceiling)
 
 
+@pytest.mark.parametrize("scratch, error", [({"epochs": 1, "gate": []}, "not \\['gate'\\]"),
+                                            ({"gates": [{"prize": "channels"}]}, "not \\['prize'\\]"),
+                                            ({"gates": ["channels"]}, "not \\['channels'\\]")])
+def test_scratch_settings_are_checked_by_name(sweep, scratch, error):
+    with pytest.raises(ValueError, match=error):
+        sweep(["l1"], scratch=scratch)
+
+
 def test_a_block_count_ceiling_fine_tunes_the_blocks_its_criterion_picks(tiny_fmnist, monkeypatch, tmp_path):
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
     monkeypatch.setattr("fewprune.bench.ceiling.BLOCK_SAMPLES", 20)  # the tiny training split has 60 images
@@ -420,12 +428,13 @@ def test_a_sweep_of_training_jobs_only_reports_and_re_times_them(tiny_fmnist, mo
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
     monkeypatch.setattr("fewprune.bench.relatency.ROUNDS", 1)  # timing is not what this test checks
     config = SweepConfig(name="scratch", dataset="fashion-mnist", models=["zoo:resnet20-fmnist"], methods=[],
-                         samples=[0], targets=[{"macs": 0.5}], scratch={"epochs": 1}, ceiling={"epochs": 1},
-                         latency=False,
+                         samples=[0], targets=[{"macs": 0.5}], ceiling={"epochs": 1}, latency=False,
+                         scratch={"epochs": 1, "gates": [{}, {"price": "channels"}]},  # the default and a variant
                          results=str(tmp_path / "r.jsonl"), report=str(tmp_path / "r.md"), source="scratch.yaml")
     run_sweep(config, progress=False, log=lambda *_: None)
-    rows = {r["kind"]: r for r in read_results(config.results)}
-    assert rows["scratch"]["status"] == rows["ceiling"]["status"] == "ok"
+    rows = {r.get("gates_schedule", {}).get("price", r["kind"]): r for r in read_results(config.results)}
+    assert rows["scratch"]["status"] == rows["ceiling"]["status"] == rows["channels"]["status"] == "ok"
+    assert "gates_schedule" not in rows["scratch"] and rows["scratch"]["key"] != rows["channels"]["key"]
     # each training job records its structure; the ceiling's is data-free L1, which a row that predates the
     # record gets computed again, identically
     assert all(sum(rows[kind]["plan_removed"].values()) > 0 for kind in ("scratch", "ceiling"))
@@ -434,11 +443,13 @@ def test_a_sweep_of_training_jobs_only_reports_and_re_times_them(tiny_fmnist, mo
     assert removed_counts(older, _teacher("zoo:resnet20-fmnist", train.info), train[0][0].unsqueeze(0)) \
         == rows["ceiling"]["plan_removed"]
     report = open(config.report).read()
-    assert "0 samples" not in report and "2 full-data training jobs (2 measured, 0 failed)" in report
+    assert "0 samples" not in report and "3 full-data training jobs (3 measured, 0 failed)" in report
     assert f"| ceiling: l1 structure, fine-tuned 1 ep. | -50% macs | {100 * rows['ceiling']['accuracy']:.2f}" in report
     assert f"| asca-scratch, 1 ep. from scratch | -50% macs | {100 * rows['scratch']['accuracy']:.2f}" in report
+    assert (f"| asca-scratch (price=channels), 1 ep. from scratch | -50% macs | "
+            f"{100 * rows['channels']['accuracy']:.2f}") in report
 
-    assert remeasure(config, log=lambda *_: None) == 2  # both structures, rebuilt from the teacher and timed
+    assert remeasure(config, log=lambda *_: None) == 3  # every structure, rebuilt from the teacher and timed
     rows = read_results(config.results)
     quiet = {r["cell"]: r for r in rows if r["kind"] == "latency"}
     assert set(quiet) == {r["key"] for r in rows if r["kind"] in ("ceiling", "scratch")}
@@ -446,7 +457,7 @@ def test_a_sweep_of_training_jobs_only_reports_and_re_times_them(tiny_fmnist, mo
     assert all(r["latency_remeasured"] and r["latency"] == quiet[r["key"]]["student"] for r in timed)
     write_report(config)
     report = open(config.report).read()
-    assert "Speed-ups of 2 of 2 training jobs come from a quiet re-measurement" in report
+    assert "Speed-ups of 3 of 3 training jobs come from a quiet re-measurement" in report
     for r in timed:
         speed = r["latency_teacher"]["batch64"]["median_ms"] / r["latency"]["batch64"]["median_ms"]
         assert f"| {speed:.2f}× |" in report

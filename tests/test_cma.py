@@ -1,6 +1,7 @@
 """CMa: concept masks, block divergence, the DE allocator, CMaMix and the cma methods."""
 
 import copy
+import re
 from dataclasses import replace
 
 import pytest
@@ -133,6 +134,27 @@ def test_auto_blocks_says_why_no_block_count_reaches_the_target():
                     progress=False)
     message = str(refusal.value)
     assert "with any number of dropped blocks" in message and "no shape-preserving residual block" in message
+
+
+def test_auto_blocks_drops_whole_blocks_before_cma_prunes_outside_them():
+    # With min_width 16 a resnet20's inner channels alone cannot give half its MACs; pruning the residual
+    # streams could, but auto-blocks first tries every count with DE kept inside the profiled blocks.
+    x = torch.randn(8, 1, 28, 28)
+    recipe = replace(fp.methods.get("cma"), recovery="none", augment=None, allocation_options={"generations": 5})
+    options = {"min_width": 16, "round_to": 16, "progress": False}
+    result = fp.compress(resnet20(), x, method=recipe, target=fp.Target(macs=0.5, blocks="auto"), **options)
+    dropped, removed = result.plan.dropped_blocks, result.plan.removed
+    assert dropped and result.report["macs_reduction"] == pytest.approx(0.5, abs=0.01)
+    outside = lambda removed: [g for g, r in removed.items() if r and not re.fullmatch(r"layer\d\.\d\.conv1", g)]  # noqa: E731
+    assert not outside(removed)  # only the blocks' inner convs lose channels, not the residual streams
+    tried = result.report["fewer_blocks_tried"]
+    assert [t["blocks"] for t in tried] == list(range(len(dropped)))
+    assert all(t["allocation_options"] == {"outside": "keep"} for t in tried)
+    # the user's own choice is respected: with outside pruning allowed outright, fewer blocks need to go
+    allowed = replace(recipe, allocation_options={"generations": 5, "outside": "as-needed"})
+    anyway = fp.compress(resnet20(), x, method=allowed, target=fp.Target(macs=0.5, blocks="auto"), **options)
+    assert len(anyway.plan.dropped_blocks) < len(dropped) and outside(anyway.plan.removed)
+    assert all("allocation_options" not in t for t in anyway.report.get("fewer_blocks_tried", []))
 
 
 def test_cmamix_pastes_the_partners_salient_region():

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -123,6 +123,59 @@ def _allocate_channels(model: nn.Module, space: PruningSpace, batch: Batch, reci
             logs["allocation"]["shared_path"] = resumed
     timings["allocate_s"] = timings.get("allocate_s", 0.0) + time.perf_counter() - t
     return removed, logs
+
+
+def _drop_then_allocate(student: nn.Module, space: PruningSpace, batch: Batch, recipe, method: str, target: Target,
+                        ranking: list[str], min_width, seed: int, round_to: int | None, timings: dict):
+    """Drop the lowest-ranked blocks, then allocate channels of what is left so the teacher loses ``target``.
+
+    With ``target.blocks == "auto"`` it drops the fewest blocks with which the
+    channel allocation reaches the target, one more at a time. An allocator
+    may declare options it prefers for that search (``auto_blocks_prefers``;
+    CMa's DE: prune nothing outside the profiled blocks): every block count is
+    tried with them before any count without them, so whole blocks go before
+    residual streams narrow. Returns ``(dropped, channel_space, removed, logs)``;
+    the attempts that fell short are in ``logs["fewer_blocks_tried"]``.
+    """
+    example = batch.images[:1]
+    counts = range(len(ranking) + 1) if target.blocks == "auto" else [target.blocks]
+    preferred = getattr(allocators.get(recipe.allocation), "auto_blocks_prefers", None) or {}
+    passes = [recipe]
+    if target.blocks == "auto" and preferred and not preferred.keys() & recipe.allocation_options.keys():
+        passes.insert(0, replace(recipe, allocation_options={**recipe.allocation_options, **preferred}))
+    tried: list[dict] = []
+    for allocation_recipe in passes:
+        options = {k: v for k, v in preferred.items() if allocation_recipe is not recipe}
+        for count in counts:
+            dropped = sorted(ranking[:count])
+            # Channels are scored and allocated on a copy with the blocks already dropped: its groups and
+            # costs are what the channel part of the plan refers to.
+            work = drop_blocks(copy.deepcopy(student), dropped)
+            channel_space = PruningSpace(work, example, protect_features=recipe.protect_features,
+                                         min_width=min_width, blocks=[b for b in space.blocks if b not in dropped])
+            try:
+                width_target = _width_target_after_drop(target, space, channel_space, dropped)
+                removed, logs = _allocate_channels(work, channel_space, batch, allocation_recipe, width_target, seed,
+                                                   round_to, timings)
+            except TargetUnreachable as err:
+                if allocation_recipe is passes[-1] and count == counts[-1]:
+                    raise
+                tried.append({"blocks": count, **({"allocation_options": options} if options else {}),
+                              "unreachable": str(err)})
+                continue
+            except ValueError as err:
+                if not tried:
+                    raise
+                if allocation_recipe is not passes[-1]:
+                    break  # e.g. CMa with no block left to profile: the next pass may still reach the target
+                raise TargetUnreachable(
+                    f"{method!r} cannot remove {100 * target.value:.1f}% of {target.kind} with any number of "
+                    f"dropped blocks: with {tried[-1]['blocks']} dropped, {tried[-1]['unreachable']}; with {count}, "
+                    f"{err}") from err
+            if tried:
+                logs["fewer_blocks_tried"] = tried
+            return dropped, channel_space, removed, logs
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _width_target_after_drop(target: Target, before: PruningSpace, after: PruningSpace, dropped: list[str]) -> Target:
@@ -245,34 +298,8 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     elif target.is_hybrid and target.blocks:
         ranking = _choose_blocks(student, space, batch, recipe.block_criterion, len(space.blocks), ranked=True)
         timings["score_s"] = time.perf_counter() - t
-        counts = range(len(ranking) + 1) if target.blocks == "auto" else [target.blocks]
-        tried: list[dict] = []
-        for count in counts:  # "auto": the fewest blocks with which the channel allocation reaches the target
-            dropped = sorted(ranking[:count])
-            # Channels are scored and allocated on a copy with the blocks already dropped: its groups and
-            # costs are what the channel part of the plan refers to.
-            work = drop_blocks(copy.deepcopy(student), dropped)
-            channel_space = PruningSpace(work, example, protect_features=recipe.protect_features,
-                                         min_width=min_width, blocks=[b for b in space.blocks if b not in dropped])
-            try:
-                width_target = _width_target_after_drop(target, space, channel_space, dropped)
-                removed, logs = _allocate_channels(work, channel_space, batch, recipe, width_target, seed, round_to,
-                                                   timings)
-                break
-            except TargetUnreachable as err:
-                if count == counts[-1]:
-                    raise
-                tried.append({"blocks": count, "unreachable": str(err)})
-            except ValueError as err:
-                if not tried:
-                    raise
-                # e.g. CMa with no block left to profile: dropping more blocks cannot help
-                raise TargetUnreachable(
-                    f"{method!r} cannot remove {100 * target.value:.1f}% of {target.kind} with any number of "
-                    f"dropped blocks: with {tried[-1]['blocks']} dropped, {tried[-1]['unreachable']}; with {count}, "
-                    f"{err}") from err
-        if tried:
-            logs["fewer_blocks_tried"] = tried
+        dropped, channel_space, removed, logs = _drop_then_allocate(
+            student, space, batch, recipe, method, target, ranking, min_width, seed, round_to, timings)
     else:  # channels alone (a zero target removes nothing)
         removed, logs = _allocate_channels(student, space, batch, recipe, target, seed, round_to, timings)
     removed = {g: r for g, r in removed.items() if r}

@@ -155,3 +155,6 @@ def profile_matching(space: PruningSpace, scores: Scores, target: Target, max_ra
 
 
 profile_matching.direct = True  # solves for the target itself (no λ family for bisection)
+# --blocks auto tries every block count with the outside groups kept before pruning them: CMa drops whole
+# blocks rather than narrow the residual streams the blocks share (api._drop_then_allocate).
+profile_matching.auto_blocks_prefers = {"outside": "keep"}

@@ -72,7 +72,8 @@ class SweepConfig:
     latency: bool = True
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": .., "blocks": ..}
     #                              (blocks: the block criterion whose blocks a block-count ceiling fine-tunes)
-    scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..}
+    scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..,
+    #                              "gates": [{}, {"price": "channels"}]} (one job per gate-schedule change; {}: none)
     alongside: str | None = None  # another sweep's config (path relative to this one): its matching cells are
     #                                shown in the report as "method (its name)"
     results: str = ""  # JSON-lines file; default next to the config
@@ -108,6 +109,17 @@ class SweepConfig:
         unknown = set(config.ceiling or {}) - {"epochs", "lr", "blocks"}
         if unknown:
             raise ValueError(f"{path}: ceiling takes epochs, lr and blocks (a block criterion), not {sorted(unknown)}")
+        unknown = set(config.scratch or {}) - {"epochs", "gates"}
+        if unknown:
+            raise ValueError(f"{path}: scratch takes epochs and gates (a list of gate-schedule changes), "
+                             f"not {sorted(unknown)}")
+        from ..criteria.asca import GateSchedule
+
+        for changes in (config.scratch or {}).get("gates", []):
+            wrong = set(changes) - set(GateSchedule.__dataclass_fields__) if isinstance(changes, dict) else {changes}
+            if wrong:
+                raise ValueError(f"{path}: scratch gates: each entry changes GateSchedule fields "
+                                 f"({', '.join(GateSchedule.__dataclass_fields__)}), not {sorted(map(str, wrong))}")
         blocks = (config.ceiling or {}).get("blocks")
         if blocks is not None:
             from ..criteria import criteria

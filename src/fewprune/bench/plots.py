@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import TRAINING_KINDS, SweepConfig
 from .report import speedup, summarise
+from .scratch import scratch_label
 
 
 def _legend(ax, **options) -> None:
@@ -102,7 +103,7 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
         teacher = teachers.get(model)
         by_kind: dict[str, list[dict]] = {}
         for r in jobs:
-            label = ("asca-scratch (from scratch)" if r["kind"] == "scratch"
+            label = (f"{scratch_label(r.get('gates_schedule'))} (from scratch)" if r["kind"] == "scratch"
                      else f"{r.get('structure', 'l1')} + fine-tuning (ceiling)")
             by_kind.setdefault(label, []).append(r)
         fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
@@ -120,12 +121,14 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
         sizes = next(({g: size for g, (size, _kept) in r["gates"].items()} for r in jobs if r.get("gates")), {})
         names = list(sizes)
         targets = sorted({_target_key(r) for r in jobs})  # one colour per target: dashed ceiling, solid scratch
+        scratch_styles = iter(["-", ":", "-.", (0, (1, 4)), (0, (5, 1, 1, 1, 1, 1))])  # a scratch variant each
         for label, rs in by_kind.items():
+            style = "--" if rs[0]["kind"] == "ceiling" else next(scratch_styles, "-")
             for r in sorted(rs, key=lambda r: r["macs_reduction"]):
                 if r.get("plan_removed") is None or not names:
                     continue  # a structure not recorded (an older ceiling not re-timed yet)
                 kept = [1 - r["plan_removed"].get(g, 0) / sizes[g] for g in names]
-                ax.plot(range(len(names)), kept, marker=".", ls="-" if r["kind"] == "scratch" else "--",
+                ax.plot(range(len(names)), kept, marker=".", ls=style,
                         color=f"C{targets.index(_target_key(r)) % 10}",
                         label=f"{label}, {100 * r['macs_reduction']:.0f}% MACs")
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from ..allocation import Target
 from .config import TRAINING_KINDS, Cell, SweepConfig
+from .scratch import scratch_label
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -77,7 +78,8 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             picked = f"; blocks picked by {', '.join(picks)}" if picks else ""
             lines.append(f"| *full-data ceiling* ({epochs} ep.{picked}) | " + " | ".join(ceiling_cells) + " | |")
         scratch = {_target_label(r["target"]): r for r in rows
-                   if r.get("kind") == "scratch" and r.get("status") == "ok" and r["model"] == model}
+                   if r.get("kind") == "scratch" and r.get("status") == "ok" and r["model"] == model
+                   and not r.get("gates_schedule")}  # the grid shows the default form; the table every variant
         if scratch:
             epochs = next(iter(scratch.values()))["epochs"]
             lines.append(f"| *asca-scratch* ({epochs} ep., full data, no teacher) | "
@@ -207,7 +209,7 @@ def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[s
                       else f"{r.get('structure', 'l1')} structure")
             job = f"ceiling: {picked}, fine-tuned {r['epochs']} ep."
         else:
-            job = f"asca-scratch, {r['epochs']} ep. from scratch"
+            job = f"{scratch_label(r.get('gates_schedule'))}, {r['epochs']} ep. from scratch"
         gap = f" ({100 * (r['accuracy'] - teacher['accuracy']):+.2f})" if teacher else ""
         params = r.get("params_reduction")
         if params is None and teacher:

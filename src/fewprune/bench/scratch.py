@@ -9,13 +9,20 @@ on the full set for the same number of epochs.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..checkpoints import job_checkpoint
 from .runner import _load_data, measure_model
+
+
+def scratch_label(gates: dict | None) -> str:
+    """How reports and status name an asca-scratch job: ``asca-scratch`` or ``asca-scratch (price=channels)``."""
+    changes = ", ".join(f"{k}={v}" for k, v in sorted((gates or {}).items()))
+    return f"asca-scratch ({changes})" if changes else "asca-scratch"
 
 
 @dataclass
@@ -26,14 +33,17 @@ class ScratchJob:
     epochs: int
     eval_limit: int | None = None
     work_dir: str | None = None  # where its checkpoint lives while it runs (None: it keeps none)
+    gates: dict = field(default_factory=dict)  # changes to the gate schedule (GateSchedule fields); {}: none
 
     @property
     def key(self) -> str:
         (kind, value), = self.target.items()
-        return f"asca-scratch:{self.model}:{self.dataset}:{kind}={value}:e{self.epochs}:{self.eval_limit}"
+        changes = f":{json.dumps(self.gates, sort_keys=True)}" if self.gates else ""  # the default keeps its old key
+        return f"asca-scratch:{self.model}:{self.dataset}:{kind}={value}:e{self.epochs}:{self.eval_limit}{changes}"
 
     def describe(self) -> str:
-        return f"asca-scratch for {self.model} at {self.target} ({self.epochs} epochs, full training set)"
+        changes = f", gates {self.gates}" if self.gates else ""
+        return f"asca-scratch for {self.model} at {self.target} ({self.epochs} epochs, full training set{changes})"
 
     def run(self, eval_limit, latency: bool) -> dict:
         """The job's row; a failure becomes an error row, so the sweep goes on."""
@@ -42,7 +52,7 @@ class ScratchJob:
         from ..models.recipes import train_asca_scratch
 
         row = {"kind": "scratch", "key": self.key, "model": self.model, "dataset": self.dataset, "target": self.target,
-               "epochs": self.epochs}
+               "epochs": self.epochs, **({"gates_schedule": self.gates} if self.gates else {})}
         started = time.time()
         try:
             if not self.model.startswith("zoo:"):
@@ -50,7 +60,8 @@ class ScratchJob:
             train, test = _load_data(self.dataset, eval_limit)
             checkpoint = job_checkpoint(self.work_dir, self.key)
             result = train_asca_scratch(self.model.removeprefix("zoo:"), Target(**self.target), epochs=self.epochs,
-                                        progress=False, log=lambda *_: None, train_set=train, checkpoint=checkpoint)
+                                        progress=False, log=lambda *_: None, train_set=train, checkpoint=checkpoint,
+                                        gates=self.gates)
             row.update(measure_model(result.student, test, train[0][0].unsqueeze(0), latency))
             row.update(status="ok", macs_reduction=result.report["macs_reduction"],
                        params_reduction=result.report["params_reduction"],

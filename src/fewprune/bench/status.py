@@ -15,6 +15,7 @@ from ..checkpoints import checkpoint_progress, job_checkpoint
 from .claims import family_id, live_families
 from .config import TRAINING_KINDS, Cell, SweepConfig
 from .runner import read_results
+from .scratch import scratch_label
 from .sweep import job_families, reusable_rows, sweep_jobs, training_dir
 
 
@@ -44,14 +45,14 @@ class StatusLine:
 def _kind(job) -> tuple[str, str, int | None]:
     if isinstance(job, Cell):
         return job.model, job.method, job.samples
-    return job.model, "ceiling" if job.key.startswith("ceiling:") else "asca-scratch", None
+    return job.model, "ceiling" if job.key.startswith("ceiling:") else scratch_label(job.gates), None
 
 
 def _row_kind(row: dict) -> tuple[str, str, int | None] | None:
     if row.get("kind") == "cell":
         return row["cell"]["model"], row["cell"]["method"], row["cell"]["samples"]
     if row.get("kind") in TRAINING_KINDS:
-        return row["model"], "ceiling" if row["kind"] == "ceiling" else "asca-scratch", None
+        return row["model"], "ceiling" if row["kind"] == "ceiling" else scratch_label(row.get("gates_schedule")), None
     return None
 
 

@@ -89,7 +89,8 @@ def sweep_jobs(config: SweepConfig) -> list:
                  if "blocks" not in target or (blocks and set(target) == {"blocks"})]
     if config.scratch:
         jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit,
-                            work_dir) for model in config.models for target in config.targets if "blocks" not in target]
+                            work_dir, gates) for model in config.models
+                 for gates in config.scratch.get("gates", [{}]) for target in config.targets if "blocks" not in target]
     return jobs + config.cells()
 
 

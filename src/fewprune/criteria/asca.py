@@ -59,6 +59,7 @@ class GateSchedule:
     init: float = 3.0  # initial logit: every gate ≈ 0.95 open
     temperature: tuple[float, float] = (1.0, 0.1)  # annealed geometrically over the iterations
     budget_weight: float = 1.0  # λ_f of the linear cost term (the budget itself is met by projection)
+    price: str = "target"  # what the cost term charges a unit: the target's own cost, or "channels" (one each)
     binarise_weight: float = 1.0
     binarise_ramp: float = 0.3  # fraction of the iterations over which λ_b ramps from 0
     log_every: int = 10
@@ -208,9 +209,10 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
             losses = per_sample_loss(x, outputs.float(), idx)
             task = (complexity_weights(losses) * losses).mean()
             remaining = remaining_fraction(space, gates, kind)
+            cost = remaining if schedule.price == "target" else remaining_fraction(space, gates, schedule.price)
             values = gates.values()
             binarise = binarisation_loss(values)
-            loss = (task + schedule.budget_weight * remaining
+            loss = (task + schedule.budget_weight * cost
                     + schedule.binarise_weight * min(1.0, it / ramp) * binarise)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{description}: the loss became {loss.item()} at iteration {it + 1}")

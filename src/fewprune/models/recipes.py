@@ -181,7 +181,7 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
 
 
 def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, progress: bool = True,
-                       train_set=None, checkpoint: Path | None = None):
+                       train_set=None, checkpoint: Path | None = None, gates: dict | None = None):
     """ASCA as in the paper: gates and weights learned together from scratch on the full training set.
 
     ``name`` is a teacher recipe (architecture, dataset, optimiser, schedule);
@@ -219,7 +219,8 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
     batch_size = min(recipe.batch_size, len(images))
     steps_per_epoch = max(1, len(images) // batch_size)
     steps, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
-    schedule = GateSchedule(iterations=steps, batch_size=batch_size, log_every=max(1, steps // 200))
+    schedule = GateSchedule(**{"iterations": steps, "batch_size": batch_size, "log_every": max(1, steps // 200),
+                               **(gates or {})})
     model.train()
     if checkpoint is not None and Path(checkpoint).exists():
         log(f"asca-scratch {name}: resuming from {checkpoint}")

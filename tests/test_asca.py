@@ -171,6 +171,14 @@ def test_learning_gates_resumes_from_its_checkpoint_to_the_uninterrupted_result(
     assert all(torch.equal(v, again_model.state_dict()[k]) for k, v in model.state_dict().items())
 
 
+def test_a_schedule_names_fields_added_later_only_when_changed():
+    # checkpoints name their run by the schedule's text: one written before `price` existed must still resume
+    old = ("GateSchedule(iterations=7020, batch_size=128, lr=0.05, init=3.0, temperature=(1.0, 0.1), budget_weight=1.0, "
+           "binarise_weight=1.0, binarise_ramp=0.3, log_every=35)")
+    assert repr(GateSchedule(iterations=7020, batch_size=128, log_every=35)) == old
+    assert "price='channels'" in repr(GateSchedule(price="channels"))
+
+
 def test_a_checkpoint_of_other_settings_is_refused_by_name(tmp_path):
     _learn_with_weights(tmp_path / "run.pt")
     model, x = _tiny(), torch.randn(16, 1, 12, 12)

@@ -561,11 +561,14 @@ def test_a_jobs_time_is_estimated_from_the_nearest_kind_measured():
     from fewprune.bench.status import estimate
 
     measured = {("m", "a", 10): [10.0, 20.0], ("m", "a", 500): [100.0], ("m", "b", 50): [40.0],
-                ("m", "l1+mir", 10): [60.0], ("m", "ceiling", None): [30.0]}
+                ("m", "l1+mir", 10): [60.0], ("m", "ceiling", None): [30.0], ("m", "asca-scratch", None): [50.0]}
     assert estimate(measured, "m", "a", 10) == (15.0, "measured")
     assert estimate(measured, "m", "a", 50) == (15.0, "a at 10 samples")  # the nearer count, the smaller on a tie
     assert estimate(measured, "m", "asca+mir", 50) == (60.0, "l1+mir at 10 samples")  # the same recovery
     assert estimate(measured, "m", "l1+cutmix", 10) == (60.0, "l1+mir at 10 samples")  # the same criterion
     assert estimate(measured, "m", "c", 50) == (40.0, "other methods at 50 samples")
     assert estimate(measured, "m", "ceiling", None, epochs=3) == (90.0, "measured")  # measured per epoch
+    assert estimate(measured, "m", "asca-scratch (price=channels)", None, epochs=2) == (100.0, "asca-scratch")
+    assert estimate(measured, "m", "asca-scratch (lr=0.1)", None) == (50.0, "asca-scratch")  # a variant: its plain form
+    assert estimate(measured, "other", "asca-scratch (lr=0.1)", None) == (None, "")
     assert estimate(measured, "other", "a", 10) == (None, "") and estimate(measured, "m", "c", 20) == (None, "")

@@ -138,7 +138,8 @@ def _train_asca(args) -> int:
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
     checkpoint = out.with_name(out.name + ".partial.pt")  # hours of training survive an interruption
-    result = train_asca_scratch(args.recipe, target, epochs=args.epochs, checkpoint=checkpoint)
+    result = train_asca_scratch(args.recipe, target, epochs=args.epochs, checkpoint=checkpoint,
+                                gates={"price": args.gate_price} if args.gate_price != "target" else None)
     test = data.load(recipes.get(args.recipe).dataset, "test")
     example = test.batch([0])[0]
     result.report["evaluation"] = {"student": metrics.measure(result.student, test, example), "split": "test"}
@@ -569,6 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asca", metavar="KIND=FRACTION",
                    help="ASCA from scratch: learn gates and weights together towards this target (e.g. macs=0.5), "
                         "then remove the closed channels; no fine-tuning")
+    p.add_argument("--gate-price", choices=["target", "channels"], default="target",
+                   help="with --asca: what the gates' cost term charges a channel: its share of the target's cost "
+                        "(the default), or the same for every channel (keeps the residual streams from collapsing "
+                        "when learning from scratch; see benchmarks/asca-scratch.md)")
     p.add_argument("--force", action="store_true", help="with --asca: replace an existing --out folder")
     p.set_defaults(func=cmd_train)
 

@@ -82,13 +82,16 @@ def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples:
     a method with the same recovery (what follows the criterion, e.g. ``+mir``),
     else with the same criterion (``cma`` for ``cma+mixup``), at the nearest
     sample count; the mean of all methods at this sample count.
-    A training job is estimated per epoch from training jobs of its kind and model.
+    A training job is estimated per epoch from training jobs of its kind and model (a variant of one, from
+    its plain form).
     """
     own = measured.get((model, what, samples))
     if own:
         return statistics.fmean(own) * (epochs if samples is None else 1), "measured"
-    if samples is None:
-        return None, ""
+    if samples is None:  # a variant of a training job (asca-scratch (price=channels)): its plain form's time
+        plain = what.partition(" (")[0]
+        alike = measured.get((model, plain, None)) if plain != what else None
+        return (statistics.fmean(alike) * epochs, plain) if alike else (None, "")
     criterion, _, recovery = what.partition("+")
     for alike in (lambda w: w == what, lambda w: recovery and w.partition("+")[2] == recovery,
                   lambda w: w.partition("+")[0] == criterion):

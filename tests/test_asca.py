@@ -218,3 +218,20 @@ def test_asca_from_scratch_learns_gates_and_weights_and_prunes_to_the_target(tin
     x = train.normalise(train.images[:4])
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), result.student.eval()(x))
+
+
+def test_a_flat_price_keeps_the_residual_streams_from_closing_first():
+    # Charged by MACs, a residual-stream channel (read by every block of its stage) costs many inner channels,
+    # and the cost term shuts the streams while every inner channel stays; charged the same, the task decides.
+    torch.manual_seed(0)
+    model = build("resnet20", num_classes=10, in_channels=1).eval()
+    x = torch.randn(8, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    removed = {}
+    for name in ("asca", "asca-flat"):
+        scores = criteria.get(name)(model, space, Batch(x, None, model), target_kind="macs", fraction=0.7,
+                                    iterations=60)
+        removed[name] = {g: len(r) for g, r in allocate(space, scores, fp.Target(macs=0.7), "threshold").items()}
+    inner = lambda counts: sum(v for g, v in counts.items() if g.startswith("layer") and g.endswith("conv1"))  # noqa: E731
+    assert removed["asca"]["conv1"] >= 12 and inner(removed["asca"]) == 0  # the stem stream nearly shut
+    assert removed["asca-flat"]["conv1"] < removed["asca"]["conv1"] and inner(removed["asca-flat"]) > 0

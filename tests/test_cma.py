@@ -157,6 +157,19 @@ def test_auto_blocks_drops_whole_blocks_before_cma_prunes_outside_them():
     assert all("allocation_options" not in t for t in anyway.report.get("fewer_blocks_tried", []))
 
 
+def test_auto_blocks_prunes_outside_the_blocks_when_no_block_count_reaches_the_target_inside_them():
+    # A MobileNetV2's blocks hold about half its MACs: no count of dropped blocks reaches 70% inside them, so
+    # after trying every count with DE kept inside, the search prunes outside them with no block dropped.
+    model = build("mobilenetv2", num_classes=10, in_channels=1, image_size=28).eval()
+    recipe = replace(fp.methods.get("cma"), recovery="none", augment=None, allocation_options={"generations": 5})
+    result = fp.compress(model, torch.randn(8, 1, 28, 28), method=recipe, target=fp.Target(macs=0.7, blocks="auto"),
+                         progress=False)
+    assert result.plan.dropped_blocks == [] and result.report["macs_reduction"] == pytest.approx(0.7, abs=0.01)
+    tried = result.report["fewer_blocks_tried"]
+    assert tried and all(t["allocation_options"] == {"outside": "keep"} for t in tried)
+    assert [t["blocks"] for t in tried] == list(range(len(tried)))  # one more block at a time, from none
+
+
 def test_cmamix_pastes_the_partners_salient_region():
     images, partners = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
     assert torch.equal(paste(images, partners, torch.ones(4, 1, 8, 8)), partners)

@@ -177,6 +177,8 @@ def test_a_schedule_names_fields_added_later_only_when_changed():
            "binarise_weight=1.0, binarise_ramp=0.3, log_every=35)")
     assert repr(GateSchedule(iterations=7020, batch_size=128, log_every=35)) == old
     assert "price='channels'" in repr(GateSchedule(price="channels"))
+    with pytest.raises(ValueError, match="price must be one of 'target', 'channels', not 'chanels'"):
+        GateSchedule(price="chanels")
 
 
 def test_a_checkpoint_of_other_settings_is_refused_by_name(tmp_path):

@@ -134,7 +134,8 @@ def test_ceiling_settings_are_checked_by_name(sweep, ceiling, error):
 
 @pytest.mark.parametrize("scratch, error", [({"epochs": 1, "gate": []}, "not \\['gate'\\]"),
                                             ({"gates": [{"prize": "channels"}]}, "not \\['prize'\\]"),
-                                            ({"gates": ["channels"]}, "not \\['channels'\\]")])
+                                            ({"gates": ["channels"]}, "not \\['channels'\\]"),
+                                            ({"gates": [{"price": "chanels"}]}, "price must be one of .*'chanels'")])
 def test_scratch_settings_are_checked_by_name(sweep, scratch, error):
     with pytest.raises(ValueError, match=error):
         sweep(["l1"], scratch=scratch)

@@ -145,7 +145,7 @@ def _drop_then_allocate(student: nn.Module, space: PruningSpace, batch: Batch, r
         passes.insert(0, replace(recipe, allocation_options={**recipe.allocation_options, **preferred}))
     tried: list[dict] = []
     for allocation_recipe in passes:
-        options = {k: v for k, v in preferred.items() if allocation_recipe is not recipe}
+        options = preferred if allocation_recipe is not recipe else {}  # recorded with the attempts that fall short
         for count in counts:
             dropped = sorted(ranking[:count])
             # Channels are scored and allocated on a copy with the blocks already dropped: its groups and

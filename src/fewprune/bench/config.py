@@ -120,6 +120,10 @@ class SweepConfig:
             if wrong:
                 raise ValueError(f"{path}: scratch gates: each entry changes GateSchedule fields "
                                  f"({', '.join(GateSchedule.__dataclass_fields__)}), not {sorted(map(str, wrong))}")
+            try:
+                GateSchedule(**changes)  # the values too, before hours of training
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path}: scratch gates {changes}: {error}") from None
         blocks = (config.ceiling or {}).get("blocks")
         if blocks is not None:
             from ..criteria import criteria

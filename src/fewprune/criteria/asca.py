@@ -80,6 +80,10 @@ class GateSchedule:
     binarise_ramp: float = 0.3  # fraction of the iterations over which λ_b ramps from 0
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        if self.price not in PRICES:
+            raise ValueError(f"GateSchedule.price must be one of {', '.join(map(repr, PRICES))}, not {self.price!r}")
+
     def __repr__(self) -> str:
         # A checkpoint names the run that wrote it by this text: fields added later (price) are named only when
         # changed, so checkpoints written before them still resume.
@@ -89,6 +93,7 @@ class GateSchedule:
 
 
 _NAMED_WHEN_CHANGED = {"price": "target"}
+PRICES = ("target", "channels")  # what the cost term charges a unit (see the module docstring)
 
 
 def complexity_weights(losses: torch.Tensor) -> torch.Tensor:
@@ -320,5 +325,4 @@ def asca_flat(model: nn.Module, space: PruningSpace, batch: Batch, **options) ->
     return asca(model, space, batch, **{"price": "channels", **options})
 
 
-asca_flat.needs_target = True
-asca_flat.allocation = "threshold"
+asca_flat.needs_target, asca_flat.allocation = asca.needs_target, asca.allocation  # as asca

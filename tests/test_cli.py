@@ -204,6 +204,16 @@ def test_an_unknown_method_points_to_the_list_of_methods(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_zoo_list_written_to_a_pipe_keeps_every_name_whole(capsys, monkeypatch):
+    from fewprune import zoo
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # captured output is not a terminal: no 80-column cut
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in zoo.list():
+        assert f" {name} " in out and f" {zoo.manifest(name)['architecture']} " in out
+
+
 def test_zoo_report_lists_every_teacher_against_its_accuracy_target(tmp_path, monkeypatch):
     from fewprune import metrics, zoo
     from fewprune.models.recipes import ACCURACY_TARGETS

@@ -17,9 +17,16 @@ from .models import zoo
 
 
 def _console():
+    """The console for tables: a terminal's own width; piped or redirected output is not cut to 80 columns,
+    so a table written to a file keeps every name whole."""
+    import os
+
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)
+    return console
 
 
 def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None, allow_pickle: bool = False,

@@ -494,6 +494,37 @@ def test_a_sweep_over_channel_fractions_reports_each_methods_curve_area():
     assert "| l1 | 77.50 ± 3.54 |" in text and "| lrp | – |" in text
 
 
+def test_paired_differences_pair_each_seed_with_itself_and_skip_seeds_one_method_lacks():
+    from fewprune.bench.report import render
+
+    config = SweepConfig(name="x", dataset="fashion-mnist", models=["m"], methods=["mir", "kd"], samples=[10, 50],
+                         targets=[{"macs": 0.5}], seeds=[0, 1, 2], source="x.yaml",
+                         compare=[{"methods": ["mir", "kd"], "note": "the paper expects MiR ahead"}])
+    rows = []
+    for method, samples, accuracies in [("mir", 10, [0.80, 0.90, 0.70]), ("kd", 10, [0.70, 0.95, 0.50]),
+                                        ("mir", 50, [0.91, 0.92, 0.93]), ("kd", 50, [0.90, 0.90])]:
+        for seed, accuracy in enumerate(accuracies):
+            rows.append({"kind": "cell", "status": "ok", "accuracy": accuracy, "macs_reduction": 0.5,
+                         "params_reduction": 0.5, "compress_seconds": 1.0,
+                         "cell": {"model": "m", "method": method, "samples": samples, "seed": seed,
+                                  "target": {"macs": 0.5}}})
+    text = render(config, rows)
+    # 10 samples: +10, -5, +20 → mean 8.33, std 12.58; 50 samples: seed 2 has no kd row, so +1, +2 only
+    assert "| mir − kd | +8.33 ± 12.58 [ahead 2 of 3] | +1.50 ± 0.71 [ahead 2 of 2] |" in text
+    assert "- mir − kd: the paper expects MiR ahead" in text
+
+
+@pytest.mark.parametrize("compare, error", [
+    ([{"methods": ["l1", "taylor"]}], "not among the sweep's methods"),
+    ([{"methods": ["l1"]}], "two different methods"),
+    ([["l1", "block-random"]], "each compare entry is"),
+    ([{"methods": ["l1", "block-random"]}], "never run at the same target"),
+])
+def test_comparisons_are_checked_when_the_config_is_read(sweep, compare, error):
+    with pytest.raises(ValueError, match=error):
+        sweep(["l1", "block-random"], targets=[{"macs": 0.4}, {"blocks": 1}], compare=compare)
+
+
 def test_methods_with_equal_figures_share_their_rank():
     from fewprune.bench.report import _rank
 

@@ -74,6 +74,8 @@ class SweepConfig:
     #                              (blocks: the block criterion whose blocks a block-count ceiling fine-tunes)
     scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..,
     #                              "gates": [{}, {"price": "channels"}]} (one job per gate-schedule change; {}: none)
+    compare: list[dict] | None = None  # paired differences in the report: [{methods: [a, b], note: ".."}], a − b
+    #                                    per seed (a seed fixes the few samples), where both ran at a setting
     alongside: str | None = None  # another sweep's config (path relative to this one): its matching cells are
     #                                shown in the report as "method (its name)"
     results: str = ""  # JSON-lines file; default next to the config
@@ -124,6 +126,7 @@ class SweepConfig:
                 GateSchedule(**changes)  # the values too, before hours of training
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}: scratch gates {changes}: {error}") from None
+        config._check_comparisons(path)
         blocks = (config.ceiling or {}).get("blocks")
         if blocks is not None:
             from ..criteria import criteria
@@ -131,6 +134,23 @@ class SweepConfig:
             if getattr(criteria.get(blocks), "granularity", "") != "blocks":  # an unknown name lists the known ones
                 raise ValueError(f"{path}: ceiling blocks: {blocks!r} scores channels, not blocks")
         return config
+
+    def _check_comparisons(self, path: Path) -> None:
+        """Each ``compare`` entry names two of the sweep's methods that run at some common target."""
+        for entry in self.compare or []:
+            if not isinstance(entry, dict) or set(entry) - {"methods", "note"} or "methods" not in entry:
+                raise ValueError(f"{path}: each compare entry is {{methods: [first, second], note: ...}} (note "
+                                 f"optional), not {entry!r}")
+            pair = entry["methods"]
+            if not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"{path}: compare methods must be two different methods, not {pair!r}")
+            unknown = [m for m in pair if m not in self.methods]
+            if unknown:
+                raise ValueError(f"{path}: compare names {unknown}, not among the sweep's methods {self.methods}")
+            targets = [{json.dumps(c.target, sort_keys=True) for c in self.cells() if c.method == m} for m in pair]
+            if not targets[0] & targets[1]:
+                raise ValueError(f"{path}: compare {pair}: the two never run at the same target (one prunes "
+                                 "channels, the other drops blocks), so no seed pairs them")
 
     def cells(self) -> list[Cell]:
         """Every combination, except a block-level method with a width target or vice versa.

@@ -110,6 +110,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
         lines += _curve_areas(config, rows, model, methods, teacher)
+        lines += _paired_differences(config.compare or [], groups, model, settings)
         shared = any(r.get("shared_path_seconds") for (mm, *_), rs in groups.items() if mm == model for r in rs)
         lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells"
                   + ("; a cell that resumed a step-wise walk shared with a smaller target counts that walk too"
@@ -187,6 +188,41 @@ def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: lis
                          + (f" [{len(areas)} of {len(config.seeds)} seeds]" if len(areas) < len(config.seeds) else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _paired_differences(comparisons: list[dict], groups: dict, model: str,
+                        settings: list[tuple[str, int]]) -> list[str]:
+    """Per ``compare`` entry and setting: first − second in top-1 points, paired by seed.
+
+    A seed fixes the few samples, so a pair shares its images: the spread of
+    the differences is what separates two methods, not the spread of each.
+    """
+    if not comparisons:
+        return []
+    lines = ["", "Paired differences (points): first − second, mean ± std over the seeds both ran (a seed fixes the "
+                 "few samples, so each pair saw the same images); [ahead: seeds where the first is higher].", "",
+             "| comparison | " + " | ".join(f"{t}, {n} samples" for t, n in settings) + " |",
+             "|" + " --- |" * (len(settings) + 1)]
+    notes = []
+    for entry in comparisons:
+        first, second = entry["methods"]
+        cells = []
+        for setting in settings:
+            by_seed = [{r["cell"]["seed"]: 100 * r["accuracy"] for r in groups.get((model, *setting, m), ())}
+                       for m in (first, second)]
+            seeds = sorted(by_seed[0].keys() & by_seed[1].keys())
+            if not seeds:
+                cells.append("–")
+                continue
+            differences = [by_seed[0][s] - by_seed[1][s] for s in seeds]
+            mean, std = _mean_std(differences)
+            spread = f" ± {std:.2f}" if len(seeds) > 1 else ""
+            ahead = sum(d > 0 for d in differences)
+            cells.append(f"{mean:+.2f}{spread} [ahead {ahead} of {len(seeds)}]")
+        lines.append(f"| {first} − {second} | " + " | ".join(cells) + " |")
+        if entry.get("note"):
+            notes.append(f"- {first} − {second}: {entry['note']}")
+    return lines + ([""] + notes if notes else [])
 
 
 def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[str]:

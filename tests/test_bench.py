@@ -598,6 +598,11 @@ def test_a_jobs_time_is_estimated_from_the_nearest_kind_measured():
     assert estimate(measured, "m", "a", 50) == (15.0, "a at 10 samples")  # the nearer count, the smaller on a tie
     assert estimate(measured, "m", "asca+mir", 50) == (60.0, "l1+mir at 10 samples")  # the same recovery
     assert estimate(measured, "m", "l1+cutmix", 10) == (60.0, "l1+mir at 10 samples")  # the same criterion
+    measured |= {("m", "l1", 10): [5.0], ("m", "asca+kd", 10): [300.0], ("m", "l1+kd", 10): [90.0]}
+    assert estimate(measured, "m", "l1+fskd+mir", 10) == (60.0, "l1+mir at 10 samples")  # most parts in common
+    assert estimate(measured, "m", "l1+fskd+kd", 10) == (90.0, "l1+kd at 10 samples")  # then the same criterion
+    assert estimate(measured, "m", "l1+cd", 10) == (5.0, "l1 at 10 samples")  # then the fewest other parts
+    assert estimate(measured, "m", "block-residual+kd", 10) == (195.0, "asca+kd, l1+kd at 10 samples")  # alike
     assert estimate(measured, "m", "c", 50) == (40.0, "other methods at 50 samples")
     assert estimate(measured, "m", "ceiling", None, epochs=3) == (90.0, "measured")  # measured per epoch
     assert estimate(measured, "m", "asca-scratch (price=channels)", None, epochs=2) == (100.0, "asca-scratch")

@@ -79,9 +79,10 @@ def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples:
 
     Jobs of the very kind measured give their mean. Otherwise, for a cell on
     the same model, the first of: the same method at the nearest sample count;
-    a method with the same recovery (what follows the criterion, e.g. ``+mir``),
-    else with the same criterion (``cma`` for ``cma+mixup``), at the nearest
-    sample count; the mean of all methods at this sample count.
+    the method sharing most of its recovery parts (what follows the criterion:
+    ``l1+mir`` for ``l1+fskd+mir``), then the same criterion, then the fewest
+    other parts, at the nearest sample count (the mean of methods equally
+    alike); the mean of all methods at this sample count.
     A training job is estimated per epoch from training jobs of its kind and model (a variant of one, from
     its plain form).
     """
@@ -92,13 +93,23 @@ def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples:
         plain = what.partition(" (")[0]
         alike = measured.get((model, plain, None)) if plain != what else None
         return (statistics.fmean(alike) * epochs, plain) if alike else (None, "")
-    criterion, _, recovery = what.partition("+")
-    for alike in (lambda w: w == what, lambda w: recovery and w.partition("+")[2] == recovery,
-                  lambda w: w.partition("+")[0] == criterion):
-        kinds = [(w, n) for (m, w, n) in measured if m == model and n is not None and alike(w)]
-        if kinds:
-            w, n = min(kinds, key=lambda k: (abs(k[1] - samples), k[1], k[0]))
-            return statistics.fmean(measured[(model, w, n)]), f"{w} at {n} samples"
+    criterion, *parts = what.split("+")
+
+    def likeness(kind: str) -> tuple[int, int, int]:  # recovery parts shared, same criterion, fewer parts besides
+        other_criterion, *other_parts = kind.split("+")
+        return len(set(parts) & set(other_parts)), other_criterion == criterion, -len(set(other_parts) - set(parts))
+
+    kinds = [(w, n) for (m, w, n) in measured if m == model and n is not None and likeness(w)[:2] != (0, False)]
+
+    def rank(kind: tuple[str, int]) -> tuple:  # the most alike first, then the nearest sample count
+        return tuple(-x for x in likeness(kind[0])), abs(kind[1] - samples), kind[1]
+
+    if kinds:  # methods equally alike at the same sample count are averaged
+        best = min(map(rank, kinds))
+        ties = sorted(k for k in kinds if rank(k) == best)
+        n = ties[0][1]
+        return (statistics.fmean(statistics.fmean(measured[(model, w, n)]) for w, _ in ties),
+                f"{', '.join(w for w, _ in ties)} at {n} samples")
     others = [statistics.fmean(v) for (m, w, n), v in measured.items() if (m, n) == (model, samples)]
     if others:
         return statistics.fmean(others), f"other methods at {samples} samples"

@@ -59,3 +59,10 @@ def test_accuracy_and_per_class_accuracy():
     result = metrics.evaluate(Constant(), ds, batch_size=2, progress=False)
     assert result["accuracy"] == pytest.approx(0.6)
     assert result["per_class"] == [0.0, 1.0, 0.0] and result["samples"] == 5
+
+
+def test_thread_counts_read_as_words():
+    from fewprune.metrics import threads_text
+
+    assert (threads_text(1), threads_text(2), threads_text("?")) == ("1 thread", "2 threads", "? threads")
+    assert threads_text(1, "CPU thread") == "1 CPU thread"

@@ -22,7 +22,7 @@ from .criteria import Batch, criteria, teacher_predictions
 from .criteria.causal import SilencedOutputs
 from .metrics import macs as count_macs
 from .metrics import params as count_params
-from .metrics import versions
+from .metrics import threads_text, versions
 from .modes import eval_mode
 from .recovery import recoveries
 from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
@@ -374,7 +374,7 @@ def _report_markdown(result: Result) -> str:
         f"(-{100 * r['macs_reduction']:.1f}%)",
         f"- params {r['teacher']['params'] / 1e6:.3f} M → {r['student']['params'] / 1e6:.3f} M "
         f"(-{100 * r['params_reduction']:.1f}%)",
-        f"- compression wall time {r['wall_seconds']:.1f} s on {r['threads']} threads"
+        f"- compression wall time {r['wall_seconds']:.1f} s on {threads_text(r['threads'])}"
         + (f" (resumed a shared allocation path at {100 * shared['resumed_at']:.1f}% removed: +"
            f"{shared['shared_seconds']:.1f} s standing alone)" if (shared := r.get("allocation", {}).get("shared_path"))
            else ""),

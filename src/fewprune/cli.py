@@ -76,7 +76,7 @@ def metrics_table(rows: dict[str, dict], title: str = ""):
     line("params", lambda r: f"{r['params'] / 1e6:.3f} M")
     for key in first["latency"]:
         lat = first["latency"][key]
-        line(f"latency {key.replace('batch', 'batch ')} ({lat['threads']} threads)",
+        line(f"latency {key.replace('batch', 'batch ')} ({metrics.threads_text(lat['threads'])})",
              lambda r, k=key: f"{r['latency'][k]['median_ms']:.2f} ms "
                               f"[{r['latency'][k]['p25_ms']:.2f}–{r['latency'][k]['p75_ms']:.2f}]")
     return table
@@ -241,7 +241,7 @@ def cmd_zoo(args) -> int:
             f"{m['train_seconds'] / 60:.0f} min | `{m['command']}` (seed {m['seed']}) |"
         )
     v = metrics.versions()
-    lines += ["", f"Measured with {torch.get_num_threads()} threads; versions: "
+    lines += ["", f"Measured with {metrics.threads_text(torch.get_num_threads())}; versions: "
               + ", ".join(f"{k} {val}" for k, val in v.items()) + "."]
     text = "\n".join(lines) + "\n"
     if args.out:

@@ -6,6 +6,7 @@ import statistics
 from collections import defaultdict
 
 from ..allocation import Target
+from ..metrics import threads_text
 from .config import TRAINING_KINDS, Cell, SweepConfig
 from .scratch import scratch_label
 
@@ -140,7 +141,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
         threads = ", ".join(map(str, sorted({r.get("latency_threads") for r in quiet} - {None}))) or "?"
         what = "cells" if not trained_ok else "jobs" if n_ok else "training jobs"
         lines.append(f"Speed-ups of {len(quiet)} of {n_ok + len(trained_ok)} {what} come from a quiet re-measurement "
-                     f"(`fewprune bench {config.source} --remeasure-latency`) on {threads} threads: each "
+                     f"(`fewprune bench {config.source} --remeasure-latency`) on {threads_text(threads)}: each "
                      "structure timed back to back with its teacher"
                      + (" in five rounds, the round with the median teacher/student ratio reported"
                         if all(r.get("latency_protocol") == 2 for r in quiet) else "")
@@ -150,7 +151,8 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
     versions = next((r["versions"] for r in rows if "versions" in r), {})
     threads = next((r["threads"] for r in rows if "threads" in r), "?")
     ran = "Cells" if config.methods else "Jobs"
-    lines.append(f"{ran} ran on {threads} CPU threads with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    lines.append(f"{ran} ran on {threads_text(threads, 'CPU thread')} with "
+                 + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -256,7 +258,7 @@ def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[s
                      f"| {100 * r['macs_reduction']:.1f}% | " + ("–" if params is None else f"{100 * params:.1f}%")
                      + f" | {1 / (1 - r['macs_reduction']):.2f}× | "
                      + ("–" if measured is None else f"{measured:.2f}×")
-                     + f" | {minutes:.0f} min ({r.get('threads', '?')} thread{'s' * (r.get('threads') != 1)}) |")
+                     + f" | {minutes:.0f} min ({threads_text(r.get('threads', '?'))}) |")
     return lines
 
 

@@ -10,6 +10,11 @@ from .complexity import macs, params
 from .latency import latency
 
 
+def threads_text(count, noun: str = "thread") -> str:
+    """How reports name the CPU threads a figure took: 1 thread, 2 threads (? threads when unknown)."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def versions() -> dict:
     """Versions of the libraries that shape a result."""
     import numpy

@@ -4,7 +4,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo test lint zoo zoo-report bench bench-status
+.PHONY: setup dataset demo test lint zoo zoo-report bench bench-status bench-retime
 
 setup: $(VENV)/.installed dataset
 
@@ -60,3 +60,11 @@ bench: setup
 # What each sweep has done and left, with the CPU time left (runs nothing).
 bench-status: setup
 	@for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --status || exit 1; echo; done
+
+# Re-time every finished structure of the named sweeps back to back with its teacher, on THREADS threads, and
+# regenerate their reports. Run it with nothing else loading the CPU (stop the sweeps first): the speed-ups
+# the reports give are these timings.
+THREADS ?= 2
+bench-retime: setup
+	@for s in $(SWEEPS); do OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/fewprune bench benchmarks/$$s.yaml \
+	  --remeasure-latency --threads $(THREADS) || exit 1; done

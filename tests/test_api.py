@@ -161,6 +161,62 @@ def test_unlabelled_samples_work_for_label_using_criteria():
     assert result.few_shot["labelled"] is False
 
 
+class ImagesOnly(torch.utils.data.Dataset):
+    """A user's dataset whose items are bare image tensors (no labels)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def test_a_torch_dataset_or_dataloader_of_the_samples_gives_the_same_student_as_their_tensors():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = teacher()
+    x, y = tiny_samples(12)
+    method = fast("taylor+kd")  # reads labels: a lost or reordered label would change the plan
+    reference = fp.compress(model, (x, y), method=method, target=fp.Target(macs=0.4), progress=False)
+    for samples in (TensorDataset(x, y), DataLoader(TensorDataset(x, y), batch_size=5), [(x[:7], y[:7]), (x[7:], y[7:])]):
+        result = fp.compress(model, samples, method=method, target=fp.Target(macs=0.4), progress=False)
+        assert result.plan.removed == reference.plan.removed and result.few_shot["labelled"] is True
+        assert state_digest(result.student) == state_digest(reference.student)
+    unlabelled = fp.compress(model, x, method="l1+bn", target=fp.Target(macs=0.4), progress=False)
+    for samples in (ImagesOnly(x), DataLoader(ImagesOnly(x), batch_size=5), list(x)):
+        result = fp.compress(model, samples, method="l1+bn", target=fp.Target(macs=0.4), progress=False)
+        assert result.few_shot["labelled"] is False
+        assert state_digest(result.student) == state_digest(unlabelled.student)
+
+
+def test_samples_that_are_not_tensors_are_refused_with_the_fix():
+    with pytest.raises(TypeError, match="ToTensor"):
+        fp.compress(teacher(), [("a PIL image", 3)], method="l1", target=fp.Target(macs=0.4), progress=False)
+    with pytest.raises(ValueError, match="some items have no label"):
+        fp.compress(teacher(), [(torch.zeros(1, 28, 28), 1), torch.zeros(1, 28, 28)], method="l1",
+                    target=fp.Target(macs=0.4), progress=False)
+
+
+def test_few_shot_draws_from_any_torch_dataset():
+    from torch.utils.data import TensorDataset
+
+    x, y = tiny_samples(30)
+    few = fp.data.few_shot(TensorDataset(x, y), n=8, seed=3)
+    images, labels = few.tensors()
+    assert torch.equal(images, x[few.indices]) and torch.equal(labels, y[few.indices])
+    result = fp.compress(teacher(), few, method="l1", target=fp.Target(macs=0.4), progress=False)
+    assert result.few_shot["dataset"] == "TensorDataset" and result.few_shot["indices"] == few.indices
+    with pytest.raises(ValueError, match="per_class= needs the dataset's labels as .targets"):
+        fp.data.few_shot(TensorDataset(x, y), per_class=2)
+    labelled = TensorDataset(x, y)
+    labelled.targets = y.tolist()  # as torchvision's datasets carry them
+    balanced = fp.data.few_shot(labelled, per_class=1, seed=0)
+    assert sorted(y[balanced.indices].tolist()) == sorted(set(y.tolist()))
+
+
 @pytest.mark.parametrize("spec", ["resnet20", "vit", "mobilenetv2"])
 def test_save_load_reproduces_outputs_exactly(tmp_path, spec):
     model = teacher(spec)

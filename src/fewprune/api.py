@@ -20,6 +20,7 @@ from .allocation import Probe, Target, TargetUnreachable, allocate, allocators, 
 from .augment import augmentations
 from .criteria import Batch, criteria, teacher_predictions
 from .criteria.causal import SilencedOutputs
+from .data.few_shot import FewShot, read_samples
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import threads_text, versions
@@ -37,18 +38,25 @@ class Result:
 
 
 def _as_batch(samples, teacher: nn.Module, seed: int) -> tuple[Batch, dict]:
-    """Accept a FewShot dataset, an image tensor, or an ``(images, labels)`` pair."""
+    """Accept a FewShot dataset, an image tensor, an ``(images, labels)`` pair, any map-style dataset of
+    images or ``(image, label)`` items, or an iterable of such batches (a DataLoader)."""
     info: dict = {}
     if isinstance(samples, torch.Tensor):
         images, labels = samples, None
-    elif isinstance(samples, tuple | list) and len(samples) == 2 and isinstance(samples[0], torch.Tensor):
+    elif (isinstance(samples, tuple | list) and len(samples) == 2 and isinstance(samples[0], torch.Tensor)
+          and samples[0].ndim == 4):  # (a list of two single images is a dataset, below)
         images, labels = samples
-    elif hasattr(samples, "tensors"):
+    elif isinstance(samples, FewShot):
         images, labels = samples.tensors()
         info = {"indices": list(samples.indices), "seed": samples.seed, "indices_hash": samples.indices_hash(),
-                "dataset": samples.info.name, "split": samples.info.split}
+                "dataset": samples.info.name if samples.info else type(samples.dataset).__name__,
+                **({"split": samples.info.split} if samples.info else {})}
+    elif hasattr(samples, "__getitem__") or hasattr(samples, "__iter__"):
+        images, labels = read_samples(samples)
     else:
-        raise TypeError("samples must be a FewShot dataset, an image tensor, or an (images, labels) pair")
+        raise TypeError("samples must be a FewShot dataset, an image tensor, an (images, labels) pair, a dataset of "
+                        f"images or (image, label) items, or an iterable of batches (a DataLoader), not "
+                        f"{type(samples).__name__}")
     if images.ndim != 4:
         raise ValueError(f"samples must be images N×C×H×W, got shape {tuple(images.shape)}")
     info["count"] = len(images)

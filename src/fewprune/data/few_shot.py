@@ -1,4 +1,4 @@
-"""Deterministic few-shot subsets."""
+"""Deterministic few-shot subsets, and the few samples read from whatever holds them."""
 
 from __future__ import annotations
 
@@ -9,15 +9,66 @@ import torch
 from torch.utils.data import Dataset
 
 
+def _image_and_label(item) -> tuple[torch.Tensor, object]:
+    """An item or batch as (images, label or labels or None): a tensor, or a tuple/list led by one."""
+    if isinstance(item, tuple | list):
+        images, label = item[0], (item[1] if len(item) > 1 else None)
+    else:
+        images, label = item, None
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"the samples' images must be tensors, got {type(images).__name__}: give the dataset a "
+                        "transform that makes tensors (e.g. torchvision.transforms.ToTensor() and the "
+                        "teacher's normalisation)")
+    return images, label
+
+
+def read_samples(source) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """All images (N×C×H×W float) and labels (or None) of a map-style dataset or an iterable of batches.
+
+    A dataset's items, or a DataLoader's batches, are an image tensor or an
+    ``(image, label, ...)`` tuple; the few samples always fit in memory.
+    Labels are kept only if every item has one.
+    """
+    from torch.utils.data import DataLoader
+
+    indexable = hasattr(source, "__getitem__") and hasattr(source, "__len__") and not isinstance(source, DataLoader)
+    items = (source[i] for i in range(len(source))) if indexable else iter(source)
+    images, labels = [], []
+    for item in items:
+        x, y = _image_and_label(item)
+        batched = x.ndim == 4
+        images.append(x if batched else x.unsqueeze(0))
+        if y is not None:
+            y = torch.as_tensor(y, dtype=torch.long)
+            labels.append(y.reshape(-1) if batched else y.reshape(1))
+    if not images:
+        raise ValueError("the samples are empty")
+    if any(x.ndim != 4 for x in images):
+        raise ValueError(f"each image must be C×H×W (or a batch N×C×H×W), got shape {tuple(images[0].shape[1:])}")
+    images_tensor = torch.cat(images).float()
+    if not labels:
+        return images_tensor, None
+    labels_tensor = torch.cat(labels)
+    if len(labels_tensor) != len(images_tensor):
+        raise ValueError(f"{len(images_tensor)} images but {len(labels_tensor)} labels: some items have no label")
+    return images_tensor, labels_tensor
+
+
 class FewShot(Dataset):
-    """A subset of a dataset that remembers which indices it holds (for reports and replays)."""
+    """A subset of a dataset that remembers which indices it holds (for reports and replays).
+
+    ``dataset`` is a fewprune dataset (:func:`fewprune.data.load`) or any
+    map-style torch dataset of image tensors or ``(image, label)`` items.
+    """
 
     def __init__(self, dataset, indices: list[int], seed: int):
         self.dataset = dataset
         self.indices = list(map(int, indices))
         self.seed = seed
-        self.info = dataset.info
-        self.targets = dataset.targets[torch.tensor(self.indices, dtype=torch.long)]
+        self.info = getattr(dataset, "info", None)  # a DatasetInfo: name, split, classes (fewprune's datasets)
+        targets = getattr(dataset, "targets", None)
+        self.targets = (None if targets is None
+                        else torch.as_tensor(targets)[torch.tensor(self.indices, dtype=torch.long)])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -26,11 +77,10 @@ class FewShot(Dataset):
         return self.dataset[self.indices[i]]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All images and labels as two tensors (the few samples always fit in memory)."""
+        """All images and labels as two tensors (labels None for a dataset of images alone)."""
         if hasattr(self.dataset, "batch"):
             return self.dataset.batch(self.indices)
-        pairs = [self.dataset[i] for i in self.indices]
-        return torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
+        return read_samples(self)
 
     def indices_hash(self) -> str:
         """A short fingerprint of the chosen indices, for reports and result caches."""
@@ -38,11 +88,21 @@ class FewShot(Dataset):
 
 
 def few_shot(dataset, n: int | None = None, per_class: int | None = None, seed: int = 0) -> FewShot:
-    """Draw ``n`` random samples, or ``per_class`` samples of every class, deterministically from ``seed``."""
+    """Draw ``n`` random samples, or ``per_class`` samples of every class, deterministically from ``seed``.
+
+    ``dataset`` is any map-style dataset; ``per_class`` needs its labels as
+    ``dataset.targets`` (fewprune's and torchvision's datasets have them).
+    """
     if (n is None) == (per_class is None):
         raise ValueError("give exactly one of n= or per_class=")
     rng = np.random.default_rng(seed)
-    targets = np.asarray(dataset.targets)
+    if getattr(dataset, "targets", None) is None:
+        if per_class is not None:
+            raise ValueError(f"per_class= needs the dataset's labels as .targets, which {type(dataset).__name__} "
+                             "does not have; draw n= samples instead")
+        targets = np.zeros(len(dataset))  # n= needs only the count
+    else:
+        targets = np.asarray(dataset.targets)
     if per_class is not None:
         if per_class < 1:
             raise ValueError("per_class must be at least 1")

@@ -76,7 +76,7 @@ class FewShot(Dataset):
     def __getitem__(self, i: int):
         return self.dataset[self.indices[i]]
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All images and labels as two tensors (labels None for a dataset of images alone)."""
         if hasattr(self.dataset, "batch"):
             return self.dataset.batch(self.indices)

@@ -41,6 +41,48 @@ def test_prune_writes_a_reloadable_result_and_refuses_to_overwrite(env, capsys):
     assert main(argv + ["--force", "--seed", "1"]) == 0
 
 
+def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_teacher_on_the_rest(
+        tmp_path, capsys, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from fewprune import metrics
+
+    monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": 1.0, "p25_ms": 1.0, "p75_ms": 1.0,
+                                                              "threads": 1})  # timing is not under test here
+    images = tmp_path / "photos"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    (images / "notes.txt").write_text("not an image")
+    model_file = tmp_path / "net.py"
+    model_file.write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=7, in_channels=3):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 32, 3, stride=4), nn.BatchNorm2d(32), nn.ReLU(),\n"
+        "                         nn.Conv2d(32, 32, 3, stride=4), nn.BatchNorm2d(32), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
+    out = tmp_path / "run"
+    assert main(["prune", "--model", f"{model_file}:make", "--data", f"imagefolder:{images}", "--samples", "4",
+                 "--method", "taylor+bn", "--macs", "0.4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no labels" in printed and "top-1 agreement with the teacher" in printed
+    report = json.loads((out / "report.json").read_text())
+    evaluation = report["evaluation"]
+    assert evaluation["split"].startswith("held-out") and evaluation["teacher"]["agreement"] == 1.0
+    assert evaluation["student"]["samples"] == 6 and 0 <= evaluation["student"]["agreement"] <= 1
+    assert report["samples"]["labelled"] is False and "student top-1 agreement with the teacher" in (
+        out / "report.md").read_text()
+    few = json.loads((out / "few_shot.json").read_text())
+    assert len(few["indices"]) == 4 and few["labelled"] is False
+    # the architecture's own class count: images without labels say nothing of it
+    assert fp.load(out, architecture=lambda: __import__("fewprune").models.build(
+        f"{model_file}:make", num_classes=None))(torch.zeros(1, 3, 224, 224)).shape == (1, 7)
+    assert main(["eval", "--model", f"{model_file}:make", "--data", f"imagefolder:{images}"]) == 2
+    assert "has no labels" in capsys.readouterr().err
+
+
 def test_missing_dataset_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tmp_path / "empty"))
     code = main(["prune", "--model", "resnet20", "--macs", "0.5", "--out", str(tmp_path / "x")])

@@ -391,7 +391,9 @@ def _report_markdown(result: Result) -> str:
         for who in ("teacher", "student"):
             e = r["evaluation"].get(who)
             if e:
-                lines.append(f"- {who} test accuracy {100 * e['accuracy']:.2f}% on {e['samples']} images")
+                figure = (f"top-1 agreement with the teacher {100 * e['agreement']:.2f}%" if "agreement" in e
+                          else f"test accuracy {100 * e['accuracy']:.2f}%")
+                lines.append(f"- {who} {figure} on {e['samples']} images")
     lines += ["", "| group | kind | width before | width after |", "| --- | --- | --- | --- |"]
     lines += [f"| {g} | {k} | {a} | {b} |" for g, k, a, b in result.plan.summary()]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())]

@@ -40,7 +40,7 @@ def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None
         if weights:
             raise ValueError(f"{spec} is a pruning result with its own weights; --weights does not apply to it")
         return _saved_student(Path(spec), info)
-    model = models.build(spec, num_classes=info.num_classes, in_channels=info.input_shape[0],
+    model = models.build(spec, num_classes=info.num_classes or None, in_channels=info.input_shape[0],
                          image_size=info.input_shape[1], weights=weights, allow_pickle=allow_pickle, adapt=adapt)
     return model.eval()
 
@@ -54,7 +54,8 @@ def _saved_student(directory: Path, info: data.DatasetInfo):
         raise ValueError(f"{directory} does not say which architecture it pruned (written by Python, or by an older "
                          "fewprune): load it with fewprune.load(directory, architecture=...)")
     return api.load(directory, lambda: models.build(
-        teacher["spec"], num_classes=info.num_classes, in_channels=info.input_shape[0], image_size=info.input_shape[1],
+        teacher["spec"], num_classes=info.num_classes or None, in_channels=info.input_shape[0],
+        image_size=info.input_shape[1],
         adapt=teacher.get("adapt", False))).eval()
 
 
@@ -71,7 +72,10 @@ def metrics_table(rows: dict[str, dict], title: str = ""):
     def line(name, fn):
         table.add_row(name, *[fn(r) for r in rows.values()])
 
-    line("test accuracy", lambda r: f"{100 * r['accuracy']:.2f}%  ({r['samples']} images)")
+    if "agreement" in first:  # unlabelled images: how often the model predicts what the teacher does
+        line("top-1 agreement with the teacher", lambda r: f"{100 * r['agreement']:.2f}%  ({r['samples']} images)")
+    else:
+        line("test accuracy", lambda r: f"{100 * r['accuracy']:.2f}%  ({r['samples']} images)")
     line("MACs", lambda r: f"{r['macs'] / 1e6:.2f} M")
     line("params", lambda r: f"{r['params'] / 1e6:.3f} M")
     for key in first["latency"]:
@@ -86,6 +90,20 @@ def _subset(dataset, limit: int | None):
     if limit is None or limit >= len(dataset):
         return dataset
     return data.few_shot(dataset, n=limit, seed=0)
+
+
+def _evaluation_set(name: str, root: str | None, train, few) -> tuple[object, str]:
+    """The images the result is judged on, and how to name them: the test split, or, where the dataset has
+    none (a folder with no test/ folder), its images that are not among the few samples."""
+    test = data.load(name, "test", root=root)
+    if not test.info.extra.get("same_images_every_split"):
+        return test, "test"
+    drawn = set(few.indices)
+    held_out = [i for i in range(len(train)) if i not in drawn]
+    if not held_out:
+        raise ValueError(f"{name} has no test split and every image is among the samples: nothing is left to "
+                         "evaluate on (add a test/ folder or draw fewer samples)")
+    return data.FewShot(train, held_out, few.seed), "held-out (the images not drawn as samples)"
 
 
 def cmd_eval(args) -> int:
@@ -277,20 +295,25 @@ def cmd_prune(args) -> int:
                          "one plan against its teacher): prune the teacher to the larger target instead")
     target = target_from(args)
     train = data.load(args.data, "train", root=args.data_root)
-    test = _subset(data.load(args.data, "test", root=args.data_root), args.eval_limit)
     few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
                         seed=args.seed)
+    test, split = _evaluation_set(args.data, args.data_root, train, few)
+    test = _subset(test, args.eval_limit)
     teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt)
     console = _console()
+    labels = "no labels" if few.targets is None else "labels hidden" if args.no_labels else ""
     console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
-                  f"(seed {args.seed}{', labels hidden' if args.no_labels else ''})")
+                  f"(seed {args.seed}{', ' + labels if labels else ''})")
     schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
                                   ("decay", args.decay)) if v is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
                           round_to=args.round_to, min_width=args.min_width, schedule=schedule)
     example = few.tensors()[0][:1]
-    rows = {"teacher": metrics.measure(teacher, test, example), "student": metrics.measure(result.student, test, example)}
-    result.report["evaluation"] = {**rows, "split": "test", "dataset": args.data}
+    # Unlabelled images: the student is judged by how often it predicts the teacher's class.
+    reference = metrics.predict(teacher, test, description="teacher")[0] if test.targets is None else None
+    rows = {who: metrics.measure(model, test, example, reference=reference)
+            for who, model in (("teacher", teacher), ("student", result.student))}
+    result.report["evaluation"] = {**rows, "split": split, "dataset": args.data}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
     result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt}

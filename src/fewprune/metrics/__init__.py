@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
-from .accuracy import evaluate, predict
+from .accuracy import agreement, evaluate, predict
 from .complexity import macs, params
 from .latency import latency
 
@@ -32,12 +32,16 @@ def versions() -> dict:
     return out
 
 
-def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = True) -> dict:
+def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = True,
+            reference=None) -> dict:
     """Accuracy (and per class) on ``dataset`` plus MACs, params and latency at each batch size: one table column.
 
+    With ``reference`` (a teacher's predicted classes on ``dataset``), top-1
+    agreement with them replaces accuracy: for unlabelled images.
     ``latency_batches=()`` skips timing (on a busy machine timings mean nothing).
     """
-    result = evaluate(model, dataset, progress=progress)
+    result = (evaluate(model, dataset, progress=progress) if reference is None
+              else agreement(model, dataset, reference, progress=progress))
     result["macs"] = macs(model, example[:1])
     result["params"] = params(model)
     if latency_batches:
@@ -46,4 +50,4 @@ def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = T
     return result
 
 
-__all__ = ["evaluate", "latency", "macs", "measure", "params", "predict", "versions"]
+__all__ = ["agreement", "evaluate", "latency", "macs", "measure", "params", "predict", "versions"]

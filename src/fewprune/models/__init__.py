@@ -11,7 +11,7 @@ from .features import capture, feature_layer
 from .weights import load_weights, read_state_dict
 
 
-def build(spec: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+def build(spec: str, num_classes: int | None = 10, in_channels: int = 3, image_size: int = 32,
           weights: str | None = None, allow_pickle: bool = False, adapt: bool = False) -> nn.Module:
     """Build a model from a spec string, optionally load ``weights`` and adapt its input/output layers.
 
@@ -19,12 +19,13 @@ def build(spec: str, num_classes: int = 10, in_channels: int = 3, image_size: in
     (a shipped teacher, weights included) or ``path/to/file.py:factory``. With
     ``adapt``, the first conv and the head are changed to ``in_channels`` /
     ``num_classes`` after the weights are loaded (fine-tuning a pretrained model
-    onto another dataset).
+    onto another dataset). ``num_classes=None`` keeps the architecture's own
+    class count (data without labels says nothing of it).
     """
     if spec.startswith("zoo:"):
         return zoo.load(spec[4:])
     # With ``adapt`` the architecture is built as the weights expect (its own defaults), then changed.
-    io = {} if adapt else {"num_classes": num_classes, "in_channels": in_channels}
+    io = {} if adapt else {"in_channels": in_channels, **({"num_classes": num_classes} if num_classes else {})}
     if spec.startswith("torchvision:"):
         model = torchvision_model(spec.split(":", 1)[1], num_classes=io.get("num_classes", 1000))
         if io.get("in_channels", 3) != 3:

@@ -77,8 +77,8 @@ def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_t
     few = json.loads((out / "few_shot.json").read_text())
     assert len(few["indices"]) == 4 and few["labelled"] is False
     # the architecture's own class count: images without labels say nothing of it
-    assert fp.load(out, architecture=lambda: __import__("fewprune").models.build(
-        f"{model_file}:make", num_classes=None))(torch.zeros(1, 3, 224, 224)).shape == (1, 7)
+    student = fp.load(out, architecture=lambda: build(f"{model_file}:make", num_classes=None))
+    assert student(torch.zeros(1, 3, 224, 224)).shape == (1, 7)
     assert main(["eval", "--model", f"{model_file}:make", "--data", f"imagefolder:{images}"]) == 2
     assert "has no labels" in capsys.readouterr().err
 

@@ -514,6 +514,9 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewprune", description=__doc__)
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                        help="import your own parts (criteria, recoveries, methods, models …) before the command, so "
+                             "it can name them; repeatable (also $FEWPRUNE_PLUGINS, separated like PATH)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_args(p):
@@ -672,9 +675,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from . import plugins
+
     try:
+        plugins.from_environment()
+        plugins.load_all(args.plugin)
         return args.func(args)
-    except (data.DatasetNotFound, FileNotFoundError, FileExistsError, KeyError, ValueError, FloatingPointError) as err:
+    except (data.DatasetNotFound, FileNotFoundError, FileExistsError, KeyError, ValueError, FloatingPointError,
+            plugins.PluginError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"fewprune: error: {message}", file=sys.stderr)
         return 2

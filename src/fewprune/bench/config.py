@@ -76,6 +76,8 @@ class SweepConfig:
     #                              "gates": [{}, {"price": "channels"}]} (one job per gate-schedule change; {}: none)
     compare: list[dict] | None = None  # paired differences in the report: [{methods: [a, b], note: ".."}], a − b
     #                                    per seed (a seed fixes the few samples), where both ran at a setting
+    plugins: list[str] | None = None  # the user's parts to import first (.py paths relative to this config, or
+    #                                   module names), so methods: can name them; see fewprune.plugins
     alongside: str | None = None  # another sweep's config (path relative to this one): its matching cells are
     #                                shown in the report as "method (its name)"
     results: str = ""  # JSON-lines file; default next to the config
@@ -100,6 +102,12 @@ class SweepConfig:
             config.report = str(base / f"{config.name}.md")
         if config.alongside and not Path(config.alongside).is_absolute():
             config.alongside = str(base / config.alongside)  # like results and report: next to the config
+        if config.plugins:
+            from .. import plugins
+
+            config.plugins = [str((base / p).resolve()) if p.endswith(".py") and not Path(p).is_absolute() else p
+                              for p in config.plugins]
+            plugins.load_all(config.plugins)  # before any method name is looked up
         from ..allocation import Target
 
         for t in config.targets:

@@ -22,14 +22,18 @@ def run_on_ray(jobs: list, config: SweepConfig, record, address: str | None = No
                  **({} if address else {"num_cpus": None}))
 
     @ray.remote(num_cpus=cpus_per_cell)
-    def task(job, eval_limit, latency, threads: int) -> dict:
+    def task(job, eval_limit, latency, threads: int, plugin_specs: list[str]) -> dict:
         import torch
 
+        from .. import plugins
+
+        plugins.load_all(plugin_specs)  # a worker process registers the sweep's own parts too (same paths)
         torch.set_num_threads(threads)
         return job.run(eval_limit, latency)
 
     try:
-        pending = [task.remote(c, config.eval_limit, config.latency, cpus_per_cell) for c in jobs]
+        pending = [task.remote(c, config.eval_limit, config.latency, cpus_per_cell, config.plugins or [])
+                   for c in jobs]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             record(ray.get(ready[0]))

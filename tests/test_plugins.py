@@ -1,0 +1,91 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import fewprune as fp
+from fewprune import plugins
+from fewprune.bench import SweepConfig, read_results, run_sweep
+from fewprune.cli import main
+from fewprune.models import build
+
+PLUGIN = '''
+from fewprune.criteria import reduce_slices, register_criterion
+
+
+@register_criterion("{name}")
+def read_strength(model, space, batch):
+    """How strongly each channel is read: mean L1 of the weights that consume it."""
+    return {{g.id: reduce_slices(model, g, lambda v: v.abs().sum(), roles=("in",)) for g in space.prunable}}
+'''
+
+
+def write_plugin(folder, name):
+    path = folder / f"{name}.py"
+    path.write_text(PLUGIN.format(name=name))
+    return path
+
+
+def criteria_listed(capsys, argv) -> list[str]:
+    assert main(argv + ["methods", "--json"]) == 0
+    return [c["name"] for c in json.loads(capsys.readouterr().out)["criteria"]]
+
+
+def test_a_plugin_file_registers_its_parts_once_for_the_cli(tmp_path, capsys):
+    path = write_plugin(tmp_path, "plugin-read-strength")
+    assert "plugin-read-strength" in criteria_listed(capsys, ["--plugin", str(path)])
+    assert plugins.load(str(path)) is plugins.load(str(path))  # imported once: no second registration
+    assert main(["--plugin", str(path), "methods", "--json"]) == 0  # nor from the CLI again
+
+
+def test_plugins_named_by_the_environment_are_imported(tmp_path, capsys, monkeypatch):
+    first, second = (write_plugin(tmp_path, f"plugin-from-environment-{i}") for i in (1, 2))
+    monkeypatch.setenv(plugins.ENVIRONMENT, os.pathsep.join([str(first), "", str(second)]))
+    listed = criteria_listed(capsys, [])
+    assert "plugin-from-environment-1" in listed and "plugin-from-environment-2" in listed
+
+
+@pytest.mark.parametrize("spec, message", [("missing_plugin.py", "no such file"),
+                                           ("fewprune_no_such_module", "No module named")])
+def test_a_plugin_that_cannot_be_found_is_a_clear_error(tmp_path, capsys, spec, message):
+    assert main(["--plugin", spec, "methods"]) == 2
+    err = capsys.readouterr().err
+    assert f"plugin {spec}" in err and message in err
+
+
+def test_a_plugin_that_fails_is_named_with_its_error(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no GPU here')\n")
+    assert main(["--plugin", str(broken), "methods"]) == 2
+    assert "broken.py failed while importing: RuntimeError: no GPU here" in capsys.readouterr().err
+
+
+def test_a_sweep_config_imports_its_plugins_relative_to_itself(tiny_fmnist, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    write_plugin(folder, "plugin-in-sweep")
+    config = {"name": "mine", "dataset": "fashion-mnist", "models": ["resnet20"], "methods": ["plugin-in-sweep+bn"],
+              "samples": [10], "targets": [{"macs": 0.4}], "seeds": [0], "latency": False, "eval_limit": 20,
+              "plugins": ["plugin-in-sweep.py"]}
+    (folder / "mine.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)  # the path is read from the config's folder, not the working one
+    sweep = SweepConfig.read(folder / "mine.yaml")
+    run_sweep(sweep, progress=False, log=lambda *_: None)
+    cell = next(r for r in read_results(sweep.results) if r.get("kind") == "cell")
+    assert cell["status"] == "ok" and abs(cell["macs_reduction"] - 0.4) <= 0.01
+
+
+def test_the_readmes_plugin_example_runs_as_the_readme_says(tmp_path, capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("```python\n# read_strength.py\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "read_strength.py"
+    path.write_text(example)
+    assert "read-strength" in criteria_listed(capsys, ["--plugin", str(path)])
+    teacher = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
+    images = torch.randn(8, 1, 28, 28)
+    result = fp.compress(teacher, images, method="read-strength+bn", target=fp.Target(macs=0.4), progress=False)
+    assert abs(result.report["macs_reduction"] - 0.4) <= 0.01 and result.report["recipe"]["criterion"] == "read-strength"

@@ -83,6 +83,26 @@ def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_t
     assert "has no labels" in capsys.readouterr().err
 
 
+def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(env, capsys, monkeypatch):
+    from fewprune import metrics
+    from fewprune.recovery import mir
+
+    tmp, weights = env
+    before = sorted(p.name for p in tmp.iterdir())
+    monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": float(metrics.macs(model, x[:1])) / 1e6,
+                                                              "p25_ms": 0.0, "p75_ms": 0.0, "threads": 1})
+    trained = []
+    monkeypatch.setattr(mir, "train_student", lambda *a, **k: trained.append(1))  # MiR would train through it
+    argv = ["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--method", "l1+mir",
+            "--macs", "0.5", "--dry-run"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "plan of l1+mir" in printed and "layer1.0.conv1" in printed and "student (no recovery)" in printed
+    assert "2.0" in printed.split("MAC speed-up / measured speed-up (b64)")[1].split("×")[0]  # MACs halved
+    assert "nothing was saved" in printed and not trained and sorted(p.name for p in tmp.iterdir()) == before
+    assert main(argv[:-1]) == 2 and "--out" in capsys.readouterr().err
+
+
 def test_missing_dataset_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tmp_path / "empty"))
     code = main(["prune", "--model", "resnet20", "--macs", "0.5", "--out", str(tmp_path / "x")])

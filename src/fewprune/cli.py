@@ -74,7 +74,7 @@ def metrics_table(rows: dict[str, dict], title: str = ""):
 
     if "agreement" in first:  # unlabelled images: how often the model predicts what the teacher does
         line("top-1 agreement with the teacher", lambda r: f"{100 * r['agreement']:.2f}%  ({r['samples']} images)")
-    else:
+    elif "accuracy" in first:
         line("test accuracy", lambda r: f"{100 * r['accuracy']:.2f}%  ({r['samples']} images)")
     line("MACs", lambda r: f"{r['macs'] / 1e6:.2f} M")
     line("params", lambda r: f"{r['params'] / 1e6:.3f} M")
@@ -287,8 +287,10 @@ def target_from(args):
 def cmd_prune(args) -> int:
     from . import api
 
-    out = Path(args.out)
-    if out.exists() and not args.force:  # fail before any work is spent
+    if args.out is None and not args.dry_run:
+        raise ValueError("prune needs --out (where the result goes), or --dry-run to preview the plan alone")
+    out = Path(args.out or ".")
+    if args.out and out.exists() and not args.force and not args.dry_run:  # fail before any work is spent
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
     if (Path(args.model) / "plan.json").is_file():  # a result's plan is relative to its teacher's architecture
         raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
@@ -304,6 +306,8 @@ def cmd_prune(args) -> int:
     labels = "no labels" if few.targets is None else "labels hidden" if args.no_labels else ""
     console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
                   f"(seed {args.seed}{', ' + labels if labels else ''})")
+    if args.dry_run:
+        return _preview_plan(args, teacher, few, target, console)
     schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
                                   ("decay", args.decay)) if v is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
@@ -324,6 +328,39 @@ def cmd_prune(args) -> int:
                   f"{rows['teacher']['macs'] / rows['student']['macs']:.2f}× / {speed:.2f}×")
     console.print(table)
     console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")
+    return 0
+
+
+def _preview_plan(args, teacher, few, target, console) -> int:
+    """``prune --dry-run``: the method's plan without its recovery, timed against the teacher; nothing saved."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from . import api, methods
+
+    recipe = replace(methods.get(args.method), recovery="none", augment=None)
+    result = api.compress(teacher, few, method=recipe, target=target, seed=args.seed, labels=not args.no_labels,
+                          round_to=args.round_to, min_width=args.min_width)
+    widths = Table(title=f"plan of {args.method} (widths before → after)")
+    for column in ("group or block", "kind", "before", "after"):
+        widths.add_column(column, justify="left" if column in ("group or block", "kind") else "right")
+    for group, kind, before, after in result.plan.summary():
+        widths.add_row(group, kind, str(before), str(after))
+    console.print(widths)
+    example = few.tensors()[0][:1]
+    rows = {who: {"macs": metrics.macs(model, example), "params": metrics.params(model),
+                  "latency": {f"batch{b}": metrics.latency(model, example.expand(b, *example.shape[1:]).contiguous())
+                              for b in (1, 64)}}
+            for who, model in (("teacher", teacher), ("student (no recovery)", result.student))}
+    table = metrics_table(rows, title=f"{args.method}, {target.describe()}: the structure alone")
+    student = rows["student (no recovery)"]
+    speed = rows["teacher"]["latency"]["batch64"]["median_ms"] / student["latency"]["batch64"]["median_ms"]
+    table.add_row("MAC speed-up / measured speed-up (b64)", "",
+                  f"{rows['teacher']['macs'] / student['macs']:.2f}× / {speed:.2f}×")
+    console.print(table)
+    seconds = sum(v for k, v in result.report["timings"].items() if k != "recover_s")
+    console.print(f"dry run: the plan took {seconds:.1f} s to decide; no recovery was trained and nothing was saved")
     return 0
 
 
@@ -558,7 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="learning-rate decay: cosine to 0, or ×0.1 at 40%% of the iterations (MiR's authors)")
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
     p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
-    p.add_argument("--out", required=True, help="output folder (plan, weights, reports)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only decide the plan and time it: the widths, MACs, params and measured speed-up of the "
+                        "structure, before any recovery is trained; nothing is saved (--out not needed)")
+    p.add_argument("--out", help="output folder (plan, weights, reports)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_prune)
 

@@ -59,8 +59,11 @@ def _saved_student(directory: Path, info: data.DatasetInfo):
         adapt=teacher.get("adapt", False))).eval()
 
 
-def metrics_table(rows: dict[str, dict], title: str = ""):
-    """A rich table with one column per model (``rows`` maps a label to the output of :func:`measure`)."""
+def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False):
+    """A rich table with one column per model (``rows`` maps a label to the output of :func:`measure`).
+
+    With ``speed_up``, a last row gives the second column's MAC and measured (batch 64) speed-up over the first's.
+    """
     from rich.table import Table
 
     table = Table(title=title)
@@ -83,6 +86,10 @@ def metrics_table(rows: dict[str, dict], title: str = ""):
         line(f"latency {key.replace('batch', 'batch ')} ({metrics.threads_text(lat['threads'])})",
              lambda r, k=key: f"{r['latency'][k]['median_ms']:.2f} ms "
                               f"[{r['latency'][k]['p25_ms']:.2f}–{r['latency'][k]['p75_ms']:.2f}]")
+    if speed_up:
+        base, model = list(rows.values())[:2]
+        measured = base["latency"]["batch64"]["median_ms"] / model["latency"]["batch64"]["median_ms"]
+        table.add_row("MAC speed-up / measured speed-up (b64)", "", f"{base['macs'] / model['macs']:.2f}× / {measured:.2f}×")
     return table
 
 
@@ -322,11 +329,8 @@ def cmd_prune(args) -> int:
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
     result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt}
     api.save(result, out, force=args.force, onnx_input=example if args.onnx else None)
-    table = metrics_table(rows, title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}")
-    speed = rows["teacher"]["latency"]["batch64"]["median_ms"] / rows["student"]["latency"]["batch64"]["median_ms"]
-    table.add_row("MAC speed-up / measured speed-up (b64)", "",
-                  f"{rows['teacher']['macs'] / rows['student']['macs']:.2f}× / {speed:.2f}×")
-    console.print(table)
+    console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}, {len(few)} samples, "
+                                              f"seed {args.seed}", speed_up=True))
     console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")
     return 0
 
@@ -349,16 +353,9 @@ def _preview_plan(args, teacher, few, target, console) -> int:
         widths.add_row(group, kind, str(before), str(after))
     console.print(widths)
     example = few.tensors()[0][:1]
-    rows = {who: {"macs": metrics.macs(model, example), "params": metrics.params(model),
-                  "latency": {f"batch{b}": metrics.latency(model, example.expand(b, *example.shape[1:]).contiguous())
-                              for b in (1, 64)}}
+    rows = {who: metrics.measure(model, None, example)
             for who, model in (("teacher", teacher), ("student (no recovery)", result.student))}
-    table = metrics_table(rows, title=f"{args.method}, {target.describe()}: the structure alone")
-    student = rows["student (no recovery)"]
-    speed = rows["teacher"]["latency"]["batch64"]["median_ms"] / student["latency"]["batch64"]["median_ms"]
-    table.add_row("MAC speed-up / measured speed-up (b64)", "",
-                  f"{rows['teacher']['macs'] / student['macs']:.2f}× / {speed:.2f}×")
-    console.print(table)
+    console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}: the structure alone", speed_up=True))
     seconds = sum(v for k, v in result.report["timings"].items() if k != "recover_s")
     console.print(f"dry run: the plan took {seconds:.1f} s to decide; no recovery was trained and nothing was saved")
     return 0

@@ -37,10 +37,10 @@ def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = T
     """Accuracy (and per class) on ``dataset`` plus MACs, params and latency at each batch size: one table column.
 
     With ``reference`` (a teacher's predicted classes on ``dataset``), top-1
-    agreement with them replaces accuracy: for unlabelled images.
-    ``latency_batches=()`` skips timing (on a busy machine timings mean nothing).
+    agreement with them replaces accuracy: for unlabelled images. ``dataset=None`` measures the structure
+    alone. ``latency_batches=()`` skips timing (on a busy machine timings mean nothing).
     """
-    result = (evaluate(model, dataset, progress=progress) if reference is None
+    result = ({} if dataset is None else evaluate(model, dataset, progress=progress) if reference is None
               else agreement(model, dataset, reference, progress=progress))
     result["macs"] = macs(model, example[:1])
     result["params"] = params(model)

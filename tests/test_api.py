@@ -398,3 +398,31 @@ def test_with_schedule_changes_each_training_recovery_and_keeps_its_other_defaul
     assert fp.methods.get("l1+kd").recovery_options == {}  # the registry's method is not changed
     with pytest.raises(ValueError, match="unknown schedule settings \\['epochs'\\]"):
         fp.methods.with_schedule("l1+mir", epochs=3)
+
+
+class FixedSplitNet(torch.nn.Module):
+    """A layer that splits its input into stored sizes: pruning the conv before it breaks the split."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.sizes = torch.nn.Conv2d(1, 16, 3, padding=1), [8, 8]
+        self.left, self.right = torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        a, b = torch.relu(self.conv1(x)).split(self.sizes, dim=1)
+        features = torch.cat([self.left(a), self.right(b)], 1).mean((2, 3))
+        return self.head(features)
+
+
+def test_a_model_the_surgery_breaks_is_refused_and_protecting_the_layer_fixes_it():
+    from fewprune.structure.graph import UnsupportedModel
+
+    model, x = FixedSplitNet().eval(), torch.randn(4, 1, 28, 28)
+    with pytest.raises(UnsupportedModel, match="no longer runs once .* --protect NAME"):
+        fp.compress(model, x, method="l1", target=fp.Target(macs=0.3), progress=False)
+    result = fp.compress(model, x, method="l1", target=fp.Target(macs=0.3), progress=False, protect=["conv1"])
+    assert "conv1" not in result.plan.removed and result.report["protected"] == ["conv1"]
+    assert result.student(x).shape == (4, 10)
+    with pytest.raises(ValueError, match=r"cannot protect \['conv9'\]"):
+        fp.compress(model, x, method="l1", target=fp.Target(macs=0.3), progress=False, protect=["conv9"])

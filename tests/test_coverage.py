@@ -112,3 +112,20 @@ def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
         fp.compress(build("resnet20", num_classes=10, in_channels=1, image_size=28), torch.randn(3, 1, 28, 28),
                     method="l1", target=fp.Target(blocks=1), progress=False)
     assert _deliberate(refusal.value)
+
+
+@pytest.mark.parametrize("name, size", [("test_vit", 160), ("test_convnext", 64), ("test_efficientnet", 64),
+                                        ("test_resnet", 64)])
+def test_timm_models_prune_match_their_masked_teacher_and_reload(name, size):
+    pytest.importorskip("timm")  # a dev dependency: CI has it
+    row = check_model(f"timm:{name}", (3, size, size), macs=0.3)  # (the ViT's heads are coarse below its 160 px)
+    assert row["status"] == "ok", row.get("error")
+    assert row["pruned_groups"] > 0 and abs(1 - row["macs_after"] / row["macs_before"] - 0.3) <= 0.01
+
+
+def test_an_unknown_timm_model_is_named_with_close_ones():
+    pytest.importorskip("timm")
+    from fewprune.models import build
+
+    with pytest.raises(KeyError, match="timm has no model 'vit_tinyy'.*vit_"):
+        build("timm:vit_tinyy")

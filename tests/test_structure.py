@@ -91,6 +91,59 @@ def test_vit_heads_are_pruned_whole():
     assert student.blocks[0].attn.qkv.out_features == 3 * 2 * 32
 
 
+class WidthStoringAttention(nn.Module):
+    """timm's Attention layout: the all-heads width stored as ``attn_dim`` and read by forward, per-head q/k norms,
+    and optionally a gate at the attention's width (which no head slicing can follow)."""
+
+    def __init__(self, dim=32, num_heads=4, gated=False):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.attn_dim = num_heads * self.head_dim
+        self.qkv, self.proj = nn.Linear(dim, 3 * self.attn_dim), nn.Linear(self.attn_dim, dim)
+        self.q_norm, self.k_norm = nn.LayerNorm(self.head_dim), nn.LayerNorm(self.head_dim)
+        self.gate = nn.Linear(dim, self.attn_dim) if gated else None
+
+    def forward(self, x):
+        b, t = x.shape[0], x.shape[1]
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        out = out.transpose(1, 2).reshape(b, t, self.attn_dim)
+        return self.proj(out * torch.sigmoid(self.gate(x)) if self.gate is not None else out)
+
+
+class TokenNet(nn.Module):
+    def __init__(self, gated=False):
+        super().__init__()
+        self.embed, self.attn = nn.Linear(12, 32), WidthStoringAttention(gated=gated)
+        self.fc1, self.fc2, self.head = nn.Linear(32, 64), nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        tokens = self.embed(x.flatten(2).transpose(1, 2))
+        tokens = tokens + self.attn(tokens)
+        tokens = tokens + self.fc2(torch.relu(self.fc1(tokens)))
+        return self.head(tokens.mean(1))
+
+
+def test_an_attention_storing_its_width_is_pruned_by_heads_and_the_width_follows():
+    model, x = TokenNet().eval(), torch.randn(2, 12, 4, 4)
+    space = PruningSpace(model, x[:1])
+    heads = next(g for g in space.prunable if g.kind == "heads")
+    plan = Plan((12, 4, 4), {heads.id: [1, 2]}, {g.id: g.kind for g in space.groups}, {g.id: g.size for g in space.groups})
+    student = plan.apply(copy.deepcopy(model))
+    assert (student.attn.num_heads, student.attn.attn_dim, student.attn.head_dim) == (2, 16, 8)
+    with torch.no_grad():
+        assert torch.allclose(student(x), masked_copy(model, plan, space.groups)(x), atol=1e-5)
+
+
+def test_an_attention_with_a_layer_at_its_width_is_kept_whole_with_the_reason():
+    space = PruningSpace(TokenNet(gated=True).eval(), torch.randn(1, 12, 4, 4))
+    assert not any(g.kind == "heads" for g in space.groups)
+    qkv = next(g for g in space.groups if any(sl.module == "attn.qkv" and sl.role == "out" for sl in g.slices))
+    assert qkv.protected and qkv.reason.endswith("belongs to attention attn, not pruned by heads: gate cannot be "
+                                                 "sliced by head")
+    assert any(g.id == "fc1" for g in space.prunable)  # the rest of the model still prunes
+
+
 def test_blocks_are_found_generically():
     resnet = build("resnet20", in_channels=1)
     assert find_blocks(resnet, torch.randn(1, 1, 28, 28)) == [

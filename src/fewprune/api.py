@@ -27,6 +27,7 @@ from .metrics import threads_text, versions
 from .modes import eval_mode
 from .recovery import recoveries
 from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
+from .structure.graph import UnsupportedModel
 
 
 @dataclass
@@ -134,7 +135,8 @@ def _allocate_channels(model: nn.Module, space: PruningSpace, batch: Batch, reci
 
 
 def _drop_then_allocate(student: nn.Module, space: PruningSpace, batch: Batch, recipe, method: str, target: Target,
-                        ranking: list[str], min_width, seed: int, round_to: int | None, timings: dict):
+                        ranking: list[str], min_width, seed: int, round_to: int | None, timings: dict,
+                        protect: set[str] | None = None):
     """Drop the lowest-ranked blocks, then allocate channels of what is left so the teacher loses ``target``.
 
     With ``target.blocks == "auto"`` it drops the fewest blocks with which the
@@ -159,7 +161,7 @@ def _drop_then_allocate(student: nn.Module, space: PruningSpace, batch: Batch, r
             # Channels are scored and allocated on a copy with the blocks already dropped: its groups and
             # costs are what the channel part of the plan refers to.
             work = drop_blocks(copy.deepcopy(student), dropped)
-            channel_space = PruningSpace(work, example, protect_features=recipe.protect_features,
+            channel_space = PruningSpace(work, example, protected=protect, protect_features=recipe.protect_features,
                                          min_width=min_width, blocks=[b for b in space.blocks if b not in dropped])
             try:
                 width_target = _width_target_after_drop(target, space, channel_space, dropped)
@@ -233,6 +235,31 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
                  class_accuracy=class_accuracy, anchor=outputs.anchor)
 
 
+def _protected_layers(model: nn.Module, names: list[str] | None) -> set[str] | None:
+    """The user's layers to keep, each checked to exist (a typo would otherwise protect nothing, silently)."""
+    if not names:
+        return None
+    layers = dict(model.named_modules())
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        raise ValueError(f"cannot protect {unknown}: {type(model).__name__} has no such layer (e.g. "
+                         f"{', '.join(n for n in list(layers)[1:6])})")
+    return set(names)
+
+
+def _check_runs(student: nn.Module, teacher: nn.Module, example: torch.Tensor, plan: Plan) -> None:
+    """Refuse a pruned model that no longer runs, saying why, rather than failing later inside a recovery."""
+    try:
+        with eval_mode(student), torch.no_grad():
+            student(example)
+    except Exception as error:  # noqa: BLE001 — any failure here means the surgery broke the model
+        raise UnsupportedModel(
+            f"{type(teacher).__name__} no longer runs once {len(plan.removed)} channel groups are pruned "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}): some layer depends on a width it stores "
+            "(a split into fixed sizes, a reshape to a constant) that the dependency graph does not track. Keep the "
+            "layers before it as they are (compress(protect=[...]), --protect NAME) or prune less") from error
+
+
 def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
     """The recipe's mixing augmentation bound to the teacher, checked to have a recovery that trains on it."""
     if recipe.augment is None:
@@ -247,7 +274,8 @@ def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
 
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
              labels: bool = True, progress: bool = True, round_to: int | str | None = None,
-             min_width: int | str | None = None, schedule: dict | None = None) -> Result:
+             min_width: int | str | None = None, schedule: dict | None = None,
+             protect: list[str] | None = None) -> Result:
     """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
 
     ``labels=False`` hides the samples' labels from every stage (label-free compression).
@@ -259,7 +287,8 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     such widths cost accuracy and save no time (drop whole blocks instead).
     ``schedule={"iterations": 400, "lr": 0.01}`` changes the training schedule
     of the method's recoveries (:func:`fewprune.methods.with_schedule`), e.g. to
-    fit a CPU budget; the report records it.
+    fit a CPU budget; the report records it. ``protect=["stem.conv"]`` keeps
+    those layers' output widths as they are (the classifier always is).
     """
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
@@ -268,11 +297,12 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     method_name = method if isinstance(method, str) else recipe.name
     with eval_mode(teacher):
         return _compress(teacher, samples, recipe, method_name, target, seed, labels, progress,
-                         resolve_round_to(round_to), resolve_round_to(min_width), dict(schedule or {}))
+                         resolve_round_to(round_to), resolve_round_to(min_width), dict(schedule or {}), protect)
 
 
 def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, labels: bool, progress: bool,
-              round_to: int | None = None, min_width: int | None = None, schedule: dict | None = None) -> Result:
+              round_to: int | None = None, min_width: int | None = None, schedule: dict | None = None,
+              protect: list[str] | None = None) -> Result:
     _seed_everything(seed)
     timings: dict[str, float] = {}
     batch, few_info = _as_batch(samples, teacher, seed)
@@ -283,7 +313,9 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     student = copy.deepcopy(teacher).eval()
 
     t = time.perf_counter()
-    space = PruningSpace(student, example, protect_features=recipe.protect_features, min_width=min_width)
+    protect = _protected_layers(teacher, protect)
+    space = PruningSpace(student, example, protected=protect, protect_features=recipe.protect_features,
+                         min_width=min_width)
     if recipe.granularity == "channels" and not space.prunable:
         raise ValueError(f"{type(teacher).__name__} has no prunable group (every group is protected: "
                          + "; ".join(g.reason for g in space.groups[:3]) + ")")
@@ -307,7 +339,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         ranking = _choose_blocks(student, space, batch, recipe.block_criterion, len(space.blocks), ranked=True)
         timings["score_s"] = time.perf_counter() - t
         dropped, channel_space, removed, logs = _drop_then_allocate(
-            student, space, batch, recipe, method, target, ranking, min_width, seed, round_to, timings)
+            student, space, batch, recipe, method, target, ranking, min_width, seed, round_to, timings, protect)
     else:  # channels alone (a zero target removes nothing)
         removed, logs = _allocate_channels(student, space, batch, recipe, target, seed, round_to, timings)
     removed = {g: r for g, r in removed.items() if r}
@@ -324,6 +356,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     )
     t = time.perf_counter()
     plan.apply(student)
+    _check_runs(student, teacher, example, plan)
     timings["surgery_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -351,6 +384,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         **({"round_to": round_to} if round_to else {}),
         **({"min_width": min_width} if min_width else {}),
         **({"recovery_schedule": schedule} if schedule else {}),
+        **({"protected": sorted(protect)} if protect else {}),
         "samples": {k: v for k, v in few_info.items() if k != "indices"},
         "teacher": {"macs": teacher_macs, "params": teacher_params},
         "student": {"macs": student_macs, "params": student_params},

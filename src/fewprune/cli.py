@@ -318,7 +318,7 @@ def cmd_prune(args) -> int:
     schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
                                   ("decay", args.decay)) if v is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
-                          round_to=args.round_to, min_width=args.min_width, schedule=schedule)
+                          round_to=args.round_to, min_width=args.min_width, schedule=schedule, protect=args.protect)
     example = few.tensors()[0][:1]
     # Unlabelled images: the student is judged by how often it predicts the teacher's class.
     reference = metrics.predict(teacher, test, description="teacher")[0] if test.targets is None else None
@@ -345,7 +345,7 @@ def _preview_plan(args, teacher, few, target, console) -> int:
 
     recipe = replace(methods.get(args.method), recovery="none", augment=None)
     result = api.compress(teacher, few, method=recipe, target=target, seed=args.seed, labels=not args.no_labels,
-                          round_to=args.round_to, min_width=args.min_width)
+                          round_to=args.round_to, min_width=args.min_width, protect=args.protect)
     widths = Table(title=f"plan of {args.method} (widths before → after)")
     for column in ("group or block", "kind", "before", "after"):
         widths.add_column(column, justify="left" if column in ("group or block", "kind") else "right")
@@ -525,6 +525,10 @@ def cmd_check(args) -> int:
         if not args.models:
             raise SystemExit("name the models to check (e.g. torchvision:resnet18 resnet56), or pass --torchvision")
         rows = [check_model(m, shape, args.macs) for m in args.models]
+        if args.out:
+            command = "fewprune " + " ".join(args.argv)
+            _write_text_atomic(Path(args.out), coverage_markdown(rows, command, what="the models named"))
+            print(f"report written to {args.out}")
     failed = [r for r in rows if r["status"] != "ok"]
     for r in rows:
         print(f"{r['model']}: " + ("ok" if r["status"] == "ok" else f"FAILS at {r['stage']}: {r['error']}"))
@@ -555,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(p):
         p.add_argument("--model", required=True,
-                       help="zoo:NAME, a registered name, torchvision:NAME or path/to/file.py:factory")
+                       help="zoo:NAME, a registered name, torchvision:NAME, timm:NAME or path/to/file.py:factory")
         p.add_argument("--weights", help="safetensors file, or a torch checkpoint (loaded with weights_only=True)")
         p.add_argument("--allow-pickle", action="store_true", help="trust and unpickle a non-weights-only checkpoint")
         p.add_argument("--adapt", action="store_true",
@@ -592,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="learning-rate decay: cosine to 0, or ×0.1 at 40%% of the iterations (MiR's authors)")
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
     p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
+    p.add_argument("--protect", action="append", default=[], metavar="LAYER",
+                   help="keep this layer's output width as it is (repeatable; the classifier always is)")
     p.add_argument("--dry-run", action="store_true",
                    help="only decide the plan and time it: the widths, MACs, params and measured speed-up of the "
                         "structure, before any recovery is trained; nothing is saved (--out not needed)")
@@ -690,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macs", type=float, default=0.3, help="fraction of MACs L1 removes (default 0.3)")
     p.add_argument("--results", help="with --torchvision / --methods: JSON lines kept between runs "
                                      "(default benchmarks/results/torchvision.jsonl / methods.jsonl)")
-    p.add_argument("--out", help="with --torchvision / --methods: write the markdown report here")
+    p.add_argument("--out", help="write the markdown report here")
     p.add_argument("--retry-failed", action="store_true",
                    help="with --torchvision / --methods: check what did not pass again")
     p.add_argument("--recheck", action="store_true",

@@ -1,4 +1,4 @@
-"""Temporary eval mode that restores every submodule's own mode (mixed modes included)."""
+"""Temporary model states restored exactly afterwards: eval mode (mixed modes included), frozen parameters."""
 
 from __future__ import annotations
 
@@ -24,3 +24,18 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
     finally:
         for module, mode in saved:
             module.training = mode
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module, modules: list[str] | None = None):
+    """Temporarily stop the named modules' own parameters (all of ``model``'s by default) requiring grad."""
+    params = list(model.parameters()) if modules is None else \
+        [p for name in modules for p in model.get_submodule(name).parameters(recurse=False)]
+    flags = [(p, p.requires_grad) for p in params]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -53,6 +53,7 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
     """
     from .. import api
     from ..allocation import Target
+    from ..metrics import versions
     from ..models import build
     from ..structure import PruningSpace, masked_copy
 
@@ -112,6 +113,7 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
         row.update(status="fail", stage=stage, error=f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
                    if str(error) else type(error).__name__)
     row["seconds"] = round(time.perf_counter() - start, 2)
+    row["versions"] = versions()
     gc.collect()
     return row
 
@@ -130,14 +132,11 @@ def check_torchvision(results: str | Path, names: list[str] | None = None, input
     that failed are checked again, with ``recheck`` every named model is, and a
     model's latest row is the one that counts (see :func:`latest_rows`).
     """
-    from ..metrics import versions
-
     latest = latest_rows(read_results(results))
     done = set() if recheck else {r["model"] for r in latest if r["status"] == "ok" or not retry_failed}
     todo = [n for n in (names or torchvision_models()) if f"torchvision:{n}" not in done]
     for i, name in enumerate(todo, 1):
         row = check_model(f"torchvision:{name}", input_shape, macs)
-        row["versions"] = versions()
         append_result(results, row)
         log(f"[{i}/{len(todo)}] {name}: {row['status']}" + (f" ({row['stage']}: {row['error']})"
                                                             if row["status"] != "ok" else
@@ -154,14 +153,15 @@ def latest_rows(rows: list[dict], key=lambda row: row["model"]) -> list[dict]:
     return list(latest.values())
 
 
-def coverage_markdown(rows: list[dict], command: str, unchecked: list[str] = ()) -> str:
+def coverage_markdown(rows: list[dict], command: str, unchecked: list[str] = (),
+                      what: str = "every torchvision classifier") -> str:
     """A table of every checked model: widths pruned, MACs and params before → after, invariants, time.
 
     ``unchecked`` names the models a run has not reached yet (listed, so a partial report says so).
     """
     ok = [r for r in rows if r["status"] == "ok"]
     lines = [
-        "# Model coverage: prune, check, save and reload every torchvision classifier", "",
+        f"# Model coverage: prune, check, save and reload {what}", "",
         f"Regenerate: `{command}`", "",
         f"**{len(ok)} of {len(rows)} models** pass: L1 removes "
         f"{100 * rows[0]['target']['macs']:.0f}% of MACs (no recovery, random weights with random BN statistics, "

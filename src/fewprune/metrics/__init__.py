@@ -21,7 +21,8 @@ def versions() -> dict:
     import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    for name, dist in (("torchvision", "torchvision"), ("torch_pruning", "torch-pruning"), ("zennit", "zennit")):
+    for name, dist in (("torchvision", "torchvision"), ("torch_pruning", "torch-pruning"), ("zennit", "zennit"),
+                       ("timm", "timm")):  # timm where installed: it builds timm:NAME models
         try:
             out[name] = importlib.metadata.version(dist)  # zennit has no __version__ attribute
         except importlib.metadata.PackageNotFoundError:

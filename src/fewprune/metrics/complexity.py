@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..modes import eval_mode
+from ..modes import eval_mode, frozen_parameters
 
 aten = torch.ops.aten
 
@@ -52,14 +52,22 @@ def _custom_mapping() -> dict:
     return {op: _sdpa_formula for op in _fused_attention_ops() if op not in flop_registry}
 
 
-@torch.no_grad()
+def counted_forward(model: nn.Module, example_input: torch.Tensor) -> FlopCounterMode:
+    """One forward on ``example_input`` in eval mode, counted by ``FlopCounterMode`` (its counts per module).
+
+    The parameters stop requiring grad meanwhile: the counter's module tracker
+    hooks the gradients of every module input that requires them, and fails on
+    a parameter passed in as one (timm's attention pooling passes its query).
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
+    with eval_mode(model), frozen_parameters(model), torch.no_grad(), counter:
+        model(example_input)
+    return counter
+
+
 def macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates of one forward on ``example_input`` (usually a batch of one), in eval mode."""
-    with eval_mode(model):
-        counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
-        with counter:
-            model(example_input)
-    return counter.get_total_flops() // 2
+    return counted_forward(model, example_input).get_total_flops() // 2
 
 
 def params(model: nn.Module) -> int:

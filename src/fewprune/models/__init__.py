@@ -6,7 +6,7 @@ from torch import nn
 
 from . import zoo
 from .builtin import models, register_model
-from .external import adapt_io, file_model, torchvision_model
+from .external import adapt_io, file_model, timm_model, torchvision_model
 from .features import capture, feature_layer
 from .weights import load_weights, read_state_dict
 
@@ -15,7 +15,7 @@ def build(spec: str, num_classes: int | None = 10, in_channels: int = 3, image_s
           weights: str | None = None, allow_pickle: bool = False, adapt: bool = False) -> nn.Module:
     """Build a model from a spec string, optionally load ``weights`` and adapt its input/output layers.
 
-    ``spec`` is a registered name (``resnet56``), ``torchvision:NAME``, ``zoo:NAME``
+    ``spec`` is a registered name (``resnet56``), ``torchvision:NAME``, ``timm:NAME``, ``zoo:NAME``
     (a shipped teacher, weights included) or ``path/to/file.py:factory``. With
     ``adapt``, the first conv and the head are changed to ``in_channels`` /
     ``num_classes`` after the weights are loaded (fine-tuning a pretrained model
@@ -30,6 +30,8 @@ def build(spec: str, num_classes: int | None = 10, in_channels: int = 3, image_s
         model = torchvision_model(spec.split(":", 1)[1], num_classes=io.get("num_classes", 1000))
         if io.get("in_channels", 3) != 3:
             adapt_io(model, in_channels=in_channels)
+    elif spec.startswith("timm:"):
+        model = timm_model(spec.split(":", 1)[1], io.get("num_classes"), io.get("in_channels", 3))
     elif spec.endswith(".py") or ".py:" in spec:
         model = file_model(spec, image_size=image_size, **io)
     else:

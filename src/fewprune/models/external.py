@@ -1,4 +1,4 @@
-"""Models that come from outside fewprune: torchvision by name, or a user's ``file.py:factory``."""
+"""Models that come from outside fewprune: torchvision or timm by name, or a user's ``file.py:factory``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ def torchvision_model(name: str, num_classes: int = 1000) -> nn.Module:
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = True
     return tvm.get_model(name, **kwargs)
+
+
+def timm_model(name: str, num_classes: int | None = None, in_channels: int = 3) -> nn.Module:
+    """An untrained timm model (``pip install 'fewprune[timm]'``); nothing is downloaded, weights come from files."""
+    try:
+        import timm
+    except ImportError:
+        raise ImportError("timm:NAME models need timm: pip install 'fewprune[timm]'") from None
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise KeyError(f"timm has no model {name!r}" + (f"; e.g. {', '.join(close)}" if close else ""))
+    options = {"in_chans": in_channels, **({"num_classes": num_classes} if num_classes else {})}
+    return timm.create_model(name, pretrained=False, **options)
 
 
 def file_model(spec: str, **kwargs) -> nn.Module:

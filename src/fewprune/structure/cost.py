@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from ..metrics.complexity import _custom_mapping
-from ..modes import eval_mode
+from ..metrics.complexity import counted_forward
 from .groups import PRUNABLE_TYPES, Group
 
 
@@ -48,9 +46,7 @@ class CostModel:
 
     @classmethod
     def measure(cls, model: nn.Module, example_input: torch.Tensor, groups: list[Group]) -> CostModel:
-        counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
-        with eval_mode(model), counter, torch.no_grad():
-            model(example_input[:1])
+        counter = counted_forward(model, example_input[:1])
         per_module = {k.split(".", 1)[1] if "." in k else "": sum(v.values()) // 2
                       for k, v in counter.get_flop_counts().items() if k != "Global"}
         outs: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)  # (module, param) -> owners

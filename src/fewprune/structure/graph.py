@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..modes import eval_mode
+from ..modes import eval_mode, frozen_parameters  # noqa: F401 — re-exported by structure
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers whose output channels are pruned
 
@@ -30,21 +30,6 @@ def gradients_enabled(model: nn.Module):
             p.requires_grad_(True)
         with torch.enable_grad():
             yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-@contextmanager
-def frozen_parameters(model: nn.Module, modules: list[str] | None = None):
-    """Temporarily stop the named modules' own parameters (all of ``model``'s by default) requiring grad."""
-    params = list(model.parameters()) if modules is None else \
-        [p for name in modules for p in model.get_submodule(name).parameters(recurse=False)]
-    flags = [(p, p.requires_grad) for p in params]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)

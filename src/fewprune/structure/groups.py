@@ -58,15 +58,50 @@ def _units(root_idxs, idxs, n_units: int) -> list[list[int]]:
     return units
 
 
+HEAD_SHARED_LAYERS = ("q_norm", "k_norm")  # timm's per-head-dim norms: shared by every head, kept as they are
+
+
+def _attention_like(m: nn.Module) -> bool:
+    return (isinstance(getattr(m, "num_heads", None), int)
+            and isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "proj", None), nn.Linear))
+
+
+def _unsliceable_layers(m: nn.Module) -> list[str]:
+    """Layers of an attention module, besides qkv, proj and the per-head-dim norms, that hold parameters: they may
+    work at the attention's width (timm's gate and scale norm), which fewprune cannot slice by head."""
+    return [n for n, child in m.named_children()
+            if n not in ("qkv", "proj", *HEAD_SHARED_LAYERS) and any(True for _ in child.parameters())]
+
+
 def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Self-attention modules fewprune prunes by whole heads: a ``num_heads`` attribute, ``qkv`` and ``proj`` linears."""
+    """Self-attention modules fewprune prunes by whole heads: a ``num_heads`` attribute, ``qkv`` and ``proj`` linears,
+    and no other layer at the attention's width (q/k norms over one head's width are shared by all heads)."""
     return {
         name: m for name, m in model.named_modules()
-        if isinstance(getattr(m, "num_heads", None), int)
-        and isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "proj", None), nn.Linear)
+        if _attention_like(m)
         # a parameter of its own (Swin's relative position bias table) may be per head: not ours to slice
         and not any(True for _ in m.parameters(recurse=False))
+        and not _unsliceable_layers(m)
     }
+
+
+def unsliceable_attention(model: nn.Module) -> dict[str, str]:
+    """Modules with a ``num_heads`` that fewprune does not prune by heads: name → why.
+
+    The output channels of their own linear layers are kept (they are split into heads by a reshape that
+    pruning them would break)."""
+    sliced = attention_modules(model)
+    found = {}
+    for name, m in model.named_modules():
+        if not isinstance(getattr(m, "num_heads", None), int) or name in sliced:
+            continue
+        if not _attention_like(m):
+            found[name] = "heads are not laid out as one qkv and one proj layer"
+        elif any(True for _ in m.parameters(recurse=False)):
+            found[name] = "own parameters may be per head"
+        else:
+            found[name] = f"{', '.join(_unsliceable_layers(m))} cannot be sliced by head"
+    return found
 
 
 def head_group(name: str, attn: nn.Module) -> Group:
@@ -216,9 +251,15 @@ def _from_torch_pruning(model: nn.Module, tp_groups, names: dict, protected: set
                         island: str | None = None) -> list[Group]:
     """fewprune groups from torch-pruning's: slices per parameter, protection with its reason."""
     param_names = {id(p): n for n, p in model.named_parameters()}
-    attention_linears = {f"{a}.{p}" for a in attention_modules(model) for p in ("qkv", "proj")}
+    attention_linears = {f"{a}.{p}": f"{a}.{p} belongs to attention (pruned by heads)"
+                         for a in attention_modules(model) for p in ("qkv", "proj")}
+    for attn, why in unsliceable_attention(model).items():
+        for child, layer in model.get_submodule(attn).named_children():
+            if isinstance(layer, PRUNABLE_TYPES):
+                name = f"{attn}.{child}" if attn else child
+                attention_linears[name] = f"{name} belongs to attention {attn or 'the model'}, not pruned by heads: {why}"
     if island is not None:
-        attention_linears = {f"{island}{a[len('island'):]}" for a in attention_linears}
+        attention_linears = {f"{island}{a[len('island'):]}": why for a, why in attention_linears.items()}
     groups: list[Group] = []
     for tp_group in tp_groups:
         root = names.get(tp_group[0].dep.target.module, BOUNDARY)
@@ -238,6 +279,9 @@ def _from_torch_pruning(model: nn.Module, tp_groups, names: dict, protected: set
                 group.protected = True
                 group.reason = f"reaches the channels entering or leaving {island}, which are kept as they are"
                 continue
+            if any(r is None for r in item.root_idxs):  # torch-pruning lost the index mapping (timm's EvoNorm)
+                group.protected, group.reason = True, f"torch-pruning cannot map the channels of {name} to the group's"
+                continue
             units = _units(item.root_idxs, item.idxs, n_units)
             groups_of = getattr(module, "groups", 1)
             if isinstance(groups_of, int) and groups_of > 1 and not (module.in_channels == module.out_channels == groups_of):
@@ -246,8 +290,13 @@ def _from_torch_pruning(model: nn.Module, tp_groups, names: dict, protected: set
                 if name in protected:
                     group.protected, group.reason = True, f"{name} is protected"
                 if name in attention_linears:
-                    group.protected, group.reason = True, f"{name} belongs to attention (pruned by heads)"
+                    group.protected, group.reason = True, attention_linears[name]
                 if isinstance(module, PRUNABLE_TYPES):
+                    extra = [n for n, _ in module.named_parameters(recurse=False) if n not in ("weight", "bias")]
+                    if extra:  # e.g. timm's ScaledStdConv2d gain: torch-pruning would leave it at the old width
+                        group.protected = True
+                        group.reason = f"{name} ({type(module).__name__}) has parameters fewprune does not slice: " \
+                                       + ", ".join(extra)
                     group.slices.append(Slice(name, "weight", 0, "out", units))
                     if module.bias is not None:
                         group.slices.append(Slice(name, "bias", 0, "out", units))

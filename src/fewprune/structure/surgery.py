@@ -19,6 +19,9 @@ def _keep(size: int, removed: list[int]) -> torch.Tensor:
     return torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
 
 
+ATTENTION_WIDTH_ATTRIBUTES = ("attn_dim", "all_head_size", "inner_dim")  # timm, Hugging Face, common names
+
+
 def prune_heads(attn: nn.Module, removed: list[int]) -> None:
     """Remove whole heads from an attention module with ``num_heads``, ``qkv`` and ``proj``."""
     heads = attn.num_heads
@@ -40,6 +43,9 @@ def prune_heads(attn: nn.Module, removed: list[int]) -> None:
         if proj.bias is not None:
             new_proj.bias.copy_(proj.bias)
     attn.qkv, attn.proj, attn.num_heads = new_qkv.to(qkv.weight.dtype), new_proj.to(proj.weight.dtype), len(kept_heads)
+    for width_name in ATTENTION_WIDTH_ATTRIBUTES:  # a stored width of all heads together (timm's attn_dim) follows
+        if getattr(attn, width_name, None) == inner:
+            setattr(attn, width_name, len(cols))
 
 
 def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:

@@ -88,7 +88,7 @@ def _constant_head(model):
 def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
     import torch
 
-    from fewprune.bench.method_coverage import _deliberate, check_methods, method_coverage_markdown, quick
+    from fewprune.bench.method_coverage import check_methods, deliberate_refusal, method_coverage_markdown, quick
 
     results = tmp_path / "methods.jsonl"
     rows = check_methods(results, ["resnet20", "vgg16"], ["l1", "cma"], log=lambda *_: None)
@@ -107,11 +107,11 @@ def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
     assert "**Partial: 2 pairs not checked yet**" in method_coverage_markdown(rows, "fewprune check", unchecked=2)
     with pytest.raises(ValueError) as torch_error:  # a ValueError torch raises is a failure, not a refusal
         torch.optim.SGD([], lr=0.1)
-    assert not _deliberate(torch_error.value)
+    assert not deliberate_refusal(torch_error.value)
     with pytest.raises(ValueError, match="block-level method") as refusal:
         fp.compress(build("resnet20", num_classes=10, in_channels=1, image_size=28), torch.randn(3, 1, 28, 28),
                     method="l1", target=fp.Target(blocks=1), progress=False)
-    assert _deliberate(refusal.value)
+    assert deliberate_refusal(refusal.value)
 
 
 @pytest.mark.parametrize("name, size", [("test_vit", 160), ("test_convnext", 64), ("test_efficientnet", 64),
@@ -129,3 +129,12 @@ def test_an_unknown_timm_model_is_named_with_close_ones():
 
     with pytest.raises(KeyError, match="timm has no model 'vit_tinyy'.*vit_"):
         build("timm:vit_tinyy")
+
+
+def test_a_target_fewprune_refuses_with_its_reason_is_reported_as_a_refusal_not_a_failure():
+    refused = check_model("resnet20", (1, 28, 28), macs=0.999)  # beyond keeping one unit per group
+    assert refused["status"] == "refused" and refused["stage"] == "compress" and "TargetUnreachable" in refused["error"]
+    text = coverage_markdown([check_model("resnet20", (1, 28, 28)), refused], "fewprune check resnet20",
+                             what="the models named")
+    assert "**1 of 2 models** pass" in text and "1 are refused with the reason" in text
+    assert "refused at compress: TargetUnreachable" in text and "fails at" not in text

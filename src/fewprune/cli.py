@@ -531,7 +531,8 @@ def cmd_check(args) -> int:
             print(f"report written to {args.out}")
     failed = [r for r in rows if r["status"] != "ok"]
     for r in rows:
-        print(f"{r['model']}: " + ("ok" if r["status"] == "ok" else f"FAILS at {r['stage']}: {r['error']}"))
+        verdict = "refused" if r["status"] == "refused" else "FAILS"
+        print(f"{r['model']}: " + ("ok" if r["status"] == "ok" else f"{verdict} at {r['stage']}: {r['error']}"))
     print(f"{len(rows) - len(failed)} of {len(rows)} models prune, match their masked teacher and reload exactly")
     return 1 if failed else 0
 

@@ -110,7 +110,12 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
             raise AssertionError("the reloaded student's outputs differ from the saved student's")
         row["status"] = "ok"
     except Exception as error:  # noqa: BLE001 — every failure is the result being recorded
-        row.update(status="fail", stage=stage, error=f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        from .method_coverage import deliberate_refusal
+
+        # fewprune refusing with its reason (a target out of reach, a model it cannot trace) is not a bug
+        refused = stage == "compress" and deliberate_refusal(error)
+        row.update(status="refused" if refused else "fail", stage=stage,
+                   error=f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
                    if str(error) else type(error).__name__)
     row["seconds"] = round(time.perf_counter() - start, 2)
     row["versions"] = versions()
@@ -160,13 +165,15 @@ def coverage_markdown(rows: list[dict], command: str, unchecked: list[str] = (),
     ``unchecked`` names the models a run has not reached yet (listed, so a partial report says so).
     """
     ok = [r for r in rows if r["status"] == "ok"]
+    refused = [r for r in rows if r["status"] == "refused"]
     lines = [
         f"# Model coverage: prune, check, save and reload {what}", "",
         f"Regenerate: `{command}`", "",
         f"**{len(ok)} of {len(rows)} models** pass: L1 removes "
         f"{100 * rows[0]['target']['macs']:.0f}% of MACs (no recovery, random weights with random BN statistics, "
         f"input {'×'.join(map(str, rows[0]['input_shape']))}), the pruned model equals the zero-masked teacher, its "
-        "counted MACs equal the cost model's, and save → load gives bit-identical outputs.", "",
+        "counted MACs equal the cost model's, and save → load gives bit-identical outputs"
+        + (f"; {len(refused)} are refused with the reason fewprune gives" if refused else "") + ".", "",
         "| model | status | groups pruned | MACs before → after | params before → after | max logit diff | s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -179,7 +186,8 @@ def coverage_markdown(rows: list[dict], command: str, unchecked: list[str] = (),
                          f"{r['max_logit_difference']:.1e} | {r['seconds']:.0f} |")
         else:
             error = r["error"].replace("|", "\\|")
-            lines.append(f"| {name} | **fails at {r['stage']}**: {error} | | | | | {r['seconds']:.0f} |")
+            verdict = f"refused at {r['stage']}" if r["status"] == "refused" else f"**fails at {r['stage']}**"
+            lines.append(f"| {name} | {verdict}: {error} | | | | | {r['seconds']:.0f} |")
     if unchecked:
         lines += ["", f"Not checked yet ({len(unchecked)}): " + ", ".join(unchecked) + "."]
     versions = rows[0].get("versions", {})

@@ -71,7 +71,7 @@ def quick(method: str, iterations: int = 3):
     return replace(recipe, criterion_options=criterion_options)
 
 
-def _deliberate(error: BaseException) -> bool:
+def deliberate_refusal(error: BaseException) -> bool:
     """Raised by a ``raise`` statement in fewprune itself, of a refusal type (not torch's ValueErrors)."""
     if not isinstance(error, _REFUSALS):
         return False
@@ -120,7 +120,7 @@ def check_method(spec: str, method: str, input_shape: tuple[int, int, int] = (1,
                 raise AssertionError("the reloaded student's outputs differ from the saved student's")
         row["status"] = "ok"
     except Exception as error:  # noqa: BLE001 — every outcome is the result being recorded
-        row.update(status="refused" if _deliberate(error) else "failed",
+        row.update(status="refused" if deliberate_refusal(error) else "failed",
                    error=f"{type(error).__name__}: {str(error).splitlines()[0][:300]}" if str(error)
                    else type(error).__name__)
     row["seconds"] = round(time.perf_counter() - start, 2)

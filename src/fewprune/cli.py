@@ -296,9 +296,8 @@ def cmd_prune(args) -> int:
 
     if args.out is None and not args.dry_run:
         raise ValueError("prune needs --out (where the result goes), or --dry-run to preview the plan alone")
-    out = Path(args.out or ".")
-    if args.out and out.exists() and not args.force and not args.dry_run:  # fail before any work is spent
-        raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    if not args.dry_run and Path(args.out).exists() and not args.force:  # fail before any work is spent
+        raise FileExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
     if (Path(args.model) / "plan.json").is_file():  # a result's plan is relative to its teacher's architecture
         raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
                          "one plan against its teacher): prune the teacher to the larger target instead")
@@ -306,8 +305,6 @@ def cmd_prune(args) -> int:
     train = data.load(args.data, "train", root=args.data_root)
     few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
                         seed=args.seed)
-    test, split = _evaluation_set(args.data, args.data_root, train, few)
-    test = _subset(test, args.eval_limit)
     teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt)
     console = _console()
     labels = "no labels" if few.targets is None else "labels hidden" if args.no_labels else ""
@@ -315,20 +312,25 @@ def cmd_prune(args) -> int:
                   f"(seed {args.seed}{', ' + labels if labels else ''})")
     if args.dry_run:
         return _preview_plan(args, teacher, few, target, console)
+    test, split = _evaluation_set(args.data, args.data_root, train, few)
+    test = _subset(test, args.eval_limit)
     schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
                                   ("decay", args.decay)) if v is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
                           round_to=args.round_to, min_width=args.min_width, schedule=schedule, protect=args.protect)
     example = few.tensors()[0][:1]
-    # Unlabelled images: the student is judged by how often it predicts the teacher's class.
-    reference = metrics.predict(teacher, test, description="teacher")[0] if test.targets is None else None
-    rows = {who: metrics.measure(model, test, example, reference=reference)
-            for who, model in (("teacher", teacher), ("student", result.student))}
+    if test.targets is None:  # unlabelled images: the student is judged by how often it predicts the teacher's class
+        reference = metrics.predict(teacher, test, description="teacher")[0]
+        rows = {"teacher": {**metrics.measure(teacher, None, example), "agreement": 1.0, "samples": len(reference)},
+                "student": metrics.measure(result.student, test, example, reference=reference)}
+    else:
+        rows = {who: metrics.measure(model, test, example) for who, model in (("teacher", teacher),
+                                                                              ("student", result.student))}
     result.report["evaluation"] = {**rows, "split": split, "dataset": args.data}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
     result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt}
-    api.save(result, out, force=args.force, onnx_input=example if args.onnx else None)
+    out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
     console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}, {len(few)} samples, "
                                               f"seed {args.seed}", speed_up=True))
     console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")

@@ -145,7 +145,12 @@ class SweepConfig:
 
     def _check_comparisons(self, path: Path) -> None:
         """Each ``compare`` entry names two of the sweep's methods that run at some common target."""
-        for entry in self.compare or []:
+        if not self.compare:
+            return
+        targets: dict[str, set[str]] = {}
+        for cell in self.cells():
+            targets.setdefault(cell.method, set()).add(json.dumps(cell.target, sort_keys=True))
+        for entry in self.compare:
             if not isinstance(entry, dict) or set(entry) - {"methods", "note"} or "methods" not in entry:
                 raise ValueError(f"{path}: each compare entry is {{methods: [first, second], note: ...}} (note "
                                  f"optional), not {entry!r}")
@@ -155,8 +160,7 @@ class SweepConfig:
             unknown = [m for m in pair if m not in self.methods]
             if unknown:
                 raise ValueError(f"{path}: compare names {unknown}, not among the sweep's methods {self.methods}")
-            targets = [{json.dumps(c.target, sort_keys=True) for c in self.cells() if c.method == m} for m in pair]
-            if not targets[0] & targets[1]:
+            if not targets.get(pair[0], set()) & targets.get(pair[1], set()):
                 raise ValueError(f"{path}: compare {pair}: the two never run at the same target (one prunes "
                                  "channels, the other drops blocks), so no seed pairs them")
 

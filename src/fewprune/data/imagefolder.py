@@ -68,8 +68,9 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: int = 
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
-    images = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if images and not any(p.is_dir() for p in root.iterdir()):
+    entries = list(root.iterdir())
+    images = sorted(p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if images and not any(p.is_dir() for p in entries):
         info = DatasetInfo(name=f"imagefolder:{path}", classes=(), input_shape=(3, image_size, image_size),
                            mean=IMAGENET_MEAN, std=IMAGENET_STD, split=split, source=str(root), extra=extra)
         return UnlabelledImages(images, tf, info)

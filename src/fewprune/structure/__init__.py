@@ -1,9 +1,10 @@
 """Structure: what can be pruned (groups, blocks), what it costs, the Plan, and the surgery that applies it."""
 
+from ..modes import frozen_parameters
 from .blocks import drop_blocks, find_blocks
 from .cost import CostModel
 from .gates import ChannelGates
-from .graph import dependency_graph, frozen_parameters, gradients_enabled
+from .graph import dependency_graph, gradients_enabled
 from .groups import Group, Slice, find_groups
 from .plan import Plan, Pruned
 from .space import PruningSpace

@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..modes import eval_mode, frozen_parameters  # noqa: F401 — re-exported by structure
+from ..modes import eval_mode
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers whose output channels are pruned
 

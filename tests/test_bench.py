@@ -135,10 +135,30 @@ def test_ceiling_settings_are_checked_by_name(sweep, ceiling, error):
 @pytest.mark.parametrize("scratch, error", [({"epochs": 1, "gate": []}, "not \\['gate'\\]"),
                                             ({"gates": [{"prize": "channels"}]}, "not \\['prize'\\]"),
                                             ({"gates": ["channels"]}, "not \\['channels'\\]"),
-                                            ({"gates": [{"price": "chanels"}]}, "price must be one of .*'chanels'")])
+                                            ({"gates": [{"price": "chanels"}]}, "price must be one of .*'chanels'"),
+                                            ({"gates": [{"models": ["zoo:resnet20-fmnist"]}]},
+                                             "models must be a list of the sweep's models"),
+                                            ({"gates": [{"models": "tiny"}]}, "models must be a list")])
 def test_scratch_settings_are_checked_by_name(sweep, scratch, error):
     with pytest.raises(ValueError, match=error):
         sweep(["l1"], scratch=scratch)
+
+
+def test_a_scratch_gate_form_limited_to_some_models_runs_on_those_only():
+    from fewprune.bench.sweep import sweep_jobs
+
+    config = SweepConfig(name="s", dataset="fashion-mnist", models=["zoo:resnet20-fmnist", "zoo:resnet56-fmnist"],
+                         methods=[], samples=[0], targets=[{"macs": 0.5}, {"macs": 0.7}],
+                         scratch={"epochs": 1, "gates": [{"models": ["zoo:resnet20-fmnist"]}, {"price": "channels"}]})
+    jobs = {(job.model, json.dumps(job.gates), job.target["macs"]): job for job in sweep_jobs(config)}
+    assert set(jobs) == {("zoo:resnet20-fmnist", "{}", 0.5), ("zoo:resnet20-fmnist", "{}", 0.7),
+                         ("zoo:resnet20-fmnist", '{"price": "channels"}', 0.5),
+                         ("zoo:resnet20-fmnist", '{"price": "channels"}', 0.7),
+                         ("zoo:resnet56-fmnist", '{"price": "channels"}', 0.5),
+                         ("zoo:resnet56-fmnist", '{"price": "channels"}', 0.7)}
+    # the limit is not a change to the gates: the job keeps the key (and so the finished row) of an unlimited one
+    assert jobs["zoo:resnet20-fmnist", "{}", 0.5].key \
+        == "asca-scratch:zoo:resnet20-fmnist:fashion-mnist:macs=0.5:e1:None"
 
 
 def test_a_block_count_ceiling_fine_tunes_the_blocks_its_criterion_picks(tiny_fmnist, monkeypatch, tmp_path):

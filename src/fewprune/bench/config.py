@@ -11,6 +11,11 @@ from pathlib import Path
 import yaml
 
 TRAINING_KINDS = ("ceiling", "scratch")  # result rows of full-data training jobs (ceilings, asca-scratch)
+
+
+def gate_changes(entry: dict) -> dict:
+    """A scratch ``gates`` entry's changes to the gate schedule, without the ``models`` it may be limited to."""
+    return {k: v for k, v in entry.items() if k != "models"}
 JOB_KINDS = ("cell", *TRAINING_KINDS)  # result rows of a sweep's jobs (besides teachers and latency rows)
 
 
@@ -73,7 +78,8 @@ class SweepConfig:
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": .., "blocks": ..}
     #                              (blocks: the block criterion whose blocks a block-count ceiling fine-tunes)
     scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..,
-    #                              "gates": [{}, {"price": "channels"}]} (one job per gate-schedule change; {}: none)
+    #                              "gates": [{}, {"price": "channels"}]} (one job per gate-schedule change; {}: none;
+    #                              an entry's "models": [..] runs it on those of the sweep's models only)
     compare: list[dict] | None = None  # paired differences in the report: [{methods: [a, b], note: ".."}], a − b
     #                                    per seed (a seed fixes the few samples), where both ran at a setting
     plugins: list[str] | None = None  # the user's parts to import first (.py paths relative to this config, or
@@ -125,11 +131,17 @@ class SweepConfig:
                              f"not {sorted(unknown)}")
         from ..criteria.asca import GateSchedule
 
-        for changes in (config.scratch or {}).get("gates", []):
+        for entry in (config.scratch or {}).get("gates", []):
+            changes = gate_changes(entry) if isinstance(entry, dict) else entry
             wrong = set(changes) - set(GateSchedule.__dataclass_fields__) if isinstance(changes, dict) else {changes}
             if wrong:
                 raise ValueError(f"{path}: scratch gates: each entry changes GateSchedule fields "
-                                 f"({', '.join(GateSchedule.__dataclass_fields__)}), not {sorted(map(str, wrong))}")
+                                 f"({', '.join(GateSchedule.__dataclass_fields__)}), and may name the models it is "
+                                 f"for, not {sorted(map(str, wrong))}")
+            only = entry.get("models", config.models)
+            if not isinstance(only, list) or not set(only) <= set(config.models):
+                raise ValueError(f"{path}: scratch gates {entry}: models must be a list of the sweep's models "
+                                 f"({', '.join(config.models)})")
             try:
                 GateSchedule(**changes)  # the values too, before hours of training
             except (TypeError, ValueError) as error:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..allocation.paths import shared_paths
 from .ceiling import CeilingJob
 from .claims import family_id, try_claim
-from .config import JOB_KINDS, Cell, SweepConfig
+from .config import JOB_KINDS, Cell, SweepConfig, gate_changes
 from .plots import plot
 from .relatency import apply_remeasured
 from .report import render
@@ -89,8 +89,9 @@ def sweep_jobs(config: SweepConfig) -> list:
                  if "blocks" not in target or (blocks and set(target) == {"blocks"})]
     if config.scratch:
         jobs += [ScratchJob(model, config.dataset, target, config.scratch.get("epochs", 30), config.eval_limit,
-                            work_dir, gates) for model in config.models
-                 for gates in config.scratch.get("gates", [{}]) for target in config.targets if "blocks" not in target]
+                            work_dir, gate_changes(entry)) for model in config.models
+                 for entry in config.scratch.get("gates", [{}]) if model in entry.get("models", [model])
+                 for target in config.targets if "blocks" not in target]
     return jobs + config.cells()
 
 

@@ -629,3 +629,21 @@ def test_a_jobs_time_is_estimated_from_the_nearest_kind_measured():
     assert estimate(measured, "m", "asca-scratch (lr=0.1)", None) == (50.0, "asca-scratch")  # a variant: its plain form
     assert estimate(measured, "other", "asca-scratch (lr=0.1)", None) == (None, "")
     assert estimate(measured, "other", "a", 10) == (None, "") and estimate(measured, "m", "c", 20) == (None, "")
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_a_figure_has_latency_panels_only_when_the_sweep_timed_its_students(tmp_path, timed):
+    import struct
+
+    from fewprune.bench.plots import plot
+
+    config = SweepConfig(name="p", dataset="fashion-mnist", models=["m"], methods=["l1"], samples=[10],
+                         targets=[{"macs": 0.5}, {"macs": 0.7}], latency=timed)
+    latency = (lambda ms: {"batch64": {"median_ms": ms}}) if timed else (lambda ms: None)
+    rows = [{"kind": "teacher", "status": "ok", "model": "m", "accuracy": 0.9, "latency": latency(10.0)}]
+    rows += [{"kind": "cell", "status": "ok", "cell": {"model": "m", "target": {"macs": t}, "samples": 10,
+                                                     "method": "l1"},
+              "accuracy": 0.8, "macs_reduction": t, "latency": latency(10.0 * (1 - t))} for t in (0.5, 0.7)]
+    path, = plot(config, rows, tmp_path)
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the PNG header's IHDR
+    assert round(width / height, 1) == (round(21 / 4.5, 1) if timed else round(10.5 / 4.5, 1))

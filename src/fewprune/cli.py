@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import data, metrics, models
+from .criteria.asca import PRICES
 from .models import zoo
 
 
@@ -649,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asca", metavar="KIND=FRACTION",
                    help="ASCA from scratch: learn gates and weights together towards this target (e.g. macs=0.5), "
                         "then remove the closed channels; no fine-tuning")
-    p.add_argument("--gate-price", choices=["target", "channels"], default="target",
+    p.add_argument("--gate-price", choices=PRICES, default=PRICES[0],
                    help="with --asca: what the gates' cost term charges a channel: its share of the target's cost "
                         "(the default), or the same for every channel (keeps the residual streams from collapsing "
                         "when learning from scratch; see benchmarks/asca-scratch.md)")

@@ -25,7 +25,7 @@ def test_relevance_is_conserved_from_the_output_to_the_input():
 
 @pytest.mark.parametrize("name,size", [("resnet20", 28), ("mobilenetv2", 28), ("vgg16", 28),
                                        ("torchvision:resnet18", 28), ("torchvision:vgg11", 32),
-                                       ("torchvision:mobilenet_v2", 32)])
+                                       ("torchvision:mobilenet_v2", 32), ("torchvision:mobilenet_v3_small", 32)])
 def test_attribution_leaves_outputs_hooks_and_attributes_as_they_were(name, size):
     model = build(name, num_classes=10, in_channels=1, image_size=size).eval()
     x = torch.randn(4, 1, size, size)

@@ -344,3 +344,16 @@ def test_an_unknown_decay_is_refused_before_any_training():
         train_student(model, lambda x, y: model(x).pow(2).mean(), Batch(x, None, model),
                       Schedule(iterations=3, decay="linear"), progress=False)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_mir_keeps_a_head_of_several_layers_whole_and_frozen():
+    # MobileNetV3's classifier is Linear → Hardswish → Linear after the pooled features: MiR mimics the features
+    # and reuses that whole head, so neither its input width nor its hidden width may be pruned
+    teacher = build("torchvision:mobilenet_v3_small", num_classes=10, in_channels=1).eval()
+    x = torch.randn(8, 1, 32, 32)
+    result = fp.compress(teacher, x, method=fp.methods.with_schedule("l1+mir", iterations=2, batch_size=4),
+                         target=fp.Target(macs=0.3), seed=0, progress=False)
+    assert modules_after(teacher, "features", x[:1]) == ["classifier.0", "classifier.3"]
+    for name in ("classifier.0", "classifier.3"):
+        assert torch.equal(result.student.get_submodule(name).weight, teacher.get_submodule(name).weight), name
+    assert result.report["macs_reduction"] > 0.25

@@ -24,6 +24,7 @@ from .data.few_shot import FewShot, read_samples
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import threads_text, versions
+from .models.outputs import main_output
 from .modes import eval_mode
 from .recovery import recoveries
 from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
@@ -226,7 +227,7 @@ def _probe(model: nn.Module, space: PruningSpace, batch: Batch, recipe) -> Probe
                               .apply(copy.deepcopy(model)))
 
     def class_accuracy(removed: dict[str, list[int]]) -> list[float]:
-        predicted = outputs(removed).argmax(1)
+        predicted = main_output(outputs(removed)).argmax(1)
         # exact fractions in double precision (a float32 mean makes 0.9 into 0.8999999761581421)
         return [int((predicted[truth == c] == c).sum()) / int((truth == c).sum()) for c in classes]
 

@@ -55,6 +55,7 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
     from ..allocation import Target
     from ..metrics import versions
     from ..models import build
+    from ..models.outputs import all_outputs
     from ..structure import PruningSpace, masked_copy
 
     row: dict = {"model": spec, "input_shape": list(input_shape), "target": {"macs": macs}, "seed": seed}
@@ -79,18 +80,20 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
         stage = "pruned == masked"
         space = PruningSpace(teacher, x[:1])
         masked = masked_copy(teacher, result.plan, space.groups).eval()
-        with torch.no_grad():
-            logits, expected = student(x), masked(x)
+        with torch.no_grad():  # every output: a segmentation model's dict too
+            logits, expected = all_outputs(student(x)), all_outputs(masked(x))
         del masked, space, teacher  # the largest torchvision models need every copy's memory back
         gc.collect()
-        if not (expected[0] != expected[1]).any():
+        if not (expected[0][0] != expected[0][1]).any():
             raise AssertionError("the teacher gives both random inputs the same outputs: comparing them proves nothing")
-        if logits.shape != expected.shape:
-            raise AssertionError(f"the pruned model outputs {tuple(logits.shape)}, the teacher "
-                                 f"{tuple(expected.shape)}: its output layer was pruned")
-        row["max_logit_difference"] = float((logits - expected).abs().max())
-        scale = float(expected.abs().max()) or 1.0
-        if not torch.allclose(logits, expected, atol=1e-4 * max(scale, 1.0), rtol=1e-3):
+        shapes = [tuple(t.shape) for t in logits], [tuple(t.shape) for t in expected]
+        if shapes[0] != shapes[1]:
+            raise AssertionError(f"the pruned model outputs {shapes[0]}, the teacher {shapes[1]}: "
+                                 f"its output layer was pruned")
+        row["max_logit_difference"] = max(float((a - b).abs().max()) for a, b in zip(logits, expected, strict=True))
+        scale = max(float(t.abs().max()) for t in expected) or 1.0
+        if not all(torch.allclose(a, b, atol=1e-4 * max(scale, 1.0), rtol=1e-3)
+                   for a, b in zip(logits, expected, strict=True)):
             raise AssertionError(f"the pruned model differs from the zero-masked teacher by "
                                  f"{row['max_logit_difference']:.3g} (logits up to {scale:.3g})")
         stage = "MACs vs cost model"
@@ -105,7 +108,8 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
             reloaded = api.load(Path(tmp) / "student", lambda: build(
                 spec, num_classes=num_classes, in_channels=input_shape[0], image_size=input_shape[1]))
         with torch.no_grad():
-            same = torch.equal(reloaded(x), logits)
+            again = all_outputs(reloaded(x))
+        same = len(again) == len(logits) and all(torch.equal(a, b) for a, b in zip(again, logits, strict=False))
         if not same:
             raise AssertionError("the reloaded student's outputs differ from the saved student's")
         row["status"] = "ok"

@@ -59,6 +59,7 @@ from torch import nn
 from ..augment.basic import random_crop_flip
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..models.memo import RowMemo
+from ..models.outputs import main_output
 from ..modes import eval_mode
 from ..progress import progress_bar
 from ..structure import ChannelGates, PruningSpace, frozen_parameters
@@ -236,7 +237,7 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
                 x = random_crop_flip(x, 2, gen, mode="replicate")
             project_onto_budget(space, gates, kind, 1 - fraction)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                outputs = model(x)
+                outputs = main_output(model(x))
             losses = per_sample_loss(x, outputs.float(), idx)
             task = (complexity_weights(losses) * losses).mean()
             remaining = remaining_fraction(space, gates, kind)
@@ -278,11 +279,13 @@ def learn_gates(model: nn.Module, space: PruningSpace, images: torch.Tensor,
 
 def distillation_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                             temperature: float = 4.0) -> torch.Tensor:
-    """KL(teacher ‖ student) of each sample at ``temperature`` (× T², the usual KD scale)."""
+    """KL(teacher ‖ student) of each sample at ``temperature`` (× T², the usual KD scale); a dense prediction's
+    per-pixel divergences are averaged over the image."""
     t = temperature
     log_p = F.log_softmax(student_logits / t, dim=1)
     log_q = F.log_softmax(teacher_logits / t, dim=1)
-    return (log_q.exp() * (log_q - log_p)).sum(1) * t * t
+    divergence = (log_q.exp() * (log_q - log_p)).sum(1) * t * t
+    return divergence.flatten(1).mean(1) if divergence.ndim > 1 else divergence
 
 
 @register_criterion("asca")
@@ -300,7 +303,7 @@ def asca(model: nn.Module, space: PruningSpace, batch: Batch, target_kind: str =
     teacher_logits = RowMemo(batch.teacher)  # the augmented views of a few samples repeat
 
     def per_sample(x: torch.Tensor, outputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        reference = teacher_logits(x)
+        reference = main_output(teacher_logits(x))
         return distillation_per_sample(outputs, reference, kd_temperature)
 
     with eval_mode(model, batch.teacher), frozen_parameters(model):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..models.outputs import main_output
 from ..modes import eval_mode
 from ..registry import Registry
 from ..structure import Group
@@ -78,4 +79,4 @@ def teacher_predictions(teacher: nn.Module, images: torch.Tensor) -> torch.Tenso
     """The teacher's predicted classes (eval mode, restored after), the relevance seed for unlabeled samples."""
     with eval_mode(teacher):
         with torch.no_grad():
-            return teacher(images).argmax(1)
+            return main_output(teacher(images)).argmax(1)  # per pixel for a dense prediction

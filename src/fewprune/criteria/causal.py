@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..models.outputs import class_scores, main_output
 from ..modes import eval_mode
 from ..structure import Group, PruningSpace
 from .base import Batch, Scores, register_criterion
@@ -265,7 +266,7 @@ def causal_effects(model: nn.Module, space: PruningSpace, images: torch.Tensor, 
         except Exception:  # noqa: BLE001 — data-dependent forwards do not trace; fall back to full forwards
             traced = None
         output, cache = _clean_run(traced, images) if traced is not None else (model(images), None)
-        clean = F.log_softmax(output, 1)
+        clean = F.log_softmax(class_scores(output, "C-SWAP"), 1)
         predicted = clean.argmax(1)
         clean_logp = clean.gather(1, predicted[:, None]).squeeze(1)
         m = len(images)
@@ -291,7 +292,7 @@ def causal_effects(model: nn.Module, space: PruningSpace, images: torch.Tensor, 
                 finally:
                     for h in handles:
                         h.remove()
-                logp = F.log_softmax(out, 1).gather(1, predicted.repeat(len(units))[:, None]).squeeze(1)
+                logp = F.log_softmax(main_output(out), 1).gather(1, predicted.repeat(len(units))[:, None]).squeeze(1)
                 rows.append((logp - clean_logp.repeat(len(units))).reshape(len(units), m))
             effects[g.id] = torch.cat(rows)
     return effects

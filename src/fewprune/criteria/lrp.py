@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models.features import record_forward
+from ..models.outputs import class_scores
 from ..modes import eval_mode
 from ..structure import PruningSpace, frozen_parameters
 from .base import Batch, Scores, register_criterion, teacher_predictions
@@ -56,15 +57,22 @@ def _residual_joins(name: str, module: nn.Module):
 
 
 def _inverted_residual_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return module.canonizer_sum(torch.stack([x, module.conv(x)], dim=-1))
+    return module.canonizer_sum(torch.stack([x, module.canonizer_branch(x)], dim=-1))
 
 
 def _torchvision_inverted_residuals(name: str, module: nn.Module):
-    """torchvision's MobileNetV2 blocks add their input with a bare ``+``: give them a Sum module too."""
+    """torchvision's MobileNetV2 and V3 blocks add their input with a bare ``+``: give them a Sum module too.
+
+    The residual branch is ``conv`` in MobileNetV2 and ``block`` in MobileNetV3.
+    """
     from zennit.layer import Sum
 
-    if type(module).__name__ == "InvertedResidual" and getattr(module, "use_res_connect", False):
-        return {"forward": types.MethodType(_inverted_residual_forward, module), "canonizer_sum": Sum()}
+    branch = getattr(module, "conv", None) or getattr(module, "block", None)
+    if type(module).__name__ == "InvertedResidual" and getattr(module, "use_res_connect", False) \
+            and isinstance(branch, nn.Module):
+        # the branch's __call__ (its hooks run), not the module: a second name for it would be a second submodule
+        return {"forward": types.MethodType(_inverted_residual_forward, module), "canonizer_sum": Sum(),
+                "canonizer_branch": branch.__call__}
     return None
 
 
@@ -130,6 +138,7 @@ def relevance(model: nn.Module, images: torch.Tensor, classes: torch.Tensor | No
             finally:
                 for h in handles:
                     h.remove()
+            logits = class_scores(logits, "LRP")
             chosen = logits.argmax(1) if classes is None else classes[start : start + batch_size]
             logits.backward(torch.zeros_like(logits).scatter_(1, chosen[:, None], 1.0))  # unit relevance
             for name, out in seen.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from ..models.outputs import main_output
 from ..modes import eval_mode
 from ..structure import PruningSpace, gradients_enabled
 from .base import Batch, Scores, reduce_slices, register_criterion, teacher_predictions
@@ -30,7 +31,7 @@ def taylor(model, space: PruningSpace, batch: Batch, batch_size: int = 64) -> Sc
                 p.grad = None
             for start in range(0, len(images), batch_size):
                 x, y = images[start : start + batch_size], targets[start : start + batch_size]
-                loss = F.cross_entropy(model(x), y, reduction="sum") / len(images)
+                loss = F.cross_entropy(main_output(model(x)), y, reduction="sum") / len(images)
                 loss.backward()
             scores = {
                 g.id: reduce_slices(model, g, lambda v: v.sum().abs(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
-from .accuracy import agreement, evaluate, predict
+from .accuracy import agreement, evaluate, mean_iou, predict
 from .complexity import macs, params
 from .latency import latency
 
@@ -51,4 +51,4 @@ def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = T
     return result
 
 
-__all__ = ["agreement", "evaluate", "latency", "macs", "measure", "params", "predict", "versions"]
+__all__ = ["agreement", "evaluate", "latency", "macs", "mean_iou", "measure", "params", "predict", "versions"]

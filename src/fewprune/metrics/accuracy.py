@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..models.outputs import main_output
 from ..modes import eval_mode
 from ..progress import progress_bar
 
@@ -28,35 +29,57 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, progress: bool = T
             total = len(batches)
         for batch in progress_bar(batches, total=total, description=description, enabled=progress):
             x, y = (batch[0], batch[1]) if isinstance(batch, tuple | list) else (batch, None)
-            preds.append(model(x).argmax(1))
+            preds.append(main_output(model(x)).argmax(1))  # per image, or per pixel for a dense prediction
             if y is not None:
                 labels.append(torch.as_tensor(y))
     return torch.cat(preds), (torch.cat(labels) if labels else None)
 
 
-def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = True) -> dict:
-    """``{"accuracy", "per_class", "samples"}`` of ``model`` on ``dataset``."""
+def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = True,
+             num_classes: int | None = None) -> dict:
+    """``{"accuracy", "per_class", "samples"}`` of ``model`` on ``dataset``; for a dense prediction (a class per
+    pixel, against label masks) the pixel accuracy, per-class pixel recall and ``"mean_iou"``. ``num_classes``
+    defaults to the dataset's ``info`` (else the largest label + 1); a mask label outside it is ignored."""
     pred, true = predict(model, dataset, batch_size, progress)
     if true is None:
         name = getattr(getattr(dataset, "info", None), "name", type(dataset).__name__)
         raise ValueError(f"{name} has no labels: accuracy needs labelled images (one folder per class); "
                          "without labels, compare a student with its teacher (top-1 agreement, as prune reports)")
-    num_classes = getattr(getattr(dataset, "info", None), "num_classes", int(true.max()) + 1)
+    num_classes = num_classes or getattr(getattr(dataset, "info", None), "num_classes", int(true.max()) + 1)
+    samples = len(true)
+    dense = pred.ndim > 1  # a class per pixel (segmentation): label masks, where an out-of-range label is ignored
+    if dense:
+        valid = (true >= 0) & (true < num_classes)
+        pred, true = pred[valid], true[valid]
     per_class = []
     for c in range(num_classes):
         members = true == c
         per_class.append(round((pred[members] == c).float().mean().item(), 6) if members.any() else None)
-    return {
+    result = {
         "accuracy": round((pred == true).float().mean().item(), 6),
         "per_class": per_class,
-        "samples": len(true),
+        "samples": samples,
     }
+    if dense:
+        result["mean_iou"] = round(mean_iou(pred, true, num_classes), 6)
+    return result
+
+
+def mean_iou(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> float:
+    """Mean intersection over union of the classes that occur in ``true`` or ``pred`` (labels in range)."""
+    confusion = torch.bincount(true.long() * num_classes + pred.long(), minlength=num_classes ** 2)
+    confusion = confusion.reshape(num_classes, num_classes).double()
+    hits = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    present = union > 0
+    return float((hits[present] / union[present]).mean()) if present.any() else 0.0
 
 
 def agreement(model: nn.Module, dataset, reference: torch.Tensor, batch_size: int = 256,
               progress: bool = True) -> dict:
-    """``{"agreement", "samples"}``: the fraction of ``dataset``'s images on which ``model`` predicts the class
-    in ``reference`` (e.g. the teacher's predictions, from :func:`predict`); no label is read."""
+    """``{"agreement", "samples"}``: the fraction of ``dataset``'s images (pixels, for a dense prediction) on
+    which ``model`` predicts the class in ``reference`` (e.g. the teacher's predictions, from :func:`predict`);
+    no label is read."""
     pred, _ = predict(model, dataset, batch_size, progress)
     if len(pred) != len(reference):
         raise ValueError(f"{len(reference)} reference predictions for {len(pred)} images")

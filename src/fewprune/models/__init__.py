@@ -27,7 +27,7 @@ def build(spec: str, num_classes: int | None = 10, in_channels: int = 3, image_s
     # With ``adapt`` the architecture is built as the weights expect (its own defaults), then changed.
     io = {} if adapt else {"in_channels": in_channels, **({"num_classes": num_classes} if num_classes else {})}
     if spec.startswith("torchvision:"):
-        model = torchvision_model(spec.split(":", 1)[1], num_classes=io.get("num_classes", 1000))
+        model = torchvision_model(spec.split(":", 1)[1], num_classes=io.get("num_classes"))
         if io.get("in_channels", 3) != 3:
             adapt_io(model, in_channels=in_channels)
     elif spec.startswith("timm:"):

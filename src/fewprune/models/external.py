@@ -10,14 +10,22 @@ import torch
 from torch import nn
 
 
-def torchvision_model(name: str, num_classes: int = 1000) -> nn.Module:
-    """An untrained torchvision classification model (weights come only from the user's files)."""
+def torchvision_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """An untrained torchvision classification or segmentation model (weights come only from the user's files).
+
+    A segmentation model (``fcn_resnet50``, ``deeplabv3_*``, ``lraspp_*``) is built without its training-only
+    auxiliary head and without a pretrained backbone, which torchvision would otherwise download.
+    ``num_classes=None`` keeps torchvision's own count (1000 classes; 21 for segmentation).
+    """
     from torchvision import models as tvm
 
-    available = tvm.list_models(module=tvm)
-    if name not in available:
-        raise KeyError(f"torchvision has no classification model {name!r}; e.g. {', '.join(available[:8])}, …")
-    kwargs = {"weights": None, "num_classes": num_classes}
+    classifiers, segmenters = tvm.list_models(module=tvm), tvm.list_models(module=tvm.segmentation)
+    if name in segmenters:
+        return tvm.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes or 21, aux_loss=False)
+    if name not in classifiers:
+        raise KeyError(f"torchvision has no classification or segmentation model {name!r}; "
+                       f"e.g. {', '.join(classifiers[:8])}, …, {', '.join(segmenters[:3])}, …")
+    kwargs = {"weights": None, "num_classes": num_classes or 1000}
     if name.startswith(("inception", "googlenet")):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = True

@@ -1,8 +1,9 @@
 """Where a model's pre-global-pooling features are, and a hook to read them.
 
 A model may declare it with a ``feature_layer`` attribute (the built-ins do);
-otherwise a name table covers torchvision's families, and a traced forward
-finds the last module whose output still has spatial or token dimensions.
+otherwise a name table covers torchvision's families (for its segmentation
+models: the backbone output their decoder reads), and a traced forward finds
+the last module whose output still has spatial or token dimensions.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def feature_layer(model: nn.Module, example_input: torch.Tensor | None = None) -
     declared = getattr(model, "feature_layer", None)
     if isinstance(declared, str):
         return declared
-    name = _TORCHVISION_FEATURES.get(type(model).__name__)
+    name = _TORCHVISION_FEATURES.get(type(model).__name__) or _backbone_output(model)
     if name is not None and name in dict(model.named_modules()):
         return name
     if example_input is None:
@@ -38,6 +39,19 @@ def feature_layer(model: nn.Module, example_input: torch.Tensor | None = None) -
             "set a `feature_layer` attribute on the model naming that module"
         )
     return _trace_feature_layer(model, example_input)
+
+
+def _backbone_output(model: nn.Module) -> str | None:
+    """torchvision's segmentation models: the backbone layer whose output the decoder head reads as its main
+    input (``"out"``, or LR-ASPP's ``"high"``); None for any other model."""
+    layers = getattr(getattr(model, "backbone", None), "return_layers", None)
+    if not isinstance(layers, dict):
+        return None
+    for role in ("out", "high"):
+        for child, named in layers.items():
+            if named == role:
+                return f"backbone.{child}"
+    return None
 
 
 def record_forward(model: nn.Module, example_input: torch.Tensor, names) -> list[tuple[str, tuple, object]]:

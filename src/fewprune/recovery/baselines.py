@@ -10,6 +10,7 @@ from torch import nn
 
 from ..criteria import Batch
 from ..models.memo import RowMemo
+from ..models.outputs import main_output
 from .base import Schedule, augment_batch, register_recovery, train_student
 
 
@@ -53,10 +54,12 @@ def bn_recalibrate(student: nn.Module, teacher: nn.Module, batch: Batch, seed: i
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's distillation loss: T² · KL(teacher ‖ student) at temperature T."""
+    """Hinton's distillation loss: T² · KL(teacher ‖ student) at temperature T, averaged over the predictions
+    (images, or pixels of a dense prediction: its loss stays on a classifier's scale)."""
     t = temperature
+    predictions = student_logits.numel() // student_logits.shape[1]  # = batch size for class scores per image
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
-                    reduction="batchmean", log_target=True) * t * t
+                    reduction="sum", log_target=True) / predictions * t * t
 
 
 # lr 0.005, not MiR's 0.02: on 50 samples KD over-fits the teacher's logits faster
@@ -85,8 +88,8 @@ def distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0,
 
     def loss_fn(x, y):
         with torch.no_grad():
-            target = teacher_logits(x)
-        logits = student(x)
+            target = main_output(teacher_logits(x))
+        logits = main_output(student(x))
         loss = kd_loss(logits, target, temperature)
         if label_weight and y is not None:
             loss = (1 - label_weight) * loss + label_weight * F.cross_entropy(logits, y)

@@ -217,8 +217,22 @@ def _whole_model_groups(model: nn.Module, example_input: torch.Tensor, protected
                       "and this model has too many for this machine's memory (MaxViT and Swin do)"):
         with torch_pruning_errors(model, "group"):
             tp_groups = list(graph.get_all_groups(ignored_layers=[], root_module_types=PRUNABLE_TYPES))
-    groups = _from_torch_pruning(model, tp_groups, names, protected | heads, heads if protect_features else set())
+    features = _feature_readers(model, example_input, heads) if protect_features else set()
+    groups = _from_torch_pruning(model, tp_groups, names, protected | heads, features)
     return groups + _head_groups(model, protected | heads)
+
+
+def _feature_readers(model: nn.Module, example_input: torch.Tensor, heads: set[str]) -> set[str]:
+    """The layers whose input widths feature mimicking needs kept: every layer of the head after the pre-pooling
+    features (MiR's frozen head: MobileNetV3's two-layer classifier, a segmentation decoder), and the output
+    layers. Where no feature layer can be found, the output layers alone."""
+    from ..models.features import feature_layer, modules_after
+
+    try:
+        layer = feature_layer(model, example_input)
+        return set(modules_after(model, layer, example_input)) | heads
+    except ValueError:
+        return heads
 
 
 def _island_groups(name: str, module: nn.Module, example: IslandExample, protected: set[str]) -> list[Group]:
@@ -313,7 +327,8 @@ def _from_torch_pruning(model: nn.Module, tp_groups, names: dict, protected: set
             elif is_in_fn(dep.handler) and isinstance(module, PRUNABLE_TYPES):
                 group.slices.append(Slice(name, "weight", 1, "in", units))
                 if name in features:
-                    group.protected, group.reason = True, "pre-pooling feature width is kept for feature mimicking"
+                    group.protected, group.reason = True, f"{name} reads the pre-pooling features (or the head's own "
+                    "channels after them), kept for feature mimicking"
         if group.slices:
             groups.append(group)
     return groups

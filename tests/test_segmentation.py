@@ -1,0 +1,93 @@
+"""Dense prediction (torchvision's segmentation models): they prune, equal their zero-masked teacher, reload, and
+recover label-free; methods that need one class score per image refuse them with the reason."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+import fewprune as fp
+from fewprune.bench.coverage import check_model
+from fewprune.criteria.asca import distillation_per_sample
+from fewprune.metrics import evaluate, mean_iou
+from fewprune.models import build
+from fewprune.models.features import feature_layer, modules_after
+from fewprune.models.outputs import all_outputs, main_output
+from fewprune.recovery.baselines import kd_loss
+from fewprune.structure.graph import UnsupportedModel
+
+SEGMENTER = "torchvision:lraspp_mobilenet_v3_large"
+
+
+@pytest.mark.parametrize("name", [SEGMENTER, "torchvision:deeplabv3_mobilenet_v3_large"])
+def test_a_segmentation_model_prunes_equals_its_masked_teacher_and_reloads(name):
+    row = check_model(name, input_shape=(3, 64, 64), macs=0.3)
+    assert row["status"] == "ok", row
+    assert row["macs_after"] < 0.75 * row["macs_before"]
+
+
+def test_a_forward_output_is_read_as_its_prediction():
+    scores = torch.randn(2, 3, 4, 4)
+    assert main_output(scores) is scores
+    assert main_output({"aux": torch.zeros(1), "out": scores}) is scores  # torchvision's key, wherever it is
+    assert main_output((scores, torch.zeros(1))) is scores
+    assert [t.shape for t in all_outputs({"out": scores, "aux": [scores[:1], scores[:, :1]]})] \
+        == [scores.shape, scores[:1].shape, scores[:, :1].shape]
+    with pytest.raises(TypeError, match="no prediction tensor"):
+        main_output({})
+
+
+def test_distillation_averages_a_dense_prediction_over_its_pixels_and_is_unchanged_for_classifiers():
+    student, teacher = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
+    per_pixel = lambda s, t: s.permute(0, 2, 3, 1).reshape(-1, 5)  # noqa: E731 — each pixel a row of class scores
+    expected = F.kl_div(F.log_softmax(per_pixel(student, 0) / 4, 1), F.log_softmax(per_pixel(teacher, 0) / 4, 1),
+                        reduction="batchmean", log_target=True) * 16
+    assert torch.allclose(kd_loss(student, teacher, 4.0), expected)
+    s, t = torch.randn(8, 10), torch.randn(8, 10)  # per image: what it always was, to the bit
+    assert torch.equal(kd_loss(s, t, 4.0), F.kl_div(F.log_softmax(s / 4, 1), F.log_softmax(t / 4, 1),
+                                                   reduction="batchmean", log_target=True) * 16)
+    per_image = distillation_per_sample(student, teacher)
+    assert per_image.shape == (2,) and torch.allclose(per_image.mean(), expected, rtol=1e-5)
+
+
+def test_pixel_accuracy_and_mean_iou_against_label_masks_ignore_out_of_range_labels():
+    class Constant(torch.nn.Module):  # predicts class 1 on the left half of every image, class 0 elsewhere
+        def forward(self, x):
+            scores = torch.zeros(len(x), 3, 2, 4)
+            scores[:, 1, :, :2] = 1.0
+            scores[:, 0, :, 2:] = 1.0
+            return {"out": scores}
+
+    masks = torch.tensor([[[1, 1, 0, 2], [1, 0, 0, 255]]])  # one image; 255 = unlabelled pixel
+    result = evaluate(Constant(), TensorDataset(torch.zeros(1, 3, 2, 4), masks), progress=False, num_classes=3)
+    # 7 labelled pixels, 5 right; IoU class 0: 2 / 4, class 1: 3 / 4, class 2: 0 / 1
+    assert result["accuracy"] == pytest.approx(5 / 7, abs=1e-6) and result["samples"] == 1
+    assert result["mean_iou"] == pytest.approx((2 / 4 + 3 / 4 + 0) / 3, abs=1e-6)
+    assert mean_iou(torch.tensor([0, 1]), torch.tensor([0, 1]), 4) == 1.0  # absent classes do not count
+
+
+@pytest.mark.parametrize("method", ["lrp", "cswap"])
+def test_a_method_reading_one_class_score_per_image_refuses_a_dense_prediction(method):
+    model = build(SEGMENTER, num_classes=4).eval()
+    with pytest.raises(UnsupportedModel, match="predicts \\(4, 64, 64\\) per image"):
+        fp.compress(model, torch.randn(4, 3, 64, 64), method=method, target=fp.Target(macs=0.2), progress=False)
+
+
+@pytest.mark.parametrize("method", ["l1+kd", "l1+mir", "taylor+kd"])
+def test_a_segmentation_model_recovers_label_free_and_mir_keeps_its_decoder(method):
+    teacher = build(SEGMENTER, num_classes=4).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    x = torch.randn(6, 3, 64, 64)
+    result = fp.compress(teacher, x, method=fp.methods.with_schedule(method, iterations=3, batch_size=4),
+                         target=fp.Target(macs=0.3), seed=0, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # the teacher is untouched
+    student = result.student.eval()
+    with torch.no_grad():
+        out = main_output(student(x))
+    assert out.shape == (6, 4, 64, 64) and torch.isfinite(out).all()
+    if method == "l1+mir":  # mimicking the backbone's output with the teacher's decoder, kept whole and frozen
+        layer = feature_layer(teacher, x[:1])
+        assert layer == "backbone.16"
+        head = modules_after(teacher, layer, x[:1])
+        assert head and all(torch.equal(student.get_submodule(n).weight, teacher.get_submodule(n).weight)
+                            for n in head)

@@ -91,3 +91,29 @@ def test_a_segmentation_model_recovers_label_free_and_mir_keeps_its_decoder(meth
         head = modules_after(teacher, layer, x[:1])
         assert head and all(torch.equal(student.get_submodule(n).weight, teacher.get_submodule(n).weight)
                             for n in head)
+
+
+def test_agreement_on_a_dense_prediction_is_per_pixel_and_tables_say_so():
+    from rich.console import Console
+
+    from fewprune.cli import metrics_table
+    from fewprune.metrics import agreement, predict
+
+    model = build(SEGMENTER, num_classes=3).eval()
+    images = TensorDataset(torch.randn(3, 3, 64, 64))  # images alone: batches are 1-tuples
+    reference, _ = predict(model, images, progress=False)
+    assert reference.shape == (3, 64, 64)
+    same = agreement(model, images, reference, progress=False)
+    assert same == {"agreement": 1.0, "samples": 3, "per_pixel": True}
+    flipped = reference.clone()
+    flipped[0, :32] = (flipped[0, :32] + 1) % 3  # a quarter of one image's pixels (one in 6 of all) disagree
+    assert agreement(model, images, flipped, progress=False)["agreement"] == pytest.approx(5 / 6, abs=1e-6)
+    timing = {"batch64": {"median_ms": 2.0, "p25_ms": 1.0, "p75_ms": 3.0, "threads": 1}}
+    rows = {"teacher": {**same, "macs": 1e6, "params": 1e5, "latency": timing}}
+    console = Console(record=True, width=200)
+    console.print(metrics_table(rows))
+    assert "agreement with the teacher, per pixel" in console.export_text()
+    rows = {"teacher": {"accuracy": 0.5, "mean_iou": 0.25, "samples": 3, "macs": 1e6, "params": 1e5, "latency": timing}}
+    console.print(metrics_table(rows))
+    text = console.export_text()
+    assert "pixel accuracy" in text and "mean IoU" in text and "25.00%" in text

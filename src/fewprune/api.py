@@ -426,8 +426,10 @@ def _report_markdown(result: Result) -> str:
         for who in ("teacher", "student"):
             e = r["evaluation"].get(who)
             if e:
-                figure = (f"top-1 agreement with the teacher {100 * e['agreement']:.2f}%" if "agreement" in e
-                          else f"test accuracy {100 * e['accuracy']:.2f}%")
+                per = "per-pixel" if e.get("per_pixel") else "top-1"
+                figure = (f"{per} agreement with the teacher {100 * e['agreement']:.2f}%" if "agreement" in e
+                          else f"test accuracy {100 * e['accuracy']:.2f}%" + (
+                              f", mean IoU {100 * e['mean_iou']:.2f}%" if "mean_iou" in e else ""))
                 lines.append(f"- {who} {figure} on {e['samples']} images")
     lines += ["", "| group | kind | width before | width after |", "| --- | --- | --- | --- |"]
     lines += [f"| {g} | {k} | {a} | {b} |" for g, k, a, b in result.plan.summary()]

@@ -76,10 +76,15 @@ def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False
     def line(name, fn):
         table.add_row(name, *[fn(r) for r in rows.values()])
 
+    dense = first.get("per_pixel") or "mean_iou" in first  # a segmentation model: a class per pixel
     if "agreement" in first:  # unlabelled images: how often the model predicts what the teacher does
-        line("top-1 agreement with the teacher", lambda r: f"{100 * r['agreement']:.2f}%  ({r['samples']} images)")
+        line("agreement with the teacher, per pixel" if dense else "top-1 agreement with the teacher",
+             lambda r: f"{100 * r['agreement']:.2f}%  ({r['samples']} images)")
     elif "accuracy" in first:
-        line("test accuracy", lambda r: f"{100 * r['accuracy']:.2f}%  ({r['samples']} images)")
+        line("pixel accuracy" if dense else "test accuracy",
+             lambda r: f"{100 * r['accuracy']:.2f}%  ({r['samples']} images)")
+        if "mean_iou" in first:
+            line("mean IoU", lambda r: f"{100 * r['mean_iou']:.2f}%")
     line("MACs", lambda r: f"{r['macs'] / 1e6:.2f} M")
     line("params", lambda r: f"{r['params'] / 1e6:.3f} M")
     for key in first["latency"]:

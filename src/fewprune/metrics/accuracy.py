@@ -28,7 +28,10 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, progress: bool = T
             batches = DataLoader(dataset, batch_size=batch_size)
             total = len(batches)
         for batch in progress_bar(batches, total=total, description=description, enabled=progress):
-            x, y = (batch[0], batch[1]) if isinstance(batch, tuple | list) else (batch, None)
+            if isinstance(batch, tuple | list):  # (images, labels, …), or (images,) from a TensorDataset of images
+                x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+            else:
+                x, y = batch, None
             preds.append(main_output(model(x)).argmax(1))  # per image, or per pixel for a dense prediction
             if y is not None:
                 labels.append(torch.as_tensor(y))
@@ -83,4 +86,5 @@ def agreement(model: nn.Module, dataset, reference: torch.Tensor, batch_size: in
     pred, _ = predict(model, dataset, batch_size, progress)
     if len(pred) != len(reference):
         raise ValueError(f"{len(reference)} reference predictions for {len(pred)} images")
-    return {"agreement": round((pred == reference).float().mean().item(), 6), "samples": len(pred)}
+    return {"agreement": round((pred == reference).float().mean().item(), 6), "samples": len(pred),
+            **({"per_pixel": True} if pred.ndim > 1 else {})}

@@ -114,6 +114,24 @@ def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
     assert deliberate_refusal(refusal.value)
 
 
+def test_method_coverage_takes_the_input_shape_a_model_needs_and_the_report_names_it(tmp_path):
+    from fewprune.bench.method_coverage import check_methods, method_coverage_markdown
+    from fewprune.cli import main
+
+    results = tmp_path / "methods.jsonl"
+    # torchvision's VGG halves its input five times: 28×28 cannot run, 3×32×32 can
+    small, = check_methods(results, ["torchvision:vgg11"], ["l1"], log=lambda *_: None)
+    assert small["status"] == "failed" and "too small" in small["error"]
+    rows = check_methods(results, ["torchvision:vgg11"], ["l1"], retry=True, log=lambda *_: None,
+                         input_shape=(3, 32, 32))
+    assert [(r["status"], r["input_shape"]) for r in rows] == [("ok", [3, 32, 32])]
+    rows += check_methods(results, ["resnet20"], ["l1"], log=lambda *_: None)  # the built-ins' 1×28×28
+    report = method_coverage_markdown(rows, "fewprune check --methods")
+    assert "| vgg11 (tv), 3×32×32 | resnet20, 1×28×28 |" in report and "each column names it" in report
+    with pytest.raises(SystemExit, match="want C,H,W"):
+        main(["check", "--methods", "--input-shape", "3,32", "--results", str(results), "resnet20"])
+
+
 @pytest.mark.parametrize("name, size", [("test_vit", 160), ("test_convnext", 64), ("test_efficientnet", 64),
                                         ("test_resnet", 64)])
 def test_timm_models_prune_match_their_masked_teacher_and_reload(name, size):

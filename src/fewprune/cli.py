@@ -488,6 +488,17 @@ def cmd_curve(args) -> int:
     return 0
 
 
+def _shape(text: str) -> tuple[int, int, int]:
+    """``C,H,W`` as a tuple of three positive ints; anything else is refused with the form wanted."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise SystemExit(f"--input-shape {text!r}: want C,H,W, e.g. 3,224,224")
+    return shape
+
+
 def _check_methods(args) -> int:
     """Every method on every model family (or those named): runs, is refused with a reason, or fails."""
     from .bench import read_results
@@ -495,7 +506,8 @@ def _check_methods(args) -> int:
 
     results = Path(args.results or "benchmarks/results/methods.jsonl")
     rows = latest_pairs(read_results(results)) if args.report_only else \
-        check_methods(results, args.models or None, args.method or None, retry=args.retry_failed)
+        check_methods(results, args.models or None, args.method or None, retry=args.retry_failed,
+                      input_shape=_shape(args.input_shape or "1,28,28"))
     if args.out:
         command = "fewprune " + " ".join(a for a in args.argv if a != "--report-only")
         wanted = {(m, n) for m in args.models or MODELS for n in args.method or method_names()}
@@ -515,7 +527,7 @@ def cmd_check(args) -> int:
 
     if args.methods:
         return _check_methods(args)
-    shape = tuple(int(v) for v in args.input_shape.split(","))
+    shape = _shape(args.input_shape or "3,224,224")
     if args.torchvision:
         results = Path(args.results or "benchmarks/results/torchvision.jsonl")
         if args.recheck and not args.models:
@@ -701,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run every method on every model family (or the models named) with training cut short: "
                         "ok, refused with a reason, or failed (resumable)")
     p.add_argument("--method", action="append", help="with --methods: only this method (repeatable)")
-    p.add_argument("--input-shape", default="3,224,224", help="C,H,W of the random input (default 3,224,224)")
+    p.add_argument("--input-shape", help="C,H,W of the random input (default 3,224,224; with --methods 1,28,28)")
     p.add_argument("--macs", type=float, default=0.3, help="fraction of MACs L1 removes (default 0.3)")
     p.add_argument("--results", help="with --torchvision / --methods: JSON lines kept between runs "
                                      "(default benchmarks/results/torchvision.jsonl / methods.jsonl)")

@@ -129,17 +129,18 @@ def check_method(spec: str, method: str, input_shape: tuple[int, int, int] = (1,
 
 
 def check_methods(results: str | Path, models: list[str] | None = None, methods: list[str] | None = None,
-                  retry: bool = False, log=print) -> list[dict]:
+                  retry: bool = False, log=print, input_shape: tuple[int, int, int] = (1, 28, 28)) -> list[dict]:
     """``check_method`` for every (model, method) pair not yet in ``results`` (one JSON line each; resumable).
 
-    With ``retry`` the pairs that did not pass are checked again (the latest row counts).
+    With ``retry`` the pairs that did not pass are checked again (the latest row counts). ``input_shape``
+    suits the built-in families; a model that downsamples 32× (VGG, ConvNeXt) needs at least 32×32.
     """
     from ..metrics import versions
 
     done = {(r["model"], r["method"]) for r in latest_pairs(read_results(results)) if r["status"] == "ok" or not retry}
     todo = [(m, n) for m in (models or MODELS) for n in (methods or method_names()) if (m, n) not in done]
     for i, (model, method) in enumerate(todo, 1):
-        row = check_method(model, method)
+        row = check_method(model, method, input_shape=input_shape)
         row["versions"] = versions()
         append_result(results, row)
         log(f"[{i}/{len(todo)}] {model} {method}: {row['status']} ({row['seconds']:.0f} s)"
@@ -177,18 +178,21 @@ def method_coverage_markdown(rows: list[dict], command: str, unchecked: int = 0)
     ok = sum(r["status"] == "ok" for r in rows)
     refused = sum(r["status"] == "refused" for r in rows)
     first = rows[0]
+    shapes = {r["model"]: "×".join(map(str, r["input_shape"])) for r in rows}  # named in the columns if they differ
     lines = [
         "# Method coverage: every method on every model family", "",
         f"Regenerate: `{command}`", "",
         f"**{ok} of {len(rows)} pairs run**, {refused} are refused with a reason, "
         f"{len(rows) - ok - refused} fail. Each pair compresses the model with random weights and random BN "
-        f"statistics from {first['samples']} random samples of shape {'×'.join(map(str, first['input_shape']))} "
+        f"statistics from {first['samples']} random samples of shape "
+        f"{shapes[first['model']] if len(set(shapes.values())) == 1 else 'C×H×W (each column names it)'} "
         f"(channel methods to −{100 * first['target'].get('macs', 0.4):.0f}% MACs, block methods by 2 blocks), every "
         f"training loop cut to {first['iterations']} iterations — this checks that a method runs end to end, not "
         "how well — then saves, reloads and compares the student's outputs bit for bit. Time in seconds on "
         f"{first.get('threads', '?')} CPU thread(s), with other jobs sharing the machine as it happened."
         + (f" **Partial: {unchecked} pairs not checked yet** (–)." if unchecked else ""), "",
         "| method | " + " | ".join(m.removeprefix("torchvision:") + (" (tv)" if m.startswith("torchvision:") else "")
+                                   + (f", {shapes[m]}" if len(set(shapes.values())) > 1 else "")
                                    for m in models) + " |",
         "| --- | " + " | ".join("---" for _ in models) + " |",
     ]

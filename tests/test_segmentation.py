@@ -117,3 +117,22 @@ def test_agreement_on_a_dense_prediction_is_per_pixel_and_tables_say_so():
     console.print(metrics_table(rows))
     text = console.export_text()
     assert "pixel accuracy" in text and "mean IoU" in text and "25.00%" in text
+
+
+def test_labels_that_do_not_fit_the_prediction_are_refused_with_the_form_wanted():
+    segmenter = build(SEGMENTER, num_classes=4).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with pytest.raises(ValueError, match="predicts \\(4, 64, 64\\) per image: give a 64×64 label mask per image"):
+        fp.compress(segmenter, (x, torch.arange(4)), method="taylor+kd", target=fp.Target(macs=0.2), progress=False)
+    classifier = build("resnet20", num_classes=10, in_channels=1).eval()
+    with pytest.raises(ValueError, match="give one class per image"):
+        fp.compress(classifier, (torch.randn(4, 1, 28, 28), torch.zeros(4, 28, 28, dtype=torch.long)),
+                    method="l1", target=fp.Target(macs=0.2), progress=False)
+
+
+@pytest.mark.parametrize("method", ["taylor+kd", "l1+fskd+mir", "lrp"])
+def test_the_method_check_gives_a_dense_model_label_masks_and_compares_every_output(method):
+    from fewprune.bench.method_coverage import check_method
+
+    row = check_method(SEGMENTER, method, input_shape=(3, 64, 64), samples=6)
+    assert row["status"] == ("refused" if method == "lrp" else "ok"), row.get("error")

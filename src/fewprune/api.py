@@ -24,7 +24,7 @@ from .data.few_shot import FewShot, read_samples
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import threads_text, versions
-from .models.outputs import main_output
+from .models.outputs import check_labels, main_output
 from .modes import eval_mode
 from .recovery import recoveries
 from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
@@ -310,6 +310,8 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     if not labels:
         batch.labels = None
         few_info["labelled"] = False
+    if batch.labels is not None:
+        check_labels(teacher, batch.images, batch.labels)
     example = batch.images[:1]
     student = copy.deepcopy(teacher).eval()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from torch import nn
 
 from ..structure.graph import UnsupportedModel
 
@@ -40,6 +41,11 @@ def all_outputs(output) -> list[torch.Tensor]:
     return []
 
 
+def identical(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    """Whether two lists of output tensors (from :func:`all_outputs`) are equal, bit for bit."""
+    return len(first) == len(second) and all(torch.equal(a, b) for a, b in zip(first, second, strict=False))
+
+
 def class_scores(output, method: str) -> torch.Tensor:
     """The per-image class scores (batch × classes) of ``output``, for a method that explains or tests one class
     score per image; a dense prediction (per pixel) is refused with the reason."""
@@ -49,3 +55,17 @@ def class_scores(output, method: str) -> torch.Tensor:
                                f"{tuple(scores.shape)[1:]} per image (a dense prediction, e.g. segmentation): "
                                f"use a criterion that needs no class score (l1, taylor, mir's feature recovery)")
     return scores
+
+
+def check_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Refuse labels that do not fit what ``model`` predicts: one class per image for class scores, a mask of the
+    prediction's size for a dense prediction (one forward of one image, eval mode, no gradients)."""
+    from ..modes import eval_mode
+
+    with eval_mode(model), torch.no_grad():
+        scores = main_output(model(images[:1]))
+    wanted = tuple(scores.shape[2:])  # () for class scores per image, (H, W) per pixel
+    if tuple(labels.shape[1:]) != wanted or len(labels) != len(images):
+        what = "one class per image" if not wanted else f"a {'×'.join(map(str, wanted))} label mask per image"
+        raise ValueError(f"{len(labels)} labels of shape {tuple(labels.shape[1:])} for {len(images)} images, and "
+                         f"the model predicts {tuple(scores.shape[1:])} per image: give {what}, or no labels")

@@ -29,8 +29,10 @@ import torch
 from .coverage import latest_rows, randomise_untrained
 from .runner import append_result, read_results
 
-# Built-in families and torchvision's most used CNNs, at Fashion-MNIST's shape.
-MODELS = ["resnet20", "mobilenetv2", "vgg16", "vit", "torchvision:resnet18", "torchvision:mobilenet_v2"]
+# Built-in families and torchvision's most used CNNs, at Fashion-MNIST's shape: MobileNetV3 for its head of two
+# layers, LR-ASPP for a dense prediction (segmentation).
+MODELS = ["resnet20", "mobilenetv2", "vgg16", "vit", "torchvision:resnet18", "torchvision:mobilenet_v2",
+          "torchvision:mobilenet_v3_small", "torchvision:lraspp_mobilenet_v3_large"]
 # Errors fewprune raises on purpose to refuse an input; any other exception is a failure.
 _REFUSALS = (ValueError, NotImplementedError)
 

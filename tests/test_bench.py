@@ -609,6 +609,18 @@ def test_status_counts_only_the_part_a_checkpointed_training_job_has_left(sweep)
     assert line.left == pytest.approx(1 / 3) and line.left_seconds == pytest.approx(line.seconds_each / 3)
 
 
+def test_status_shows_a_checkpoints_progress_even_with_no_estimate(sweep):
+    from fewprune.bench.status import status_markdown, sweep_status
+    from fewprune.bench.sweep import sweep_jobs, training_dir
+    from fewprune.checkpoints import job_checkpoint, save_checkpoint
+
+    config = sweep(["l1"], ceiling={"epochs": 3})  # no ceiling measured anywhere: nothing to estimate from
+    job = next(j for j in sweep_jobs(config) if j.key.startswith("ceiling:"))
+    save_checkpoint({"run": "x", "progress": [1, 3]}, job_checkpoint(training_dir(config), job.key))
+    text = status_markdown(config, sweep_status(config))
+    assert "no ceiling job measured yet; checkpoints at 1/3 steps" in text
+
+
 def test_a_jobs_time_is_estimated_from_the_nearest_kind_measured():
     from fewprune.bench.status import estimate
 

@@ -171,9 +171,9 @@ def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
     for line in lines:
         left = line.left_seconds
         nothing = f"no {line.what} job measured yet" if line.samples is None else "no job on this model measured yet"
-        guess = "–" if not line.running + line.to_run else nothing if left is None \
-            else _duration(left) + ("" if line.estimated_from == "measured" else f" (≈ {line.estimated_from})") \
-            + (f"; checkpoints at {line.resumes} steps" if line.resumes else "")
+        guess = "–" if not line.running + line.to_run else (nothing if left is None else _duration(left) + (
+            "" if line.estimated_from == "measured" else f" (≈ {line.estimated_from})")) \
+            + (f"; checkpoints at {line.resumes} steps" if line.resumes else "")  # known even with no estimate
         out.append(f"| {line.model} | {line.what} | {'' if line.samples is None else line.samples} | {line.done} "
                    f"| {line.failed} | {line.reusable} | {line.running} | {line.to_run} | {guess} |")
     known = sum(line.left_seconds or 0 for line in lines)

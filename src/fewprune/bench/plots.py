@@ -40,10 +40,10 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
     for model in config.models:
         mid_samples = sorted(config.samples)[len(config.samples) // 2]
         teacher = teachers.get(model)
-        timed = any(speedup(r, teacher) is not None
-                    for (mm, *_), rs in groups.items() if mm == model for r in rs)
+        speedups = [(1 / (1 - r["macs_reduction"]), measured) for (mm, *_), rs in groups.items() if mm == model
+                    for r in rs if (measured := speedup(r, teacher)) is not None]
         # a sweep without timings (latency: false) gets no latency panels rather than two empty ones
-        fig, axes = plt.subplots(1, 4 if timed else 2, figsize=(21, 4.5) if timed else (10.5, 4.5))
+        fig, axes = plt.subplots(1, 4 if speedups else 2, figsize=(21, 4.5) if speedups else (10.5, 4.5))
         ax = axes[0]
         for m in methods:
             points = sorted(
@@ -64,25 +64,20 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
         ax.set_xscale("log")
         ax.set(xlabel="samples", ylabel="test accuracy (%)", title="accuracy vs number of samples")
         _legend(ax, fontsize=6)
-        if timed:
-            _plot_latency(axes[2:], groups, methods, teacher, model, mid_samples)
+        if speedups:
+            _plot_latency(axes[2:], speedups, groups, methods, teacher, model, mid_samples)
         written.append(_save(fig, out_dir, config, model))
     return written
 
 
-def _plot_latency(axes, groups: dict, methods: list[str], teacher: dict | None, model: str, mid_samples: int) -> None:
-    """The two latency panels: measured vs MAC speed-up, and accuracy vs measured speed-up at ``mid_samples``."""
+def _plot_latency(axes, speedups: list[tuple[float, float]], groups: dict, methods: list[str], teacher: dict | None,
+                  model: str, mid_samples: int) -> None:
+    """The two latency panels: ``speedups`` ((MAC speed-up, measured speed-up) of each timed cell) against each
+    other, and accuracy vs measured speed-up at ``mid_samples``."""
     ax = axes[0]
-    xs, ys = [], []
-    for (mm, _t, _n, _m), rs in groups.items():
-        if mm == model:
-            for r in rs:
-                measured = speedup(r, teacher)
-                if measured is not None:
-                    xs.append(1 / (1 - r["macs_reduction"]))
-                    ys.append(measured)
+    xs, ys = zip(*speedups, strict=True)
     ax.scatter(xs, ys, s=12)
-    top = max(xs + ys + [1.5])
+    top = max([*xs, *ys, 1.5])
     ax.plot([1, top], [1, top], "k--", lw=1, label="speed-up = MAC speed-up")
     ax.plot([1, top], [0.8, 0.8 * top], "r:", lw=1, label="0.8 × MAC speed-up")
     ax.legend(fontsize=7)

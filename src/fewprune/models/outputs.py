@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from ..structure.graph import UnsupportedModel
 
 
@@ -60,8 +61,6 @@ def class_scores(output, method: str) -> torch.Tensor:
 def check_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
     """Refuse labels that do not fit what ``model`` predicts: one class per image for class scores, a mask of the
     prediction's size for a dense prediction (one forward of one image, eval mode, no gradients)."""
-    from ..modes import eval_mode
-
     with eval_mode(model), torch.no_grad():
         scores = main_output(model(images[:1]))
     wanted = tuple(scores.shape[2:])  # () for class scores per image, (H, W) per pixel

@@ -57,7 +57,7 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
         _legend(ax, fontsize=7)
         ax = axes[1]
         for m in methods:
-            for t in {tt for (mm, tt, _n, meth) in groups if mm == model and meth == m}:
+            for t in sorted({tt for (mm, tt, _n, meth) in groups if mm == model and meth == m}):  # same order each run
                 points = sorted((n, statistics.fmean(100 * r["accuracy"] for r in rs))
                                 for (mm, tt, n, meth), rs in groups.items() if mm == model and meth == m and tt == t)
                 ax.plot(*zip(*points, strict=True), marker="o", label=f"{m} ({t})")

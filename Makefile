@@ -33,7 +33,7 @@ zoo-report: setup
 # Train every zoo teacher that is not shipped yet, one after another, resuming from
 # per-epoch checkpoints under $(TRAIN_DIR) (hours on 2 CPU cores: run it in the background).
 TRAIN_DIR ?= $(HOME)/.cache/fewprune/train
-RECIPES ?= resnet20-fmnist resnet56-fmnist vgg16-fmnist vit-fmnist mobilenetv2-fmnist
+RECIPES ?= resnet20-fmnist resnet56-fmnist vgg16-fmnist vit-fmnist mobilenetv2-fmnist lraspp-fmnist-scenes
 zoo: setup
 	@for r in $(RECIPES); do \
 	  if [ -f src/fewprune/models/weights/$$r.json ]; then echo "$$r: shipped"; continue; fi; \

@@ -22,3 +22,11 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
         mirror = torch.rand(n, generator=generator) < 0.5
         out[mirror] = out[mirror].flip(-1)
     return out
+
+
+def random_crop_flip_with_masks(images: torch.Tensor, masks: torch.Tensor, padding: int, generator: torch.Generator,
+                                flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`random_crop_flip` of uint8 images and their label masks (N×H×W, labels up to 255) alike: each mask
+    moves with its image. The border shifted in is black and labelled 0 (background)."""
+    both = random_crop_flip(torch.cat([images, masks.to(images.dtype).unsqueeze(1)], 1), padding, generator, flip)
+    return both[:, :-1], both[:, -1].to(masks.dtype)

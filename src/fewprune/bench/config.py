@@ -11,6 +11,9 @@ from pathlib import Path
 import yaml
 
 TRAINING_KINDS = ("ceiling", "scratch")  # result rows of full-data training jobs (ceilings, asca-scratch)
+# What a report ranks by: a result row's field → how its sentences, titles and table columns name it.
+METRICS = {"accuracy": {"name": "accuracy", "title": "Top-1 test accuracy", "column": "top-1"},
+           "mean_iou": {"name": "mean IoU", "title": "Test mean IoU", "column": "mean IoU"}}
 
 
 def gate_changes(entry: dict) -> dict:
@@ -75,6 +78,7 @@ class SweepConfig:
     min_width: int | str | None = None  # no channel group pruned below it, or 'auto' (this CPU's channel block)
     eval_limit: int | None = None  # None: the full test split
     latency: bool = True
+    metric: str = "accuracy"  # what the report ranks by: "accuracy", or "mean_iou" for segmentation
     ceiling: dict | None = None  # full-data fine-tuning of each structure: {"epochs": .., "lr": .., "blocks": ..}
     #                              (blocks: the block criterion whose blocks a block-count ceiling fine-tunes)
     scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..,
@@ -114,6 +118,8 @@ class SweepConfig:
             config.plugins = [str((base / p).resolve()) if p.endswith(".py") and not Path(p).is_absolute() else p
                               for p in config.plugins]
             plugins.load_all(config.plugins)  # before any method name is looked up
+        if config.metric not in METRICS:
+            raise ValueError(f"{path}: metric is one of {', '.join(METRICS)}, not {config.metric!r}")
         from ..allocation import Target
 
         for t in config.targets:

@@ -1,5 +1,5 @@
-"""Plots of a sweep (PNG): accuracy vs MACs removed, accuracy vs samples, measured vs MAC speed-up, accuracy vs
-measured speed-up."""
+"""Plots of a sweep (PNG): accuracy (or the sweep's metric) vs MACs removed, vs samples and vs measured speed-up;
+measured vs MAC speed-up."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .config import TRAINING_KINDS, SweepConfig
+from .config import METRICS, TRAINING_KINDS, SweepConfig
 from .report import speedup, summarise
 from .scratch import scratch_label
 
@@ -35,6 +35,7 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
         return plot_training_jobs(config, rows, out_dir)
     groups = summarise(rows)
     methods = methods or config.methods
+    metric, ylabel = config.metric, f"test {METRICS[config.metric]['name']} (%)"
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
     written = []
     for model in config.models:
@@ -47,33 +48,33 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
         ax = axes[0]
         for m in methods:
             points = sorted(
-                (statistics.fmean(r["macs_reduction"] for r in rs), statistics.fmean(100 * r["accuracy"] for r in rs))
+                (statistics.fmean(r["macs_reduction"] for r in rs), statistics.fmean(100 * r[metric] for r in rs))
                 for (mm, _t, n, meth), rs in groups.items() if mm == model and meth == m and n == mid_samples)
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=m)
         if model in teachers:
-            ax.axhline(100 * teachers[model]["accuracy"], color="k", ls="--", lw=1, label="teacher")
-        ax.set(xlabel="MACs removed", ylabel="test accuracy (%)", title=f"{model}, {mid_samples} samples")
+            ax.axhline(100 * teachers[model][metric], color="k", ls="--", lw=1, label="teacher")
+        ax.set(xlabel="MACs removed", ylabel=ylabel, title=f"{model}, {mid_samples} samples")
         _legend(ax, fontsize=7)
         ax = axes[1]
         for m in methods:
             for t in sorted({tt for (mm, tt, _n, meth) in groups if mm == model and meth == m}):  # same order each run
-                points = sorted((n, statistics.fmean(100 * r["accuracy"] for r in rs))
+                points = sorted((n, statistics.fmean(100 * r[metric] for r in rs))
                                 for (mm, tt, n, meth), rs in groups.items() if mm == model and meth == m and tt == t)
                 ax.plot(*zip(*points, strict=True), marker="o", label=f"{m} ({t})")
         ax.set_xscale("log")
-        ax.set(xlabel="samples", ylabel="test accuracy (%)", title="accuracy vs number of samples")
+        ax.set(xlabel="samples", ylabel=ylabel, title=f"{METRICS[metric]['name']} vs number of samples")
         _legend(ax, fontsize=6)
         if speedups:
-            _plot_latency(axes[2:], speedups, groups, methods, teacher, model, mid_samples)
+            _plot_latency(axes[2:], speedups, groups, methods, teacher, model, mid_samples, metric)
         written.append(_save(fig, out_dir, config, model))
     return written
 
 
 def _plot_latency(axes, speedups: list[tuple[float, float]], groups: dict, methods: list[str], teacher: dict | None,
-                  model: str, mid_samples: int) -> None:
+                  model: str, mid_samples: int, metric: str = "accuracy") -> None:
     """The two latency panels: ``speedups`` ((MAC speed-up, measured speed-up) of each timed cell) against each
-    other, and accuracy vs measured speed-up at ``mid_samples``."""
+    other, and ``metric`` vs measured speed-up at ``mid_samples``."""
     ax = axes[0]
     xs, ys = zip(*speedups, strict=True)
     ax.scatter(xs, ys, s=12)
@@ -84,13 +85,14 @@ def _plot_latency(axes, speedups: list[tuple[float, float]], groups: dict, metho
     ax.set(xlabel="MAC speed-up", ylabel="measured speed-up (batch 64, CPU)", title="latency vs MACs")
     ax = axes[1]
     for m in methods:
-        points = accuracy_by_speedup(groups, teacher, model, m, mid_samples)
+        points = accuracy_by_speedup(groups, teacher, model, m, mid_samples, metric)
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=m)
     if teacher:
-        ax.axhline(100 * teacher["accuracy"], color="k", ls="--", lw=1, label="teacher")
-    ax.set(xlabel="measured speed-up (batch 64, CPU)", ylabel="test accuracy (%)",
-           title=f"accuracy vs latency, {mid_samples} samples")
+        ax.axhline(100 * teacher[metric], color="k", ls="--", lw=1, label="teacher")
+    name = METRICS[metric]["name"]
+    ax.set(xlabel="measured speed-up (batch 64, CPU)", ylabel=f"test {name} (%)",
+           title=f"{name} vs latency, {mid_samples} samples")
     _legend(ax, fontsize=7)
 
 
@@ -100,6 +102,7 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
     import matplotlib.pyplot as plt
 
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+    metric = config.metric
     written = []
     for model in config.models:
         jobs = [r for r in rows if r.get("kind") in TRAINING_KINDS and r.get("status") == "ok" and r["model"] == model]
@@ -113,12 +116,12 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
         for ax, x_of, xlabel in ((axes[0], lambda r: 100 * r["macs_reduction"], "MACs removed (%)"),
                                  (axes[1], lambda r, t=teacher: speedup(r, t), "measured speed-up (batch 64, CPU)")):
             for label, rs in by_kind.items():
-                points = sorted((x_of(r), 100 * r["accuracy"]) for r in rs if x_of(r) is not None)
+                points = sorted((x_of(r), 100 * r[metric]) for r in rs if x_of(r) is not None)
                 if points:
                     ax.plot(*zip(*points, strict=True), marker="o", label=label)
             if teacher:
-                ax.axhline(100 * teacher["accuracy"], color="k", ls="--", lw=1, label="teacher")
-            ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=f"{model}, full training set")
+                ax.axhline(100 * teacher[metric], color="k", ls="--", lw=1, label="teacher")
+            ax.set(xlabel=xlabel, ylabel=f"test {METRICS[metric]['name']} (%)", title=f"{model}, full training set")
             _legend(ax, fontsize=7)
         ax = axes[2]
         sizes = next(({g: size for g, (size, _kept) in r["gates"].items()} for r in jobs if r.get("gates")), {})
@@ -157,14 +160,14 @@ def _target_key(row: dict) -> str:
 
 
 def accuracy_by_speedup(groups: dict, teacher: dict | None, model: str, method: str,
-                        samples: int) -> list[tuple[float, float]]:
-    """(median measured speed-up, mean test accuracy in %) at each target of ``method`` with ``samples``,
+                        samples: int, metric: str = "accuracy") -> list[tuple[float, float]]:
+    """(median measured speed-up, mean test ``metric`` in %) at each target of ``method`` with ``samples``,
     in order of speed-up; targets without timings are left out."""
     points = []
     for (mm, _target, n, meth), rows in groups.items():
         measured = [v for v in (speedup(r, teacher) for r in rows) if v is not None]
         if (mm, meth, n) == (model, method, samples) and measured:
-            points.append((statistics.median(measured), statistics.fmean(100 * r["accuracy"] for r in rows)))
+            points.append((statistics.median(measured), statistics.fmean(100 * r[metric] for r in rows)))
     return sorted(points)
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from ..allocation import Target
 from ..metrics import threads_text
-from .config import TRAINING_KINDS, Cell, SweepConfig
+from .config import METRICS, TRAINING_KINDS, Cell, SweepConfig
 from .scratch import scratch_label
 
 
@@ -32,6 +32,7 @@ def summarise(rows: list[dict], status: str = "ok") -> dict:
 def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = None) -> str:
     """The report's markdown; ``methods`` are the row labels in order (default: the config's methods)."""
     methods = methods or config.methods
+    metric = config.metric
     teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
     ceilings = {(r["model"], _target_label(r["target"])): r for r in rows
                 if r.get("kind") == "ceiling" and r.get("status") == "ok"}
@@ -54,24 +55,24 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                    f"{config.seeds}, labels {'used' if config.labels else 'hidden'}")
     else:  # a sweep of training jobs only (asca-scratch)
         summary = f"{jobs or 'no job'}; dataset {config.dataset}"
-    lines = [f"# {config.name}", "", f"Sweep `{config.source}`: {summary}; accuracy on {test_split}.", "",
+    lines = [f"# {config.name}", "", f"Sweep `{config.source}`: {summary}; {METRICS[metric]['name']} on {test_split}.", "",
              f"Regenerate: `fewprune bench {config.source}`", ""]
     for model in config.models:
         if not config.methods:
-            lines += [f"## {model}", ""] + _training_jobs(trained_ok, model, teachers.get(model)) + [""]
+            lines += [f"## {model}", ""] + _training_jobs(trained_ok, model, teachers.get(model), metric) + [""]
             continue
         settings = [(t, n) for t in map(_target_label, config.targets) for n in config.samples]
-        lines += [f"## {model}", "", "Top-1 test accuracy (%), mean ± std over seeds; (gap to teacher); rank per column.",
-                  ""]
+        lines += [f"## {model}", "", f"{METRICS[metric]['title']} (%), mean ± std over seeds; (gap to teacher); "
+                  "rank per column.", ""]
         header = "| method | " + " | ".join(f"{t}, {n} samples" for t, n in settings) + " | mean rank |"
         lines += [header, "|" + " --- |" * (len(settings) + 2)]
         teacher = teachers.get(model)
         if teacher:
-            lines.append("| *teacher* | " + " | ".join(f"{100 * teacher['accuracy']:.2f}" for _ in settings) + " | |")
+            lines.append("| *teacher* | " + " | ".join(f"{100 * teacher[metric]:.2f}" for _ in settings) + " | |")
         ceiling_cells = []
         for t, _n in settings:
             c = ceilings.get((model, t))
-            ceiling_cells.append(f"{100 * c['accuracy']:.2f}" if c else "–")
+            ceiling_cells.append(f"{100 * c[metric]:.2f}" if c else "–")
         if any(c != "–" for c in ceiling_cells):
             epochs = next(r["epochs"] for r in ceilings.values())
             picks = sorted({f"{c['structure']} on {c['structure_samples']} images" for (m, _t), c in ceilings.items()
@@ -84,9 +85,9 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
         if scratch:
             epochs = next(iter(scratch.values()))["epochs"]
             lines.append(f"| *asca-scratch* ({epochs} ep., full data, no teacher) | "
-                         + " | ".join(f"{100 * scratch[t]['accuracy']:.2f}" if t in scratch else "–"
+                         + " | ".join(f"{100 * scratch[t][metric]:.2f}" if t in scratch else "–"
                                       for t, _n in settings) + " | |")
-        means = {(m, s): _mean_std([100 * r["accuracy"] for r in groups[(model, *s, m)]])
+        means = {(m, s): _mean_std([100 * r[metric] for r in groups[(model, *s, m)]])
                  for m in methods for s in settings if groups.get((model, *s, m))}
         rank_of = {(m, s): _rank(means[(m, s)][0], [means[(mm, s)][0] for mm in methods if (mm, s) in means])
                    for m, s in means}
@@ -101,7 +102,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                     cells.append(f"failed [{fails} of {len(config.seeds)} seeds, see below]" if fails else "–")
                     continue
                 mean, std = means[(m, s)]
-                gap = f" ({mean - 100 * teacher['accuracy']:+.2f})" if teacher else ""
+                gap = f" ({mean - 100 * teacher[metric]:+.2f})" if teacher else ""
                 rank = rank_of[(m, s)]
                 n = len(groups[(model, *s, m)])
                 spread = f" ± {std:.2f}" if n > 1 else ""
@@ -111,7 +112,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
         lines += _curve_areas(config, rows, model, methods, teacher)
-        lines += _paired_differences(config.compare or [], groups, model, settings)
+        lines += _paired_differences(config.compare or [], groups, model, settings, metric)
         shared = any(r.get("shared_path_seconds") for (mm, *_), rs in groups.items() if mm == model for r in rs)
         lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells"
                   + ("; a cell that resumed a step-wise walk shared with a smaller target counts that walk too"
@@ -129,7 +130,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                 lines.append(f"| {m} | {t} | {100 * mac:.1f}% | {100 * par:.1f}% | {1 / (1 - mac):.2f}× | "
                              f"{speed} | {statistics.fmean(_standalone_seconds(r) for r in cells):.1f} s |")
         if any(r["model"] == model for r in trained_ok):
-            lines += [""] + _training_jobs(trained_ok, model, teacher)
+            lines += [""] + _training_jobs(trained_ok, model, teacher, metric)
         lines.append("")
     if errors or trained_errors:
         lines += [f"## Failed {'jobs' if trained_errors else 'cells'}", ""] \
@@ -158,7 +159,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
 
 def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: list[str],
                  teacher: dict | None) -> list[str]:
-    """For a sweep over channel fractions only: each method's area under accuracy vs fraction removed.
+    """For a sweep over channel fractions only: each method's area under the metric vs fraction removed.
 
     Per seed, the teacher's accuracy at 0% and the method's at every swept
     fraction make one curve (trapezoids, divided by the range: a mean
@@ -168,22 +169,24 @@ def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: lis
 
     if not teacher or len(config.targets) < 2 or any(set(t) != {"channels"} for t in config.targets):
         return []
+    metric = config.metric
     fractions = sorted(t["channels"] for t in config.targets)
-    accuracy: dict[tuple, dict[float, float]] = defaultdict(dict)
+    scores: dict[tuple, dict[float, float]] = defaultdict(dict)
     for r in rows:
         if r.get("kind") == "cell" and r.get("status") == "ok" and r["cell"]["model"] == model:
             c = r["cell"]
-            accuracy[(c["method"], c["samples"], c["seed"])][c["target"]["channels"]] = 100 * r["accuracy"]
-    lines = ["", f"Area under accuracy vs channels removed (0–{100 * fractions[-1]:g}%, the teacher at 0%, "
-                 f"points at {', '.join(f'{100 * f:g}%' for f in fractions)}): mean accuracy over the range, "
+            scores[(c["method"], c["samples"], c["seed"])][c["target"]["channels"]] = 100 * r[metric]
+    name = METRICS[metric]["name"]
+    lines = ["", f"Area under {name} vs channels removed (0–{100 * fractions[-1]:g}%, the teacher at 0%, points at "
+                 f"{', '.join(f'{100 * f:g}%' for f in fractions)}): mean {name} over the range, "
                  "mean ± std over seeds.", "",
              "| method | " + " | ".join(f"AUC, {n} samples" for n in config.samples) + " |",
              "|" + " --- |" * (len(config.samples) + 1)]
     for m in methods:
         cells = []
         for n in config.samples:
-            areas = [area([(0.0, 100 * teacher["accuracy"]), *points.items()])
-                     for (mm, nn, _seed), points in accuracy.items()
+            areas = [area([(0.0, 100 * teacher[metric]), *points.items()])
+                     for (mm, nn, _seed), points in scores.items()
                      if mm == m and nn == n and set(points) == set(fractions)]
             mean, std = _mean_std(areas) if areas else (None, None)
             cells.append("–" if mean is None else f"{mean:.2f}" + (f" ± {std:.2f}" if len(areas) > 1 else "")
@@ -193,8 +196,8 @@ def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: lis
 
 
 def _paired_differences(comparisons: list[dict], groups: dict, model: str,
-                        settings: list[tuple[str, int]]) -> list[str]:
-    """Per ``compare`` entry and setting: first − second in top-1 points, paired by seed.
+                        settings: list[tuple[str, int]], metric: str = "accuracy") -> list[str]:
+    """Per ``compare`` entry and setting: first − second in points of ``metric``, paired by seed.
 
     A seed fixes the few samples, so a pair shares its images: the spread of
     the differences is what separates two methods, not the spread of each.
@@ -210,7 +213,7 @@ def _paired_differences(comparisons: list[dict], groups: dict, model: str,
         first, second = entry["methods"]
         cells = []
         for setting in settings:
-            by_seed = [{r["cell"]["seed"]: 100 * r["accuracy"] for r in groups.get((model, *setting, m), ())}
+            by_seed = [{r["cell"]["seed"]: 100 * r[metric] for r in groups.get((model, *setting, m), ())}
                        for m in (first, second)]
             seeds = sorted(by_seed[0].keys() & by_seed[1].keys())
             if not seeds:
@@ -227,8 +230,8 @@ def _paired_differences(comparisons: list[dict], groups: dict, model: str,
     return lines + ([""] + notes if notes else [])
 
 
-def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[str]:
-    """The model's full-data training jobs as a table: accuracy, reductions, measured speed-up, training time."""
+def _training_jobs(rows: list[dict], model: str, teacher: dict | None, metric: str = "accuracy") -> list[str]:
+    """The model's full-data training jobs as a table: ``metric``, reductions, measured speed-up, training time."""
     mine = sorted((r for r in rows if r["model"] == model),
                   key=lambda r: (r["kind"], Target.from_dict(r["target"]).value, r["key"]))
     if not mine:
@@ -237,10 +240,10 @@ def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[s
              "structure named, then fine-tuned; *asca-scratch* = gates and weights learned together from random "
              "initialisation, the closed channels removed, no fine-tuning. Measured speed-up at batch 64; training "
              "time on the threads shown.", "",
-             "| job | target | top-1 (%) | MACs removed | params removed | MAC speed-up | measured speed-up "
-             "| training time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"| job | target | {METRICS[metric]['column']} (%) | MACs removed | params removed | MAC speed-up "
+             "| measured speed-up | training time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     if teacher:
-        lines.append(f"| *teacher* | – | {100 * teacher['accuracy']:.2f} | – | – | 1.00× | 1.00× | – |")
+        lines.append(f"| *teacher* | – | {100 * teacher[metric]:.2f} | – | – | 1.00× | 1.00× | – |")
     for r in mine:
         if r["kind"] == "ceiling":
             picked = (f"{r['structure']} blocks (on {r['structure_samples']} images)" if "structure_samples" in r
@@ -248,13 +251,13 @@ def _training_jobs(rows: list[dict], model: str, teacher: dict | None) -> list[s
             job = f"ceiling: {picked}, fine-tuned {r['epochs']} ep."
         else:
             job = f"{scratch_label(r.get('gates_schedule'))}, {r['epochs']} ep. from scratch"
-        gap = f" ({100 * (r['accuracy'] - teacher['accuracy']):+.2f})" if teacher else ""
+        gap = f" ({100 * (r[metric] - teacher[metric]):+.2f})" if teacher else ""
         params = r.get("params_reduction")
         if params is None and teacher:
             params = 1 - r["params"] / teacher["params"]
         measured = speedup(r, teacher)
         minutes = r.get("train_seconds", 0) / 60
-        lines.append(f"| {job} | {_target_label(r['target'])} | {100 * r['accuracy']:.2f}{gap} "
+        lines.append(f"| {job} | {_target_label(r['target'])} | {100 * r[metric]:.2f}{gap} "
                      f"| {100 * r['macs_reduction']:.1f}% | " + ("–" if params is None else f"{100 * params:.1f}%")
                      + f" | {1 / (1 - r['macs_reduction']):.2f}× | "
                      + ("–" if measured is None else f"{measured:.2f}×")

@@ -153,7 +153,8 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         finished += 1
         rate = (time.time() - started) / finished
         status = row["status"] if row["status"] == "ok" else f"ERROR {row['error']}"
-        acc = f" acc {100 * row['accuracy']:.2f}%" if row["status"] == "ok" else ""
+        acc = (f" acc {100 * row['accuracy']:.2f}%" + (f" mIoU {100 * row['mean_iou']:.2f}%" if "mean_iou" in row else "")
+               if row["status"] == "ok" else "")
         if bar is None:
             log(f"[{finished}/{total[0]}] {row.get('command', row['key'])}: {status}{acc} "
                 f"(ETA {rate * (total[0] - finished) / 60:.1f} min)")

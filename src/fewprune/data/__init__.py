@@ -11,16 +11,19 @@ from .errors import DatasetNotFound
 from .few_shot import FewShot, few_shot
 from .idx import load_fashion_mnist, read_idx
 from .imagefolder import load_image_folder
+from .scenes import load_fashion_mnist_scenes
 
 datasets: Registry = Registry("dataset")
 register_dataset = datasets.register
 register_dataset("fashion-mnist", load_fashion_mnist)
+register_dataset("fashion-mnist-scenes", load_fashion_mnist_scenes)
 register_dataset("cifar10", partial(load_cifar, "cifar10"))
 register_dataset("cifar100", partial(load_cifar, "cifar100"))
 
 
 def load(name: str, split: str = "train", root: str | None = None, **options):
-    """A dataset by name: ``fashion-mnist``, ``cifar10``, ``cifar100`` or ``imagefolder:PATH``.
+    """A dataset by name: ``fashion-mnist``, ``fashion-mnist-scenes`` (segmentation), ``cifar10``, ``cifar100``
+    or ``imagefolder:PATH``.
 
     The result is a torch Dataset of ``(image tensor, label)`` with ``.info`` (a
     :class:`DatasetInfo`) and ``.targets`` (a label tensor).

@@ -19,6 +19,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     split: str = "train"
     source: str = ""
+    task: str = "classification"  # or "segmentation": the labels are masks, one class per pixel
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -30,7 +31,9 @@ class ImageTensorDataset(Dataset):
     """Images kept as one uint8 tensor ``N×C×H×W`` plus labels, normalised on access.
 
     Keeping raw bytes (not floats) costs 4× less memory, and ``batch`` gives
-    whole normalised mini-batches without a per-item Python loop.
+    whole normalised mini-batches without a per-item Python loop. Labels are
+    one class per image (``N``), or label masks (``N×H×W``, one class per
+    pixel), which stay in their own (small) dtype until a batch is taken.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo):
@@ -39,7 +42,7 @@ class ImageTensorDataset(Dataset):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
-        self.targets = labels.long()
+        self.targets = labels.long() if labels.ndim == 1 else labels
         self.info = info
         self._mean = torch.tensor(info.mean).view(1, -1, 1, 1)
         self._std = torch.tensor(info.std).view(1, -1, 1, 1)
@@ -54,7 +57,8 @@ class ImageTensorDataset(Dataset):
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images and labels for ``indices`` in one call."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.normalise(self.images[idx]), self.targets[idx]
+        return self.normalise(self.images[idx]), self.targets[idx].long()
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.normalise(self.images[index : index + 1])[0], int(self.targets[index])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        label = self.targets[index]
+        return self.normalise(self.images[index : index + 1])[0], (int(label) if label.ndim == 0 else label.long())

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..registry import Registry
+from .outputs import main_output
+
+IGNORE_LABEL = 255  # a mask pixel with this label is left out of the loss (the usual "void" of segmentation sets)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,12 @@ register_recipe("vgg16-fmnist", Recipe("vgg16", "fashion-mnist", epochs=20, lr=0
 register_recipe("mobilenetv2-fmnist", Recipe("mobilenetv2", "fashion-mnist", epochs=12, weight_decay=4e-5))
 register_recipe("vit-fmnist", Recipe("vit", "fashion-mnist", epochs=20, optimizer="adamw", lr=1e-3,
                                      weight_decay=0.05, warmup_epochs=2, bf16=False, channels_last=False))
+# Segmentation (the composed Fashion-MNIST scenes, 64×64, 11 classes): torchvision's LR-ASPP, MobileNetV3-Large,
+# from scratch. AdamW, as MobileNetV3 is usually trained; 3 epochs of it reached 88.3% of pixels, 45.0% mean IoU on
+# 500 test scenes (seed 0, one busy thread, 4.3 min an epoch), and were still climbing.
+register_recipe("lraspp-fmnist-scenes", Recipe("torchvision:lraspp_mobilenet_v3_large", "fashion-mnist-scenes",
+                                               epochs=15, batch_size=64, optimizer="adamw", lr=2e-3,
+                                               weight_decay=1e-2, warmup_epochs=0.5, crop_padding=4))
 
 # The accuracy each shipped teacher should reach on the full test split (issue 2); ZOO.md reports against them.
 ACCURACY_TARGETS = {"resnet20-fmnist": 0.930, "resnet56-fmnist": 0.940, "vgg16-fmnist": 0.935,
@@ -99,6 +108,7 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
         "test_accuracy": acc["accuracy"],
         "test_samples": acc["samples"],
         "per_class_accuracy": acc["per_class"],
+        **({"mean_iou": acc["mean_iou"]} if "mean_iou" in acc else {}),
         "macs": metrics.macs(model, example),
         "params": metrics.params(model),
         "train_seconds": round(elapsed, 1),
@@ -118,7 +128,7 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
     With a ``checkpoint`` path the state is saved after every epoch and a run
     found there is resumed, so long CPU runs survive interruption.
     """
-    from ..augment.basic import random_crop_flip
+    from ..augment.basic import random_crop_flip, random_crop_flip_with_masks
 
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "sgd":
@@ -141,6 +151,7 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
         start_epoch, elapsed = state["epoch"], state["elapsed"]
         log(f"resuming {name} from epoch {start_epoch} ({elapsed / 60:.1f} min so far)")
 
+    dense = train_set.targets.ndim == 3  # label masks: they move with their images, 255 marks "ignore"
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.time()
         model.train()
@@ -150,22 +161,29 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
         loss_sum = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
-            raw = random_crop_flip(train_set.images[idx], recipe.crop_padding, gen, recipe.flip)
-            x, y = train_set.normalise(raw), train_set.targets[idx]
+            raw, y = train_set.images[idx], train_set.targets[idx]
+            if dense:
+                raw, y = random_crop_flip_with_masks(raw, y, recipe.crop_padding, gen, recipe.flip)
+                y = y.long()
+            else:
+                raw = random_crop_flip(raw, recipe.crop_padding, gen, recipe.flip)
+            x = train_set.normalise(raw)
             if recipe.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                logits = main_output(model(x))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing,
+                                       ignore_index=IGNORE_LABEL if dense else -100)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            seen += len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            loss_sum += loss.item() * len(y)
+            counted = (y != IGNORE_LABEL) if dense else torch.ones_like(y, dtype=torch.bool)  # images or pixels
+            seen += int(counted.sum())
+            correct += ((logits.argmax(1) == y) & counted).sum().item()
+            loss_sum += loss.item() * int(counted.sum())
         elapsed += time.time() - t0
         if checkpoint is not None:
             save_checkpoint({"run": run, "progress": [epoch + 1, recipe.epochs], "model": model.state_dict(),

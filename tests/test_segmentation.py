@@ -136,3 +136,86 @@ def test_the_method_check_gives_a_dense_model_label_masks_and_compares_every_out
 
     row = check_method(SEGMENTER, method, input_shape=(3, 64, 64), samples=6)
     assert row["status"] == ("refused" if method == "lrp" else "ok"), row.get("error")
+
+
+def _segmentation_folder(root, count=6, size=(40, 30), mask_mode="P"):
+    """``root/images/NN.png`` with ``root/masks/NN.png``: classes 0 | 1 | 2 in vertical thirds, the top row 255."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    w, h = size
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[:, w // 3:] = 1
+    mask[:, 2 * w // 3:] = 2
+    mask[0] = 255
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i:02d}.png")
+        picture = Image.fromarray(mask, mode="L")
+        (picture.convert(mask_mode) if mask_mode != "L" else picture).save(root / "masks" / f"{i:02d}.png")
+    return mask
+
+
+def test_a_folder_of_images_and_masks_is_a_segmentation_set(tmp_path):
+    from fewprune import data
+
+    _segmentation_folder(tmp_path / "set")
+    (tmp_path / "set" / "masks" / "spare.png").write_bytes((tmp_path / "set" / "masks" / "00.png").read_bytes())
+    (tmp_path / "set" / "classes.txt").write_text("background\nleft\nright\n")
+    dataset = data.load(f"imagefolder:{tmp_path / 'set'}", "train", image_size=24)
+    assert len(dataset) == 6 and dataset.info.task == "segmentation" and dataset.info.num_classes == 3
+    image, mask = dataset[0]
+    assert image.shape == (3, 24, 24) and mask.shape == (24, 24) and mask.dtype == torch.long
+    assert set(mask.unique().tolist()) <= {0, 1, 2, 255}  # resized by nearest neighbour: no class in between
+    assert dataset.info.classes == ("background", "left", "right")
+    assert {0, 1, 2} <= set(mask.unique().tolist())
+    images, masks = data.few_shot(dataset, n=3, seed=0).tensors()
+    assert images.shape == (3, 3, 24, 24) and masks.shape == (3, 24, 24)
+    (tmp_path / "set" / "masks" / "03.png").unlink()
+    with pytest.raises(fp.data.DatasetNotFound, match="1 images in .* have no mask of the same name.*03.png"):
+        data.load(f"imagefolder:{tmp_path / 'set'}", "train")
+
+
+def test_a_colour_mask_is_refused_with_what_a_mask_must_be(tmp_path):
+    from fewprune import data
+
+    _segmentation_folder(tmp_path / "set", count=2, mask_mode="RGB")
+    with pytest.raises(ValueError, match="masks/00.png is a RGB image; a mask holds one class index per pixel"):
+        data.load(f"imagefolder:{tmp_path / 'set'}", "train", image_size=24)
+
+
+def test_prune_on_a_segmentation_folder_reports_pixel_accuracy_and_mean_iou(tmp_path, capsys, monkeypatch):
+    import json
+
+    from fewprune import metrics
+    from fewprune.cli import main
+
+    monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": 1.0, "p25_ms": 1.0, "p75_ms": 1.0,
+                                                              "threads": 1})  # timing is not under test here
+    root = tmp_path / "set"
+    _segmentation_folder(root / "train", count=8)
+    _segmentation_folder(root / "test", count=4)
+    model_file = tmp_path / "net.py"
+    model_file.write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, num_classes):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),\n"
+        "                                  nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())\n"
+        "        self.classifier = nn.Conv2d(16, num_classes, 1)\n"
+        "    def forward(self, x):\n"
+        "        return {'out': self.classifier(self.body(x))}\n"
+        "def make(num_classes=3, in_channels=3):\n"
+        "    return Net(num_classes or 3)\n")
+    out = tmp_path / "run"
+    assert main(["prune", "--model", f"{model_file}:make", "--data", f"imagefolder:{root}", "--samples", "4",
+                 "--method", "l1+bn", "--channels", "0.25", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "pixel accuracy" in printed and "mean IoU" in printed
+    evaluation = json.loads((out / "report.json").read_text())["evaluation"]
+    assert evaluation["split"] == "test"
+    for model in ("teacher", "student"):
+        assert 0 <= evaluation[model]["mean_iou"] <= 1 and len(evaluation[model]["per_class"]) == 3

@@ -591,7 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-pickle", action="store_true", help="trust and unpickle a non-weights-only checkpoint")
         p.add_argument("--adapt", action="store_true",
                        help="after loading weights, change input channels / classes to fit the dataset")
-        p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+        p.add_argument("--data", default="fashion-mnist",
+                       help="fashion-mnist, fashion-mnist-scenes (segmentation), cifar10, cifar100 or "
+                            "imagefolder:PATH (class folders, images/ + masks/, or images alone)")
         p.add_argument("--data-root", help="folder holding the dataset files (overrides the default location)")
 
     p = sub.add_parser("prune", help="compress a model with a few samples and compare it with its teacher")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
+IGNORE_LABEL = 255  # a mask pixel labelled so is left out of losses and scores (the "void" of segmentation sets)
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

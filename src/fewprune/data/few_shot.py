@@ -40,7 +40,10 @@ def read_samples(source) -> tuple[torch.Tensor, torch.Tensor | None]:
         images.append(x if batched else x.unsqueeze(0))
         if y is not None:
             y = torch.as_tensor(y, dtype=torch.long)
-            labels.append(y.reshape(-1) if batched else y.reshape(1))
+            if y.ndim == (3 if batched else 2):  # label masks (a class per pixel): N×H×W, or H×W for one image
+                labels.append(y if batched else y.unsqueeze(0))
+            else:
+                labels.append(y.reshape(-1) if batched else y.reshape(1))
     if not images:
         raise ValueError("the samples are empty")
     if any(x.ndim != 4 for x in images):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.base import IGNORE_LABEL
 from ..models.outputs import main_output
 from ..modes import eval_mode
 from ..progress import progress_bar
@@ -42,13 +43,14 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = 
              num_classes: int | None = None) -> dict:
     """``{"accuracy", "per_class", "samples"}`` of ``model`` on ``dataset``; for a dense prediction (a class per
     pixel, against label masks) the pixel accuracy, per-class pixel recall and ``"mean_iou"``. ``num_classes``
-    defaults to the dataset's ``info`` (else the largest label + 1); a mask label outside it is ignored."""
+    defaults to the dataset's ``info`` (else the largest class predicted or labelled + 1); a mask label outside it
+    is ignored."""
     pred, true = predict(model, dataset, batch_size, progress)
     if true is None:
         name = getattr(getattr(dataset, "info", None), "name", type(dataset).__name__)
         raise ValueError(f"{name} has no labels: accuracy needs labelled images (one folder per class); "
                          "without labels, compare a student with its teacher (top-1 agreement, as prune reports)")
-    num_classes = num_classes or getattr(getattr(dataset, "info", None), "num_classes", int(true.max()) + 1)
+    num_classes = num_classes or getattr(getattr(dataset, "info", None), "num_classes", 0) or _classes_seen(pred, true)
     samples = len(true)
     dense = pred.ndim > 1  # a class per pixel (segmentation): label masks, where an out-of-range label is ignored
     if dense:
@@ -66,6 +68,13 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = 
     if dense:
         result["mean_iou"] = round(mean_iou(pred, true, num_classes), 6)
     return result
+
+
+def _classes_seen(pred: torch.Tensor, true: torch.Tensor) -> int:
+    """The largest class predicted or labelled, + 1, where no class count is known (a mask's ``IGNORE_LABEL`` is
+    no class)."""
+    labelled = true[true != IGNORE_LABEL] if pred.ndim > 1 else true
+    return int(max(pred.max(), labelled.max() if labelled.numel() else 0)) + 1
 
 
 def mean_iou(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> float:

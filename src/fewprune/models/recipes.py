@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoints import load_checkpoint, save_checkpoint
+from ..data.base import IGNORE_LABEL
 from ..registry import Registry
 from .outputs import main_output
-
-IGNORE_LABEL = 255  # a mask pixel with this label is left out of the loss (the usual "void" of segmentation sets)
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,15 @@ def test_a_segmentation_sweep_ranks_by_mean_iou(tmp_path):
                     "metric: iou\n")
     with pytest.raises(ValueError, match="metric is one of accuracy, mean_iou"):
         SweepConfig.read(path)
+
+
+def test_the_segmentation_recipe_trains_a_teacher_whose_manifest_records_its_mean_iou(tiny_fmnist, monkeypatch,
+                                                                                      tmp_path):
+    from fewprune.models.recipes import train_teacher
+
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    manifest = train_teacher("lraspp-fmnist-scenes", tmp_path, epochs=1, log=lambda *_: None)
+    assert manifest["architecture"] == "torchvision:lraspp_mobilenet_v3_large" and manifest["num_classes"] == 11
+    assert manifest["image_size"] == 64 and manifest["in_channels"] == 1
+    assert 0 <= manifest["mean_iou"] <= 1 and 0 <= manifest["test_accuracy"] <= 1
+    assert (tmp_path / "lraspp-fmnist-scenes.safetensors").is_file()

@@ -14,6 +14,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def untimed(monkeypatch):
+    """Timing is not under test: every latency measurement reads 1 ms, at no cost."""
+    from fewprune import metrics
+
+    monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": 1.0, "p25_ms": 1.0, "p75_ms": 1.0,
+                                                              "threads": 1})
+
+
 def fashion_mnist_available() -> bool:
     from fewprune.data.idx import FASHION_MNIST_DIR
 

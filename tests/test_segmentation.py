@@ -186,14 +186,11 @@ def test_a_colour_mask_is_refused_with_what_a_mask_must_be(tmp_path):
         data.load(f"imagefolder:{tmp_path / 'set'}", "train", image_size=24)
 
 
-def test_prune_on_a_segmentation_folder_reports_pixel_accuracy_and_mean_iou(tmp_path, capsys, monkeypatch):
+def test_prune_on_a_segmentation_folder_reports_pixel_accuracy_and_mean_iou(tmp_path, capsys, untimed):
     import json
 
-    from fewprune import metrics
     from fewprune.cli import main
 
-    monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": 1.0, "p25_ms": 1.0, "p75_ms": 1.0,
-                                                              "threads": 1})  # timing is not under test here
     root = tmp_path / "set"
     _segmentation_folder(root / "train", count=8)
     _segmentation_folder(root / "test", count=4)

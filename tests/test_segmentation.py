@@ -1,6 +1,8 @@
 """Dense prediction (torchvision's segmentation models): they prune, equal their zero-masked teacher, reload, and
 recover label-free; methods that need one class score per image refuse them with the reason."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,7 @@ from fewprune.bench.coverage import check_model
 from fewprune.criteria.asca import distillation_per_sample
 from fewprune.metrics import evaluate, mean_iou
 from fewprune.models import build
-from fewprune.models.features import feature_layer, modules_after
+from fewprune.models.features import feature_layer, head_inputs, modules_after
 from fewprune.models.outputs import all_outputs, main_output
 from fewprune.recovery.baselines import kd_loss
 from fewprune.structure.graph import UnsupportedModel
@@ -91,6 +93,47 @@ def test_a_segmentation_model_recovers_label_free_and_mir_keeps_its_decoder(meth
         head = modules_after(teacher, layer, x[:1])
         assert head and all(torch.equal(student.get_submodule(n).weight, teacher.get_submodule(n).weight)
                             for n in head)
+        recovery = result.report["recovery"]["mir"]
+        assert recovery["feature_layer"] == "backbone.16" and recovery["head_inputs"] == ["backbone.4"]
+
+
+@pytest.mark.parametrize("name, reads", [(SEGMENTER, ["backbone.4"]), ("torchvision:deeplabv3_mobilenet_v3_large", []),
+                                         ("torchvision:mobilenet_v3_small", []), ("resnet20", [])])
+def test_the_layers_a_head_reads_besides_the_features_are_a_decoders_skip_connections(name, reads):
+    model = build(name, num_classes=4).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert head_inputs(model, feature_layer(model, x), x) == reads
+
+
+class Skip(torch.nn.Module):
+    """Two branches from the image; the head reads the deep one (the features) and the shallow one (a skip)."""
+
+    feature_layer = "deep"
+
+    def __init__(self):
+        super().__init__()
+        self.shallow = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.deep = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+        self.head_deep, self.head_shallow = torch.nn.Conv2d(4, 2, 1), torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        skip = self.shallow(x)  # the skip runs first, as a backbone's early stage does
+        return {"out": self.head_deep(self.deep(x)) + self.head_shallow(skip)}
+
+
+def test_mir_mimics_what_the_frozen_head_reads_through_a_skip_connection_too():
+    from fewprune.recovery.mir import mimicked_layers, mimicking
+
+    teacher = Skip().eval()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.shallow.weight.mul_(2)  # only the skip differs: the features alone would not show it
+    x = torch.randn(2, 3, 8, 8)
+    assert mimicked_layers(teacher, x[:1]) == ["deep", "shallow"]
+    with mimicking(student, teacher, "deep") as features_alone, torch.no_grad():
+        assert features_alone(x).item() == 0.0
+    with mimicking(student, teacher, mimicked_layers(teacher, x[:1])) as everything_read, torch.no_grad():
+        assert everything_read(x).item() > 0
 
 
 def test_agreement_on_a_dense_prediction_is_per_pixel_and_tables_say_so():

@@ -123,6 +123,27 @@ def modules_after(model: nn.Module, layer: str, example_input: torch.Tensor) -> 
     return [n for n in after if not n.startswith(layer + ".")]
 
 
+def head_inputs(model: nn.Module, layer: str, example_input: torch.Tensor) -> list[str]:
+    """Modules besides ``layer`` whose outputs the head after it reads directly: a decoder's skip connections
+    (LR-ASPP reads low-level features beside the backbone output). Empty for a classifier, whose head reads
+    only what ``layer`` leads to.
+
+    A module counts if it finished before ``layer`` did and a head module
+    (:func:`modules_after`) takes its output tensor as an input.
+    """
+    head = set(modules_after(model, layer, example_input))
+    calls = record_forward(model, example_input, [n for n, _ in model.named_modules() if n])
+    finished = [name for name, _, _ in calls]
+    before = set(finished[: finished.index(layer)])
+    made_by: dict[int, str] = {}
+    for name, _, out in calls:  # an outer module finishes after its children: the outermost name is kept
+        if name in before and isinstance(out, torch.Tensor) and not name.startswith(layer + "."):
+            made_by[id(out)] = name
+    read = [made_by[id(t)] for name, inputs, _ in calls if name in head
+            for t in inputs if isinstance(t, torch.Tensor) and id(t) in made_by]
+    return sorted(set(read), key=finished.index)
+
+
 def module_io(model: nn.Module, names: list[str], images: torch.Tensor, batch_size: int = 64):
     """Yield ``(module name, input, output)`` per mini-batch, one module hooked at a time (bounded memory).
 

@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from ..criteria import Batch, register_criterion
-from ..models.features import feature_layer, module_io
+from ..models.features import module_io
 from ..models.memo import RowMemo
 from ..modes import eval_mode
 from ..structure import Pruned, PruningSpace, drop_blocks, frozen_parameters
 from .adaptors import Adaptors, adaptor_sites
 from .base import Schedule, register_recovery, train_student
-from .mir import mimicking, teacher_features
+from .mir import mimicked_layers, mimicking, teacher_features
 
 # Scoring trains one set of adaptors per candidate block, so it gets a short schedule (the reference
 # trains 1000–2000 iterations per block on a GPU). No weight decay: it would pull the identity-initialised
@@ -62,12 +62,12 @@ def recoverability(model: nn.Module, teacher: nn.Module, block: str, blocks: lis
     ``targets``: the teacher's features (:func:`.mir.teacher_features`), to share one memo between blocks.
     """
     example = batch.images[:1]
-    layer = feature_layer(teacher, example)
+    layers = mimicked_layers(teacher, example)
     candidate = drop_blocks(copy.deepcopy(model), [block])
     for p in candidate.parameters():
         p.requires_grad_(False)
     sites = adaptor_sites(candidate, block, blocks, example)
-    with Adaptors(candidate, sites) as adaptors, mimicking(candidate, teacher, layer, targets) as loss_fn:
+    with Adaptors(candidate, sites) as adaptors, mimicking(candidate, teacher, layers, targets) as loss_fn:
         if sites:  # with nothing to train, the hole costs the feature error its removal leaves
             train_student(candidate, loss_fn, batch, schedule, seed=batch.seed, augment=False,
                           parameters=adaptors.parameters(), description=f"recoverability {block}", progress=False)
@@ -81,7 +81,7 @@ def practise_scores(model: nn.Module, space: PruningSpace, batch: Batch,
                     schedule: Schedule = SCORING_SCHEDULE) -> dict[str, float]:
     """Recoverability ÷ measured latency saving per block (lower = drop first)."""
     images = batch.images[:64]
-    targets = teacher_features(batch.teacher, feature_layer(batch.teacher, images[:1]))
+    targets = teacher_features(batch.teacher, mimicked_layers(batch.teacher, images[:1]))
     scores = {}
     for block in space.blocks:
         error = recoverability(model, batch.teacher, block, space.blocks, batch, schedule, targets)
@@ -103,14 +103,14 @@ def adapt(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, p
         return {"sites": []}
     schedule = schedule or adapt.default_schedule
     example = batch.images[:1]
-    layer = feature_layer(teacher, example)
+    layers = mimicked_layers(teacher, example)
     sites = []
     for hole in pruned.dropped_blocks:
         sites += adaptor_sites(student, hole, pruned.blocks, example)
     if not sites:  # no hole has a layer an adaptor can fold into
         return {"sites": []}
     with frozen_parameters(student), Adaptors(student, sites) as adaptors, \
-            mimicking(student, teacher, layer) as loss_fn:
+            mimicking(student, teacher, layers) as loss_fn:
         stats = train_student(student, loss_fn, batch, schedule, seed, parameters=adaptors.parameters(),
                               description="adapting", progress=progress)
         adaptors.absorb()

@@ -305,3 +305,20 @@ def test_train_asca_saves_a_reloadable_student_leaves_no_checkpoint_and_refuses_
     before = (out / "student.safetensors").read_bytes()
     assert main(argv) == 2 and "--force" in capsys.readouterr().err
     assert (out / "student.safetensors").read_bytes() == before
+
+
+def test_a_model_spec_brings_its_own_dataset_when_none_is_named(tmp_path, monkeypatch):
+    from fewprune.cli import default_dataset
+    from fewprune.models import zoo
+
+    real = zoo.manifest
+    monkeypatch.setattr(zoo, "list", lambda: ["resnet20-fmnist", "segmenter"])
+    monkeypatch.setattr(zoo, "manifest", lambda name: {"dataset": "fashion-mnist-scenes"} if name == "segmenter"
+                        else real(name))
+    assert default_dataset("zoo:segmenter") == "fashion-mnist-scenes"
+    assert default_dataset("zoo:resnet20-fmnist") == "fashion-mnist"
+    result = tmp_path / "run"
+    result.mkdir()
+    (result / "report.json").write_text(json.dumps({"evaluation": {"dataset": "imagefolder:/data/roads"}}))
+    assert default_dataset(str(result)) == "imagefolder:/data/roads"
+    assert default_dataset("torchvision:resnet18") == default_dataset(None) == "fashion-mnist"

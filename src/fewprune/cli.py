@@ -591,9 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-pickle", action="store_true", help="trust and unpickle a non-weights-only checkpoint")
         p.add_argument("--adapt", action="store_true",
                        help="after loading weights, change input channels / classes to fit the dataset")
-        p.add_argument("--data", default="fashion-mnist",
-                       help="fashion-mnist, fashion-mnist-scenes (segmentation), cifar10, cifar100 or "
-                            "imagefolder:PATH (class folders, images/ + masks/, or images alone)")
+        p.add_argument("--data", help="fashion-mnist, fashion-mnist-scenes (segmentation), cifar10, cifar100 or "
+                                      "imagefolder:PATH (class folders, images/ + masks/, or images alone); "
+                                      "default: the dataset of a zoo teacher or pruning result, else fashion-mnist")
         p.add_argument("--data-root", help="folder holding the dataset files (overrides the default location)")
 
     p = sub.add_parser("prune", help="compress a model with a few samples and compare it with its teacher")
@@ -743,10 +743,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_dataset(model: str | None) -> str:
+    """The dataset a model spec comes with: a zoo teacher's (its manifest names it), a pruning result's (the one
+    its report was evaluated on); else fashion-mnist."""
+    if model and model.startswith("zoo:") and model[4:] in zoo.list():
+        return zoo.manifest(model[4:])["dataset"]
+    report = Path(model or "") / "report.json"
+    if model and report.is_file():
+        dataset = json.loads(report.read_text()).get("evaluation", {}).get("dataset")
+        if dataset:
+            return dataset
+    return "fashion-mnist"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if hasattr(args, "data") and args.data is None:
+        args.data = default_dataset(getattr(args, "model", None))
     from . import plugins
 
     try:

@@ -46,7 +46,8 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
     from .sweep import sweep_jobs
 
     n_training = sum(not isinstance(job, Cell) for job in sweep_jobs(config))
-    jobs = (f"{n_training} full-data training jobs ({len(trained_ok)} measured, {len(trained_errors)} failed)"
+    jobs = (f"{n_training} full-data training job{'s' if n_training != 1 else ''} ({len(trained_ok)} measured, "
+            f"{len(trained_errors)} failed)"
             if n_training else "")
     if config.methods:
         summary = (f"{len(config.cells())} cells ({n_ok} measured, {len(errors)} failed)"

@@ -106,10 +106,10 @@ def few_shot(dataset, n: int | None = None, per_class: int | None = None, seed: 
         targets = np.zeros(len(dataset))  # n= needs only the count
     else:
         targets = np.asarray(dataset.targets)
-    if per_class is not None and targets.ndim > 1:
-        raise ValueError("per_class= needs one class per image; this dataset's labels are masks (a class per "
-                         "pixel): draw n= samples instead")
     if per_class is not None:
+        if targets.ndim > 1:
+            raise ValueError("per_class= needs one class per image; this dataset's labels are masks (a class per "
+                             "pixel): draw n= samples instead")
         if per_class < 1:
             raise ValueError("per_class must be at least 1")
         chosen = []

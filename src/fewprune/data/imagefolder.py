@@ -16,6 +16,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 
 
+def resized_side(image_size: int) -> int:
+    """The shorter side an image is resized to before its centre ``image_size`` crop (ImageNet's 256 → 224)."""
+    return int(round(image_size * 256 / 224))
+
+
 class ImageFolderDataset(Dataset):
     """Wraps torchvision's ImageFolder with the resize/crop/normalise of the eval protocol."""
 
@@ -68,8 +73,7 @@ class SegmentationFolder(Dataset):
     def _fit(self, picture, interpolation):
         from torchvision.transforms import functional as TF
 
-        return TF.center_crop(TF.resize(picture, int(round(self.image_size * 256 / 224)), interpolation),
-                              self.image_size)
+        return TF.center_crop(TF.resize(picture, resized_side(self.image_size), interpolation), self.image_size)
 
     def _mask(self, image_path: Path, mask_path: Path) -> torch.Tensor:
         import numpy as np
@@ -134,7 +138,7 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: int = 
     if (root / "images").is_dir() and (root / "masks").is_dir():
         return _segmentation_folder(path, root, split, image_size, extra)
     tf = transforms.Compose([
-        transforms.Resize(int(round(image_size * 256 / 224))),
+        transforms.Resize(resized_side(image_size)),
         transforms.CenterCrop(image_size),
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),

@@ -46,13 +46,15 @@ zoo: setup
 # beside another reuses the other's matching cells, even ones finished while it runs.
 SWEEPS ?= headline aligned hybrid hybrid-aligned baselines asca asca-scratch cma-ablation cma recovery explainability
 SHARDS ?= 1
+# SEEDS=0 / MODELS=zoo:a,zoo:b: run only those seeds' / models' jobs this time (the reports cover every row)
+ONLY = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(MODELS),--models $(MODELS))
 bench: setup
 	@if [ "$(SHARDS)" = 1 ]; then \
-	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml || exit 1; done; \
+	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml $(ONLY) || exit 1; done; \
 	else \
 	  for i in $$(seq 0 $$(($(SHARDS) - 1))); do \
 	    ( for s in $(SWEEPS); do OMP_NUM_THREADS=1 $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --threads 1 \
-	        --shard $$i/$(SHARDS) || exit 1; done ) & \
+	        --shard $$i/$(SHARDS) $(ONLY) || exit 1; done ) & \
 	  done; wait; \
 	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --report-only > /dev/null || exit 1; done; \
 	fi

@@ -236,6 +236,34 @@ def test_shards_split_a_sweep_and_a_shard_left_alone_helps_with_the_others_famil
         run_sweep(config, progress=False, log=lambda *_: None, shard=(2, 2))
 
 
+def test_seeds_run_one_seed_of_every_setting_now_and_the_others_later(sweep):
+    config = sweep(["l1", "random"], seeds=[0, 1], ceiling={"epochs": 1})
+    run_sweep(config, progress=False, log=lambda *_: None, seeds=[1])
+    rows = read_results(config.results)
+    assert sorted((r["cell"]["method"], r["cell"]["seed"]) for r in rows if r["kind"] == "cell") == [
+        ("l1", 1), ("random", 1)]
+    assert [r["kind"] for r in rows].count("ceiling") == 1  # a training job has no seed: it runs with any
+    run_sweep(config, progress=False, log=lambda *_: None)
+    cells = [r for r in read_results(config.results) if r["kind"] == "cell"]
+    assert sorted((r["cell"]["method"], r["cell"]["seed"]) for r in cells) == [
+        ("l1", 0), ("l1", 1), ("random", 0), ("random", 1)]
+    with pytest.raises(ValueError, match=r"seed 7 is not in the sweep \(its seeds: 0, 1\)"):
+        run_sweep(config, progress=False, log=lambda *_: None, seeds=[7])
+    with pytest.raises(ValueError, match="model resnet56 is not in the sweep"):
+        run_sweep(config, progress=False, log=lambda *_: None, models=["resnet56"])
+
+
+def test_models_leave_the_other_models_and_their_teachers_for_later(sweep, tmp_path):
+    config = sweep(["l1"])
+    other = tmp_path / "other.py"
+    other.write_text((tmp_path / "tiny.py").read_text())
+    config = sweep(["l1"], models=[config.models[0], f"{other}:make"])
+    run_sweep(config, progress=False, log=lambda *_: None, models=[f"{other}:make"])
+    rows = read_results(config.results)
+    assert {r["model"] for r in rows if r["kind"] == "teacher"} == {f"{other}:make"}
+    assert {r["cell"]["model"] for r in rows if r["kind"] == "cell"} == {f"{other}:make"}
+
+
 def test_a_family_claimed_by_a_live_process_is_left_to_it_and_a_dead_ones_claim_is_taken_over(sweep):
     import subprocess
     import sys

@@ -228,6 +228,17 @@ def test_bench_rejects_a_malformed_shard(tmp_path):
     assert not (tmp_path / "results").exists()  # nothing ran
 
 
+def test_bench_names_a_seed_the_sweep_lacks_and_refuses_seeds_with_status(tmp_path, capsys):
+    config = tmp_path / "s.yaml"
+    config.write_text("name: s\ndataset: fashion-mnist\nmodels: [resnet20]\nmethods: [l1]\nsamples: [5]\n"
+                      "targets: [{macs: 0.5}]\nseeds: [0, 1]\n")
+    assert main(["bench", str(config), "--seeds", "0,4"]) == 2
+    assert "seed 4 is not in the sweep (its seeds: 0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="cover the whole sweep"):
+        main(["bench", str(config), "--seeds", "0", "--status"])
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
 def test_bench_status_lists_the_jobs_left_and_runs_nothing(tmp_path, capsys):
     config = tmp_path / "s.yaml"
     config.write_text("name: s\ndataset: fashion-mnist\nmodels: [resnet20]\nmethods: [l1, l1+bn]\nsamples: [5, 10]\n"

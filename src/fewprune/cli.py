@@ -382,6 +382,9 @@ def cmd_bench(args) -> int:
 
     if args.again and not args.remeasure_latency:
         raise SystemExit("fewprune: error: --again goes with --remeasure-latency (it times the cells again)")
+    if (args.seeds or args.models) and (args.status or args.report_only or args.remeasure_latency):
+        raise SystemExit("fewprune: error: --seeds / --models choose which jobs run; --status, --report-only and "
+                         "--remeasure-latency cover the whole sweep")
     config = SweepConfig.read(args.config)
     if args.status:
         from .bench.status import status_markdown, sweep_status
@@ -398,7 +401,7 @@ def cmd_bench(args) -> int:
     else:
         summary = write_report(config) if args.report_only else run_sweep(
             config, executor=args.executor, address=args.address, retry_failed=args.retry_failed,
-            shard=_shard(args.shard))
+            shard=_shard(args.shard), seeds=args.seeds, models=args.models)
     print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
     return 130 if summary.get("stopped") else 0  # stopped on Ctrl-C / SIGTERM: a script running sweeps stops too
 
@@ -412,6 +415,15 @@ def _positive(kind):
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
+def _comma_list(kind):
+    """An argparse type: comma-separated values of ``kind``."""
+    def parse(text: str) -> list:
+        return [kind(part) for part in text.split(",") if part.strip()]
+
+    parse.__name__ = kind.__name__
     return parse
 
 
@@ -653,6 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run every N-th family of jobs from the I-th (0-based), then help "
                    "with the others' unstarted ones: start N processes with 0/N … N-1/N to share one sweep and its "
                    "results file on one machine")
+    p.add_argument("--seeds", type=_comma_list(int), metavar="S[,S…]",
+                   help="run only the jobs of these seeds this time (e.g. 0: one seed of every setting first); "
+                        "training jobs have no seed and run anyway; the report covers every finished row")
+    p.add_argument("--models", type=_comma_list(str), metavar="M[,M…]",
+                   help="run only the jobs of these models (as the config names them) this time")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("methods", help="the registered methods and the parts that compose others")

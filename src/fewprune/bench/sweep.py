@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -96,8 +97,13 @@ def sweep_jobs(config: SweepConfig) -> list:
 
 
 def run_sweep(config: SweepConfig, executor: str = "local", address: str | None = None, retry_failed: bool = False,
-              progress: bool = True, log=print, shard: tuple[int, int] | None = None) -> dict:
+              progress: bool = True, log=print, shard: tuple[int, int] | None = None,
+              seeds: Sequence[int] | None = None, models: Sequence[str] | None = None) -> dict:
     """Run every missing cell of ``config``, append results, then write the report and plots.
+
+    ``seeds`` / ``models`` run only the jobs of those seeds / models this time
+    (training jobs have no seed and run whenever their model does), e.g. one
+    seed of every setting before the others; the report covers every row.
 
     ``shard=(i, n)`` runs every n-th family of jobs from the i-th (0-based),
     then helps with the other shards' unstarted families, so n processes on
@@ -107,12 +113,12 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     """
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
-    jobs = sweep_jobs(config)
+    jobs = selected_jobs(config, seeds, models)
     unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
     # Under the lock, so that of several shards one measures each teacher and copies each reusable row.
     with results_lock(config.results):
         done = {r["key"]: r for r in read_results(config.results)}
-        for model in config.models:
+        for model in dict.fromkeys(job.model for job in jobs):
             key = teacher_key(model, config.dataset, config.eval_limit)
             if key not in done:
                 try:
@@ -236,6 +242,19 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     else:
         raise ValueError(f"unknown executor {executor!r} (local or ray)")
     return write_report(config)
+
+
+def selected_jobs(config: SweepConfig, seeds: Sequence[int] | None = None,
+                  models: Sequence[str] | None = None) -> list:
+    """The sweep's jobs of ``seeds`` and ``models`` (None: all); a seed or model the config lacks is an error."""
+    for name, chosen, known in (("seed", seeds, config.seeds), ("model", models, config.models)):
+        unknown = [value for value in chosen or () if value not in known]
+        if unknown:
+            raise ValueError(f"{config.name}: {name} {', '.join(map(str, unknown))} is not in the sweep "
+                             f"(its {name}s: {', '.join(map(str, known))})")
+    return [job for job in sweep_jobs(config)
+            if (models is None or job.model in models)
+            and (seeds is None or getattr(job, "seed", None) is None or job.seed in seeds)]
 
 
 def job_families(jobs: list) -> list[list]:

@@ -21,6 +21,7 @@ from .augment import augmentations
 from .criteria import Batch, criteria, teacher_predictions
 from .criteria.causal import SilencedOutputs
 from .data.few_shot import FewShot, read_samples
+from .devices import model_device, on_device, resolve_device
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import threads_text, versions
@@ -39,9 +40,9 @@ class Result:
     few_shot: dict = field(default_factory=dict)
 
 
-def _as_batch(samples, teacher: nn.Module, seed: int) -> tuple[Batch, dict]:
+def _as_batch(samples, teacher: nn.Module, seed: int, device: torch.device) -> tuple[Batch, dict]:
     """Accept a FewShot dataset, an image tensor, an ``(images, labels)`` pair, any map-style dataset of
-    images or ``(image, label)`` items, or an iterable of such batches (a DataLoader)."""
+    images or ``(image, label)`` items, or an iterable of such batches (a DataLoader); moved to ``device``."""
     info: dict = {}
     if isinstance(samples, torch.Tensor):
         images, labels = samples, None
@@ -63,7 +64,7 @@ def _as_batch(samples, teacher: nn.Module, seed: int) -> tuple[Batch, dict]:
         raise ValueError(f"samples must be images N×C×H×W, got shape {tuple(images.shape)}")
     info["count"] = len(images)
     info["labelled"] = labels is not None
-    return Batch(images.float(), labels, teacher, seed), info
+    return Batch(images.float().to(device), None if labels is None else labels.to(device), teacher, seed), info
 
 
 def _seed_everything(seed: int) -> None:
@@ -276,7 +277,7 @@ def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
              labels: bool = True, progress: bool = True, round_to: int | str | None = None,
              min_width: int | str | None = None, schedule: dict | None = None,
-             protect: list[str] | None = None) -> Result:
+             protect: list[str] | None = None, device: str | torch.device | None = None) -> Result:
     """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
 
     ``labels=False`` hides the samples' labels from every stage (label-free compression).
@@ -290,23 +291,32 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     of the method's recoveries (:func:`fewprune.methods.with_schedule`), e.g. to
     fit a CPU budget; the report records it. ``protect=["stem.conv"]`` keeps
     those layers' output widths as they are (the classifier always is).
+    ``device="cuda"`` compresses on that GPU (``"auto"``: a GPU if one is
+    visible); by default, where the teacher is. The teacher stays where it
+    was (a copy moves) and ``result.student`` is on ``device``. A GPU gives
+    the CPU's result to float tolerance, not bit for bit.
     """
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
     if schedule:
         recipe = method_registry.with_schedule(recipe, **schedule)
     method_name = method if isinstance(method, str) else recipe.name
+    device = resolve_device(device, model_device(teacher))
     with eval_mode(teacher):
-        return _compress(teacher, samples, recipe, method_name, target, seed, labels, progress,
-                         resolve_round_to(round_to), resolve_round_to(min_width), dict(schedule or {}), protect)
+        # a copy on the device, made in eval mode: the caller's teacher is neither moved nor changed
+        working = teacher if on_device(teacher, device) else copy.deepcopy(teacher).to(device)
+        result = _compress(working, samples, recipe, method_name, target, seed, labels, progress,
+                           resolve_round_to(round_to), resolve_round_to(min_width), dict(schedule or {}), protect,
+                           device)
+    return result
 
 
 def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, labels: bool, progress: bool,
               round_to: int | None = None, min_width: int | None = None, schedule: dict | None = None,
-              protect: list[str] | None = None) -> Result:
+              protect: list[str] | None = None, device: torch.device | None = None) -> Result:
     _seed_everything(seed)
     timings: dict[str, float] = {}
-    batch, few_info = _as_batch(samples, teacher, seed)
+    batch, few_info = _as_batch(samples, teacher, seed, device or torch.device("cpu"))
     if not labels:
         batch.labels = None
         few_info["labelled"] = False
@@ -365,7 +375,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     t = time.perf_counter()
     recovery_stats: dict = {}
     if not plan.is_empty:
-        pruned = Pruned.from_plan(plan, channel_space.groups, space.blocks)
+        pruned = Pruned.from_plan(plan, channel_space.groups, space.blocks).to(batch.images.device)
         mix = _mixing(recipe, teacher, example)
         for step in recipe.recovery.split("+"):
             recover = recoveries.get(step)
@@ -403,6 +413,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         "wall_seconds": round(sum(timings.values()), 3),
         "versions": versions(),
         "threads": torch.get_num_threads(),
+        "device": str(batch.images.device),
     }
     return Result(student=student, plan=plan, report=report, few_shot=few_info)
 
@@ -462,7 +473,7 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
     staging.mkdir()
     try:
         (staging / "plan.json").write_text(result.plan.to_json() + "\n")
-        state = {k: v.detach().contiguous().clone() for k, v in result.student.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in result.student.state_dict().items()}
         save_file(state, str(staging / "student.safetensors"))
         (staging / "report.json").write_text(json.dumps(result.report, indent=2, default=str) + "\n")
         (staging / "report.md").write_text(_report_markdown(result))
@@ -518,7 +529,9 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: torch.Tensor,
                 atol: float = 1e-4) -> Path:
     """Export ``model`` to ONNX (dynamic batch) and, with ``check``, compare onnxruntime's outputs to torch's."""
     path = Path(path)
-    model = model.eval()
+    if not on_device(model, torch.device("cpu")):  # ONNX is exported and checked on the CPU: a copy goes there
+        model = copy.deepcopy(model).cpu()
+    model, example_input = model.eval(), example_input.cpu()
     tmp = path.with_name(path.name + ".tmp")
     import warnings
 

@@ -32,7 +32,7 @@ def load_checkpoint(path: Path | None, run: str) -> dict | None:
     """
     if path is None or not Path(path).exists():
         return None
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location="cpu")  # resumable on any device
     saved = state.get("run", run)  # teacher checkpoints written before runs were named carry no name
     if saved != run:
         raise ValueError(f"{path} is the checkpoint of another run ({saved}), not of this one ({run}): "

@@ -14,6 +14,7 @@ import torch
 
 from . import data, metrics, models
 from .criteria.asca import PRICES
+from .devices import resolve_device
 from .models import zoo
 
 
@@ -89,7 +90,7 @@ def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False
     line("params", lambda r: f"{r['params'] / 1e6:.3f} M")
     for key in first["latency"]:
         lat = first["latency"][key]
-        line(f"latency {key.replace('batch', 'batch ')} ({metrics.threads_text(lat['threads'])})",
+        line(f"latency {key.replace('batch', 'batch ')} ({lat.get('device') or metrics.threads_text(lat['threads'])})",
              lambda r, k=key: f"{r['latency'][k]['median_ms']:.2f} ms "
                               f"[{r['latency'][k]['p25_ms']:.2f}–{r['latency'][k]['p75_ms']:.2f}]")
     if speed_up:
@@ -122,6 +123,7 @@ def _evaluation_set(name: str, root: str | None, train, few) -> tuple[object, st
 def cmd_eval(args) -> int:
     dataset = _subset(data.load(args.data, args.split, root=args.data_root), args.limit)
     model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt)
+    model.to(resolve_device(args.device))
     example = dataset[0][0].unsqueeze(0)
     result = metrics.measure(model, dataset, example, progress=not args.quiet)
     result.update(model=args.model, data=args.data, split=args.split, versions=metrics.versions())
@@ -149,9 +151,12 @@ def cmd_train(args) -> int:
     from .models.recipes import train_teacher
 
     if args.asca:
+        if args.device not in (None, "cpu"):
+            raise ValueError("--device is for teacher training; train --asca (gates and weights from scratch) runs "
+                             "on the CPU")
         return _train_asca(args)
     out = Path(args.out or f"runs/train/{args.recipe}")
-    manifest = train_teacher(args.recipe, out, epochs=args.epochs)
+    manifest = train_teacher(args.recipe, out, epochs=args.epochs, device=args.device)
     if args.install:
         import shutil
 
@@ -314,14 +319,17 @@ def cmd_prune(args) -> int:
         raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
                          "one plan against its teacher): prune the teacher to the larger target instead")
     target = target_from(args)
+    device = resolve_device(args.device)  # a GPU that is not there is named before any work
     train = data.load(args.data, "train", root=args.data_root)
     few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
                         seed=args.seed)
-    teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt)
+    # our own copy of the user's model: it moves to the device, and the teacher and student are measured there
+    teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt).to(device)
     console = _console()
     labels = "no labels" if few.targets is None else "labels hidden" if args.no_labels else ""
     console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
-                  f"(seed {args.seed}{', ' + labels if labels else ''})")
+                  f"(seed {args.seed}{', ' + labels if labels else ''})" + (f", on {device}" if device.type != "cpu"
+                                                                             else ""))
     if args.dry_run:
         return _preview_plan(args, teacher, few, target, console)
     test, split = _evaluation_set(args.data, args.data_root, train, few)
@@ -586,6 +594,8 @@ def cmd_demo(args) -> int:
             "--round-to", "auto", "--out", args.out, "--force"]
     if args.eval_limit:
         argv += ["--eval-limit", str(args.eval_limit)]
+    if args.device:
+        argv += ["--device", args.device]
     return main(argv)
 
 
@@ -608,8 +618,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "default: the dataset of a zoo teacher or pruning result, else fashion-mnist")
         p.add_argument("--data-root", help="folder holding the dataset files (overrides the default location)")
 
+    def device_arg(p, what: str):
+        p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",
+                       help=f"{what} (default cpu; auto: a CUDA GPU if one is visible). A GPU gives the CPU's "
+                            "figures to float tolerance, not bit for bit; latency is then the GPU's")
+
     p = sub.add_parser("prune", help="compress a model with a few samples and compare it with its teacher")
     model_args(p)
+    device_arg(p, "where the compression runs, and the teacher and student are evaluated and timed")
     p.add_argument("--samples", type=int, default=50, help="number of training images to use (default 50)")
     p.add_argument("--per-class", type=int, help="instead of --samples: this many images of every class")
     p.add_argument("--method", default="l1+kd", help="a registered method or criterion[@allocation][+recovery]")
@@ -678,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")
     model_args(p)
+    device_arg(p, "where the model is evaluated and timed")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many images")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -689,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (checkpoint, weights, manifest); default runs/train/RECIPE")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     p.add_argument("--install", action="store_true", help="copy the result into the package's zoo")
+    device_arg(p, "where the teacher trains (not --asca)")
     p.add_argument("--asca", metavar="KIND=FRACTION",
                    help="ASCA from scratch: learn gates and weights together towards this target (e.g. macs=0.5), "
                         "then remove the closed channels; no fine-tuning")
@@ -756,6 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="zoo name (default resnet56-fmnist)")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test images")
     p.add_argument("--out", default="runs/demo", help="output folder (replaced on every run)")
+    device_arg(p, "where the demo compresses, evaluates and times")
     p.set_defaults(func=cmd_demo)
     return parser
 

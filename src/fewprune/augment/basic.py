@@ -19,7 +19,7 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
     out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
     if flip:
-        mirror = torch.rand(n, generator=generator) < 0.5
+        mirror = (torch.rand(n, generator=generator) < 0.5).to(images.device)  # drawn on the CPU, like every draw
         out[mirror] = out[mirror].flip(-1)
     return out
 

@@ -37,7 +37,7 @@ def _partners(n: int, generator: torch.Generator) -> torch.Tensor:
 def _beta(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` draws of Beta(α, α). torch's sampler takes no generator, so it runs under a fork of the
     global RNG seeded from ``generator``: reproducible, and the caller's global RNG is untouched."""
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):  # the draws are on the CPU: no GPU's RNG to fork
         torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
         return torch.distributions.Beta(alpha, alpha).sample((n,))
 
@@ -83,7 +83,7 @@ def mixup(teacher: nn.Module, example: torch.Tensor, alpha: float = 0.4):
     """MixUp: a convex blend with a partner, λ ~ Beta(α, α) per image."""
     def mix(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         order = _partners(len(images), generator)
-        lam = _beta(alpha, len(images), generator).to(images.dtype)[:, None, None, None]
+        lam = _beta(alpha, len(images), generator).to(images.device, images.dtype)[:, None, None, None]
         return lam * images + (1 - lam) * images[order]
 
     return mix
@@ -96,7 +96,7 @@ def cutmix(teacher: nn.Module, example: torch.Tensor, alpha: float = 1.0):
         n, _, h, w = images.shape
         order = _partners(n, generator)
         lam = _beta(alpha, n, generator)
-        masks = torch.zeros(n, 1, h, w)
+        masks = torch.zeros(n, 1, h, w, device=images.device)
         for i, value in enumerate(lam.tolist()):
             bh, bw = round(h * (1 - value) ** 0.5), round(w * (1 - value) ** 0.5)
             cy = int(torch.randint(h, (1,), generator=generator))

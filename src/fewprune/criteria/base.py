@@ -70,7 +70,8 @@ def reduce_slices(model: nn.Module, group: Group, per_unit, tensor_of=lambda p: 
     totals = torch.zeros(group.size)
     count = 0
     for _, units in slice_values(model, group, tensor_of, roles, params):
-        totals += torch.stack([per_unit(v) if v.numel() else torch.tensor(0.0) for v in units]).float()
+        # one transfer per slice: scores live on the CPU, whatever device the weights are on
+        totals += torch.stack([per_unit(v) if v.numel() else v.new_zeros(()) for v in units]).float().cpu()
         count += 1
     return totals / max(count, 1)
 

@@ -86,7 +86,8 @@ def _input_masks(model: nn.Module, group: Group, units: list[int] | list[list[in
             continue
         mask = masks.get(s.module)
         if mask is None:
-            mask = torch.ones(len(units), _input_width(model.get_submodule(s.module)))
+            layer = model.get_submodule(s.module)
+            mask = torch.ones(len(units), _input_width(layer), device=layer.weight.device)
         for k, silenced in enumerate(units):
             for u in silenced if isinstance(silenced, list) else [silenced]:
                 mask[k, s.units[u] if remap is None else [remap[s.module][i] for i in s.units[u]]] = 0.0
@@ -294,7 +295,7 @@ def causal_effects(model: nn.Module, space: PruningSpace, images: torch.Tensor, 
                         h.remove()
                 logp = F.log_softmax(main_output(out), 1).gather(1, predicted.repeat(len(units))[:, None]).squeeze(1)
                 rows.append((logp - clean_logp.repeat(len(units))).reshape(len(units), m))
-            effects[g.id] = torch.cat(rows)
+            effects[g.id] = torch.cat(rows).cpu()  # the statistics (sign flips, Holm) run on the CPU
     return effects
 
 

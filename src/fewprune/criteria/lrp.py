@@ -170,7 +170,7 @@ def lrp_scores(model: nn.Module, space: PruningSpace, batch: Batch) -> Scores:
         total = torch.zeros(g.size)
         for s in producers[g.id]:
             layer = model.get_submodule(s.module)
-            per_channel = _channel_totals(maps[s.module], 1 if not isinstance(layer, nn.Linear) else -1)
+            per_channel = _channel_totals(maps[s.module], 1 if not isinstance(layer, nn.Linear) else -1).cpu()
             total += torch.stack([per_channel[torch.tensor(u, dtype=torch.long)].sum() for u in s.units])
         # mean over the coupled producing layers, so a residual-stream channel written by many
         # layers is not favoured over a block's inner channel just for being counted more often

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.base import IGNORE_LABEL
+from ..devices import model_device
 from ..models.outputs import main_output
 from ..modes import eval_mode
 from ..progress import progress_bar
@@ -17,9 +18,11 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, progress: bool = T
             description: str = "evaluating") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Predicted classes and true labels (None for unlabelled images) for every item of ``dataset``.
 
-    The model runs in eval mode, restored after.
+    The model runs in eval mode, restored after, on its own device (images are moved there); the
+    predictions come back on the CPU.
     """
     preds, labels = [], []
+    device = model_device(model)
     with eval_mode(model):
         if hasattr(dataset, "batch"):  # in-memory datasets: skip the per-item collate
             chunks = [range(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
@@ -33,7 +36,8 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, progress: bool = T
                 x, y = batch[0], (batch[1] if len(batch) > 1 else None)
             else:
                 x, y = batch, None
-            preds.append(main_output(model(x)).argmax(1))  # per image, or per pixel for a dense prediction
+            # per image, or per pixel for a dense prediction; gathered on the CPU
+            preds.append(main_output(model(x.to(device))).argmax(1).cpu())
             if y is not None:
                 labels.append(torch.as_tensor(y))
     return torch.cat(preds), (torch.cat(labels) if labels else None)

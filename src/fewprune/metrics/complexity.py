@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..devices import model_device
 from ..modes import eval_mode, frozen_parameters
 
 aten = torch.ops.aten
@@ -61,7 +62,7 @@ def counted_forward(model: nn.Module, example_input: torch.Tensor) -> FlopCounte
     """
     counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
     with eval_mode(model), frozen_parameters(model), torch.no_grad(), counter:
-        model(example_input)
+        model(example_input.to(model_device(model)))
     return counter
 
 

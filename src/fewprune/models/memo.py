@@ -51,7 +51,7 @@ class RowMemo:
             self.misses += len(x)
             with torch.no_grad():
                 return self.fn(x)
-        keys = [self._key(row) for row in x]
+        keys = [self._key(row) for row in x.detach().cpu()]  # one transfer per batch from a GPU
         todo, pending = [], set()  # first index of each unseen row (a batch may repeat a view)
         for i, key in enumerate(keys):
             if key not in self._rows and key not in pending:

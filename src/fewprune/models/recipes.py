@@ -69,9 +69,12 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log=print) -> dict:
-    """Train recipe ``name`` into ``out_dir`` (resuming from its checkpoint); returns the manifest."""
+def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log=print,
+                  device: str | torch.device | None = None) -> dict:
+    """Train recipe ``name`` into ``out_dir`` (resuming from its checkpoint) on ``device`` (the CPU by default;
+    the weights start the same on any device); returns the manifest."""
     from .. import data, metrics
+    from ..devices import resolve_device
     from . import build
     from .weights import sha256_of
 
@@ -84,7 +87,8 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
     test_set = data.load(recipe.dataset, "test")
     info = train_set.info
     torch.manual_seed(recipe.seed)
-    model = build(recipe.architecture, info.num_classes, info.input_shape[0], info.input_shape[1])
+    device = resolve_device(device)
+    model = build(recipe.architecture, info.num_classes, info.input_shape[0], info.input_shape[1]).to(device)
     elapsed = fit(model, train_set, recipe, out / "checkpoint.pt", log=log, name=name)
     model.eval()
     example = test_set.batch([0])[0]
@@ -92,7 +96,7 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
     weights_file = out / f"{name}.safetensors"
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights_file))
+    save_file({k: v.cpu().contiguous() for k, v in model.state_dict().items()}, str(weights_file))
     manifest = {
         "name": name,
         "architecture": recipe.architecture,
@@ -114,6 +118,7 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
         "command": f"fewprune train {name}" + (f" --epochs {epochs}" if epochs is not None else ""),
         "versions": metrics.versions(),
         "threads": torch.get_num_threads(),
+        **({"device": str(device)} if device.type != "cpu" else {}),
     }
     (out / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"{name}: test accuracy {acc['accuracy']:.4f} on {acc['samples']} images; wrote {weights_file}")
@@ -125,9 +130,13 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
     """Train ``model`` on ``train_set`` with cross-entropy by ``recipe``'s schedule; returns seconds spent.
 
     With a ``checkpoint`` path the state is saved after every epoch and a run
-    found there is resumed, so long CPU runs survive interruption.
+    found there is resumed, so long CPU runs survive interruption. The model
+    trains where it is; batches are drawn and augmented on the CPU, then moved.
     """
     from ..augment.basic import random_crop_flip, random_crop_flip_with_masks
+    from ..devices import model_device
+
+    device = model_device(model)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "sgd":
@@ -166,7 +175,7 @@ def fit(model: torch.nn.Module, train_set, recipe: Recipe, checkpoint: Path | No
                 y = y.long()
             else:
                 raw = random_crop_flip(raw, recipe.crop_padding, gen, recipe.flip)
-            x = train_set.normalise(raw)
+            x, y = train_set.normalise(raw).to(device), y.to(device)
             if recipe.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):

@@ -69,7 +69,7 @@ class Adaptors:
             if not mixable(layer) or side not in ("in", "out"):
                 raise ValueError(f"cannot place an {side!r} adaptor on {name} ({type(layer).__name__})")
             width = layer.weight.shape[1] if side == "in" else layer.weight.shape[0]
-            q = nn.Parameter(torch.eye(width, dtype=layer.weight.dtype))
+            q = nn.Parameter(torch.eye(width, dtype=layer.weight.dtype, device=layer.weight.device))
             self.weights[(name, side)] = q
             dim = _channel_dim(layer)
             if side == "in":

@@ -32,7 +32,7 @@ def fit_correction(zs: torch.Tensor, zt: torch.Tensor, ridge: float = 1e-3) -> t
     zs, zt = zs.double(), zt.double()
     gram = zs.T @ zs
     lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     qt = torch.linalg.solve(gram + lam * eye, zs.T @ zt + lam * eye)
     return qt.T.float()
 

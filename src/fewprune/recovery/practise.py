@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..criteria import Batch, register_criterion
+from ..devices import synchronize
 from ..models.features import module_io
 from ..models.memo import RowMemo
 from ..modes import eval_mode
@@ -42,15 +43,18 @@ ADAPT_SCHEDULE = Schedule(iterations=300, batch_size=64, lr=0.02, weight_decay=0
 
 @torch.no_grad()
 def block_latency(model: nn.Module, block: str, images: torch.Tensor, repeats: int = 15) -> float:
-    """Median seconds the block's forward takes on its real input for ``images`` (eval mode, after warm-up)."""
+    """Median seconds the block's forward takes on its real input for ``images`` (eval mode, after warm-up), on
+    the device the model is on."""
     [(_, block_input, _)] = list(module_io(model, [block], images, batch_size=len(images)))  # one batch, hooks gone
     module = model.get_submodule(block)
     with eval_mode(module):
         module(block_input)
         timings = []
         for _ in range(repeats):
+            synchronize(block_input.device)
             start = time.perf_counter()
             module(block_input)
+            synchronize(block_input.device)
             timings.append(time.perf_counter() - start)
     return statistics.median(timings)
 

@@ -31,7 +31,8 @@ class _ScaleInputs(nn.Module):
         values = self.source.values()
         scale = torch.ones(weight.shape[self.dim], dtype=weight.dtype, device=weight.device)
         for gid, indices, units in self.parts:
-            scale = scale.index_put((indices,), values[gid][units].to(weight.dtype))
+            # gates stay on the CPU beside the cost model; each weight takes its gates where it lives
+            scale = scale.index_put((indices.to(weight.device),), values[gid][units].to(weight.device, weight.dtype))
         shape = [1] * weight.ndim
         shape[self.dim] = -1
         return weight * scale.view(shape)

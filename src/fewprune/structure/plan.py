@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -31,8 +31,8 @@ class Plan:
     # (see structure.islands); "auto" finds out on the model the plan is applied to.
     islands: list[str] | None | str = "auto"
 
-    def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, *self.input_shape)
+    def example_input(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(1, *self.input_shape, device=device)
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Physically prune ``model`` in place (see :mod:`fewprune.structure.surgery`) and return it."""
@@ -120,3 +120,8 @@ class Pruned:
                 out.reduced_inputs.append(module)
                 out.kept_inputs[module] = torch.tensor(sorted(inputs_seen[module] - gone))
         return out
+
+    def to(self, device: torch.device | str) -> Pruned:
+        """The same, its index tensors on ``device`` (where the recoveries that index features with them run)."""
+        return replace(self, kept_outputs={k: v.to(device) for k, v in self.kept_outputs.items()},
+                       kept_inputs={k: v.to(device) for k, v in self.kept_inputs.items()})

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from ..devices import model_device
 from .blocks import drop_blocks
 from .graph import dependency_graph
 from .groups import Group, traced_islands
@@ -42,7 +43,8 @@ def prune_heads(attn: nn.Module, removed: list[int]) -> None:
         new_proj.weight.copy_(proj.weight[:, cols])
         if proj.bias is not None:
             new_proj.bias.copy_(proj.bias)
-    attn.qkv, attn.proj, attn.num_heads = new_qkv.to(qkv.weight.dtype), new_proj.to(proj.weight.dtype), len(kept_heads)
+    like = {"device": qkv.weight.device, "dtype": qkv.weight.dtype}  # new layers live where the old ones did
+    attn.qkv, attn.proj, attn.num_heads = new_qkv.to(**like), new_proj.to(**like), len(kept_heads)
     for width_name in ATTENTION_WIDTH_ATTRIBUTES:  # a stored width of all heads together (timm's attn_dim) follows
         if getattr(attn, width_name, None) == inner:
             setattr(attn, width_name, len(cols))
@@ -56,12 +58,13 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     Pruning replaces parameters with smaller ones; each keeps its original ``requires_grad`` flag.
     """
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    example = plan.example_input(model_device(model))
     drop_blocks(model, plan.dropped_blocks)
     for gid, removed in plan.removed.items():
         if removed and plan.kinds[gid] == "heads":
             prune_heads(model.get_submodule(gid), removed)
     channel_items = [(g, r) for g, r in plan.removed.items() if r and plan.kinds[g] == "channels"]
-    islands = traced_islands(model, plan.example_input()) if plan.islands == "auto" else plan.islands
+    islands = traced_islands(model, example) if plan.islands == "auto" else plan.islands
     graphs: dict[str, object] = {}  # per island ("" for the whole model), traced when first needed
     for gid, removed in channel_items:
         try:
@@ -73,8 +76,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         if island is None:
             raise ValueError(f"plan prunes {gid}, which lies in none of the traced islands {islands}")
         if island not in graphs:
-            graphs[island] = dependency_graph(model, plan.example_input()) if island == "" else \
-                island_graph(model, plan.example_input(), island)[1]
+            graphs[island] = dependency_graph(model, example) if island == "" else \
+                island_graph(model, example, island)[1]
         graph = graphs[island]
         pruner = graph.get_pruner_of_module(module)
         if pruner is None:
@@ -107,7 +110,7 @@ def silence(model: nn.Module, plan: Plan, groups: list[Group]) -> nn.Module:
                 if s.role != "in":
                     continue
                 param = getattr(model.get_submodule(s.module), s.param)
-                idx = torch.tensor([i for u in removed for i in s.units[u]], dtype=torch.long)
+                idx = torch.tensor([i for u in removed for i in s.units[u]], dtype=torch.long, device=param.device)
                 param.index_fill_(s.dim, idx, 0.0)
         for block in plan.dropped_blocks:
             for p in model.get_submodule(block).parameters():

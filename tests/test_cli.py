@@ -288,13 +288,19 @@ def test_zoo_report_lists_every_teacher_against_its_accuracy_target(tmp_path, mo
     from fewprune import metrics, zoo
     from fewprune.models.recipes import ACCURACY_TARGETS
 
-    monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": 1.0})  # timing is not under test here
+    # Timing is not measured here: each round times every teacher at batch 1 and 64, and round r reports
+    # by_round[r] ms, so each row must give the median round, 3.00, and the range 1.00–5.00.
+    by_round, calls = [1.0, 3.0, 2.0, 5.0, 4.0], iter(range(10**6))
+    per_round = 2 * len(zoo.list())
+    monkeypatch.setattr(metrics, "latency", lambda model, x, **_: {"median_ms": by_round[next(calls) // per_round]})
     out = tmp_path / "ZOO.md"
     assert main(["zoo", "report", "--out", str(out)]) == 0
     text = out.read_text()
+    assert "the median of 5 rounds" in text
     assert "fewprune zoo report --out benchmarks/ZOO.md" in text
     for name in zoo.list():
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert "| 3.00 [1.00–5.00] | 3.00 [1.00–5.00] |" in row  # batch 1, then batch 64
         manifest = zoo.manifest(name)
         if "mean_iou" in manifest:  # a segmentation teacher: pixel accuracy, then its mean IoU
             assert f"(pixels; mean IoU {100 * manifest['mean_iou']:.2f}%)" in row

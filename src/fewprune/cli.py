@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -270,26 +271,42 @@ def cmd_zoo(args) -> int:
         iou = manifest.get("mean_iou")
         return f"{100 * manifest['test_accuracy']:.2f}%" + ("" if iou is None else f" (pixels; mean IoU {100 * iou:.2f}%)")
 
+    teachers = {name: zoo.load(name) for name in names}
+    inputs = {name: torch.zeros(1, zoo.manifest(name)["in_channels"], zoo.manifest(name)["image_size"],
+                                zoo.manifest(name)["image_size"]) for name in names}
+    # A shared VM's speed drifts for seconds at a time (the same batch-1 forward timed 3 ms in one run, 6 in the
+    # next): every teacher is timed in each of several rounds, and the median round is reported with the range.
+    timed: dict[str, dict[int, list[float]]] = {name: {1: [], 64: []} for name in names}
+    for _ in range(ZOO_LATENCY_ROUNDS):
+        for name in names:
+            for batch in (1, 64):
+                x = inputs[name].expand(batch, -1, -1, -1).contiguous()
+                timed[name][batch].append(metrics.latency(teachers[name], x, min_seconds=0.3)["median_ms"])
+
+    def rounds(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
+
     for name in names:
-        m = zoo.manifest(name)
-        model = zoo.load(name)
-        x = torch.zeros(1, m["in_channels"], m["image_size"], m["image_size"])
-        b1 = metrics.latency(model, x)
-        b64 = metrics.latency(model, x.expand(64, -1, -1, -1).contiguous())
+        m, model, x = zoo.manifest(name), teachers[name], inputs[name]
         lines.append(
             f"| {name} | {accuracy(m)} | {against_target(name, m)} | "
             f"{metrics.macs(model, x) / 1e6:.2f} M | "
-            f"{metrics.params(model) / 1e6:.3f} M | {b1['median_ms']:.2f} | {b64['median_ms']:.2f} | "
+            f"{metrics.params(model) / 1e6:.3f} M | {rounds(timed[name][1])} | {rounds(timed[name][64])} | "
             f"{m['train_seconds'] / 60:.0f} min | `{m['command']}` (seed {m['seed']}) |"
         )
     v = metrics.versions()
-    lines += ["", f"Measured with {metrics.threads_text(torch.get_num_threads())}; versions: "
+    lines += ["", f"Latency: the median of {ZOO_LATENCY_ROUNDS} rounds, each timing every teacher in turn (a round's "
+              "figure is the median forward over at least 0.3 s); in brackets, the rounds' range. Measured with "
+              f"{metrics.threads_text(torch.get_num_threads())}; versions: "
               + ", ".join(f"{k} {val}" for k, val in v.items()) + "."]
     text = "\n".join(lines) + "\n"
     if args.out:
         Path(args.out).write_text(text)
     print(text)
     return 0
+
+
+ZOO_LATENCY_ROUNDS = 5
 
 
 def _count_or_auto(text: str) -> int | str:

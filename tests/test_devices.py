@@ -97,7 +97,9 @@ def test_a_student_compressed_on_a_device_saves_and_reloads_on_the_cpu(device, t
     student = fp.load(tmp_path / "out", architecture=build("resnet20", num_classes=10, in_channels=1, image_size=28))
     assert on_device(student, torch.device("cpu"))
     with torch.no_grad():
-        assert torch.allclose(student(x), result.student(x.to(device)).cpu(), atol=1e-5)
+        reloaded, there = student(x), result.student(x.to(device)).cpu()
+    # the same weights; a GPU's convolutions round to TF32 by default (torch's cudnn.allow_tf32)
+    assert torch.allclose(reloaded, there, atol=1e-5 if device == "cpu" else 2e-2 * float(reloaded.abs().max()))
     measured = fp.metrics.measure(result.student, None, x[:1], latency_batches=(1,))
     assert measured["macs"] == fp.metrics.macs(student, x[:1])
     assert measured["latency"]["batch1"].get("device", "cpu").startswith(device)

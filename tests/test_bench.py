@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from fewprune.bench import SweepConfig, read_results, run_sweep
+from fewprune.bench import SweepConfig, read_results, run_sweep, write_report
 from fewprune.bench import runner as runner_module
 
 
@@ -262,6 +262,71 @@ def test_models_leave_the_other_models_and_their_teachers_for_later(sweep, tmp_p
     rows = read_results(config.results)
     assert {r["model"] for r in rows if r["kind"] == "teacher"} == {f"{other}:make"}
     assert {r["cell"]["model"] for r in rows if r["kind"] == "cell"} == {f"{other}:make"}
+
+
+def test_shards_run_on_two_machines_merge_into_one_sweep_and_wait_for_timing_here(sweep, tmp_path):
+    import json
+    from dataclasses import replace
+
+    from fewprune.bench.sweep import merge_results
+
+    here = sweep(["l1", "l1+bn", "random"], latency=True)
+    # the same sweep on another machine: its own results file, the other half of the families
+    elsewhere = replace(here, results=str(tmp_path / "elsewhere" / "tiny.jsonl"), report=str(tmp_path / "e.md"))
+    run_sweep(here, progress=False, log=lambda *_: None, shard=(0, 2))
+    mine = {r["key"] for r in read_results(here.results) if r["kind"] == "cell"}
+    run_sweep(elsewhere, progress=False, log=lambda *_: None, shard=(1, 2))
+    theirs = {r["key"]: r for r in read_results(elsewhere.results) if r["kind"] == "cell"}
+    assert len(mine) == 3 and set(theirs) == mine  # with nothing claimed there, each machine ran all three
+    # keep only what the other machine ran that this one did not, as if they had split the work
+    rows = [r for r in read_results(elsewhere.results) if r["kind"] != "cell" or r["cell"]["method"] == "random"]
+    Path(elsewhere.results).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with_error = [r for r in read_results(here.results)]
+    for r in with_error:  # here, "random" failed: a finished row from elsewhere replaces it
+        if r["kind"] == "cell" and r["cell"]["method"] == "random":
+            r.update(status="error", error="RuntimeError: a failure here")
+    Path(here.results).write_text("".join(json.dumps(r) + "\n" for r in with_error))
+    logged = []
+    assert merge_results(here, [elsewhere.results], log=logged.append) == {"tiny.jsonl": 1}
+    rows = read_results(here.results)
+    merged = [r for r in rows if r.get("merged_from")]
+    assert len(merged) == 1 and merged[0]["cell"]["method"] == "random" and merged[0]["status"] == "ok"
+    assert "latency" not in merged[0] and merged[0]["latency_elsewhere"]  # another machine's timings
+    write_report(here)
+    report = open(here.report).read()
+    assert "1 job ran on another machine and was merged in" in report and "and 0 of 1 have been" in report
+    speed_rows = [line for line in report.splitlines() if line.startswith("| random | -40% macs |")]
+    assert speed_rows and speed_rows[0].split(" | ")[5] == "–"  # measured speed-up: it waits for a timing here
+    timed_here = [line.split(" | ")[5] for line in report.splitlines()
+                  if line.startswith(("| l1 | -40% macs |", "| l1+bn | -40% macs |"))]
+    assert len(timed_here) == 2 and all(v.endswith("×") for v in timed_here)
+    assert merge_results(here, [elsewhere.results], log=logged.append) == {"tiny.jsonl": 0}  # nothing left to take
+    run_sweep(here, progress=False, log=logged.append)
+    assert not [r for r in read_results(here.results)[len(rows):] if r["kind"] == "cell"]  # nothing ran again
+
+
+def test_a_merge_leaves_out_rows_of_a_teacher_measured_otherwise_and_refuses_its_own_file(sweep, tmp_path):
+    import json
+    from dataclasses import replace
+
+    from fewprune.bench.sweep import merge_results
+
+    here = sweep(["l1"])
+    elsewhere = replace(here, results=str(tmp_path / "elsewhere" / "tiny.jsonl"), report=str(tmp_path / "e.md"))
+    run_sweep(elsewhere, progress=False, log=lambda *_: None)
+    rows = read_results(elsewhere.results)
+    for r in rows:
+        if r["kind"] == "teacher":
+            r["accuracy"] = round(r["accuracy"] + 0.01, 6)  # another protocol gave the teacher another accuracy
+    Path(elsewhere.results).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    logged = []
+    assert merge_results(here, [elsewhere.results], log=logged.append) == {"tiny.jsonl": 0}
+    assert any("its rows of that teacher are left out" in line for line in logged)
+    assert [r["kind"] for r in read_results(here.results)] == ["teacher"]  # measured here; nothing merged
+    with pytest.raises(ValueError, match="this sweep's own results file"):
+        merge_results(here, [here.results])
+    with pytest.raises(FileNotFoundError, match="holds no results"):
+        merge_results(here, [tmp_path / "missing.jsonl"])
 
 
 def test_a_family_claimed_by_a_live_process_is_left_to_it_and_a_dead_ones_claim_is_taken_over(sweep):

@@ -407,6 +407,8 @@ def cmd_bench(args) -> int:
 
     if args.again and not args.remeasure_latency:
         raise SystemExit("fewprune: error: --again goes with --remeasure-latency (it times the cells again)")
+    if args.merge and (args.status or args.report_only or args.remeasure_latency or args.seeds or args.models):
+        raise SystemExit("fewprune: error: --merge copies finished jobs in and writes the report; it goes alone")
     if (args.seeds or args.models) and (args.status or args.report_only or args.remeasure_latency):
         raise SystemExit("fewprune: error: --seeds / --models choose which jobs run; --status, --report-only and "
                          "--remeasure-latency cover the whole sweep")
@@ -418,6 +420,13 @@ def cmd_bench(args) -> int:
         return 0
     if args.threads:
         _torch.set_num_threads(args.threads)
+    if args.merge:
+        from .bench.sweep import merge_results
+
+        merge_results(config, args.merge)
+        summary = write_report(config)
+        print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
+        return 0
     if args.remeasure_latency:
         from .bench.relatency import remeasure
 
@@ -703,6 +712,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "training jobs have no seed and run anyway; the report covers every finished row")
     p.add_argument("--models", type=_comma_list(str), metavar="M[,M…]",
                    help="run only the jobs of these models (as the config names them) this time")
+    p.add_argument("--merge", nargs="+", metavar="RESULTS.jsonl",
+                   help="copy in the jobs this sweep lacks that these results files of the same sweep finished "
+                        "(e.g. its shards run on other machines), if they measured the same teachers to the same "
+                        "accuracy; their speed-ups wait for --remeasure-latency here")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("methods", help="the registered methods and the parts that compose others")

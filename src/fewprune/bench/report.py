@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from ..allocation import Target
 from ..metrics import threads_text
-from .config import METRICS, TRAINING_KINDS, Cell, SweepConfig
+from .config import JOB_KINDS, METRICS, TRAINING_KINDS, Cell, SweepConfig
 from .scratch import scratch_label
 
 
@@ -150,12 +150,39 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                      + ", nothing else running"
                      + (" (cells of the alongside sweep by that sweep's command)." if config.alongside else "."))
         lines.append("")
-    versions = next((r["versions"] for r in rows if "versions" in r), {})
-    threads = next((r["threads"] for r in rows if "threads" in r), "?")
-    ran = "Cells" if config.methods else "Jobs"
-    lines.append(f"{ran} ran on {threads_text(threads, 'CPU thread')} with "
-                 + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    merged = [r for g in groups.values() for r in g if r.get("merged_from")] \
+        + [r for r in trained_ok if r.get("merged_from")]
+    if merged:
+        files = ", ".join(f"`{name}`" for name in sorted({r["merged_from"] for r in merged}))
+        timed = sum(bool(r.get("latency_remeasured")) for r in merged)
+        one = len(merged) == 1
+        lines += [f"{len(merged)} job{'' if one else 's'} ran on another machine and {'was' if one else 'were'} "
+                  f"merged in (`fewprune bench {config.source} "
+                  f"--merge`, from {files}): {'its speed-up comes' if one else 'their speed-ups come'} only from "
+                  f"timing {'it' if one else 'them'} here (`--remeasure-latency`), and {timed} of {len(merged)} "
+                  f"{'has' if timed == 1 else 'have'} been.", ""]
+    lines.append(_environment_line(rows, "Cells" if config.methods else "Jobs"))
     return "\n".join(lines) + "\n"
+
+
+def _environment_line(rows: list[dict], ran: str) -> str:
+    """The CPU threads and library versions the jobs ran with; where jobs differ (run in several sessions, or
+    merged from another machine), how many ran with each."""
+    jobs = [r for r in rows if r.get("kind") in JOB_KINDS and "versions" in r]
+    if not jobs:
+        return f"{ran}: no versions recorded."
+    n = len(jobs)
+    threads = Counter(r.get("threads", "?") for r in jobs)
+    on = " or ".join(threads_text(t, "CPU thread") + (f" ({c} of {n})" if len(threads) > 1 else "")
+                     for t, c in threads.most_common())
+    same, differing = [], []
+    for name in sorted({k for r in jobs for k in r["versions"]}):
+        values = Counter(r["versions"].get(name) for r in jobs)
+        if len(values) == 1 and None not in values:
+            same.append(f"{name} {next(iter(values))}")
+        else:
+            differing.append(f"{name} " + ", ".join(f"{v} in {c} of {n}" for v, c in values.most_common() if v))
+    return f"{ran} ran on {on} with {', '.join(same)}" + "".join(f"; {d}" for d in differing) + "."
 
 
 def _curve_areas(config: SweepConfig, rows: list[dict], model: str, methods: list[str],

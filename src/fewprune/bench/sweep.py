@@ -310,20 +310,74 @@ def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:
     for path in sorted(here.parent.glob("*.jsonl")):
         if path.resolve() == here.resolve():
             continue
-        rows = read_results(path)
-        same_teachers = {r["model"] for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"
-                         and r["key"] in done and done[r["key"]].get("accuracy") == r.get("accuracy")}
-        for row in rows:
-            job = wanted.get(row.get("key"))
-            if (job is None or job.key in found or row.get("status") != "ok" or job.model not in same_teachers
-                    or (config.latency and row.get("kind") == "cell" and not row.get("latency"))):
-                continue
+        for job, row in _measured(config, read_results(path), wanted, done, found):
             reused = {**row, "reused_from": path.name}
             if row["key"] != job.key:  # the label twin's measurement: the same plan and student
                 reused.update(key=job.key, cell=job.__dict__, command=job.command(),
                               same_as_labels=row["cell"]["labels"], same_as_key=row["key"])
             found[job.key] = reused
     return list(found.values())
+
+
+def _measured(config: SweepConfig, rows: list[dict], wanted: dict, done: dict, found: dict):
+    """``(job, row)`` for each finished row of ``rows`` that measured a ``wanted`` job (key -> job) not yet
+    ``found``, on a teacher measured to the accuracy ``done`` holds for it, with latency if the sweep times it."""
+    same_teachers = {r["model"] for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"
+                     and r["key"] in done and done[r["key"]].get("accuracy") == r.get("accuracy")}
+    for row in rows:
+        job = wanted.get(row.get("key"))
+        if (job is None or job.key in found or row.get("status") != "ok" or job.model not in same_teachers
+                or (config.latency and row.get("kind") == "cell" and not row.get("latency")
+                    and not row.get("merged_from"))):  # a merged row's timings wait for a re-timing here
+            continue
+        yield job, row
+
+
+def merge_results(config: SweepConfig, paths: Sequence[str | Path], log=print) -> dict:
+    """Copy into this sweep's results the jobs it lacks (or that failed here) that ``paths`` finished: results
+    files of the same sweep run elsewhere, e.g. its shards on other machines.
+
+    A row is taken only when its teacher was measured there to the accuracy
+    measured here (a missing teacher is measured here first), so both ran the
+    same protocol. Copies are marked ``merged_from``; their timings came from
+    another machine, so they are kept as ``latency_elsewhere`` and the
+    report gives their speed-ups only once ``--remeasure-latency`` has timed
+    them here beside their teacher. Quiet re-timings (``kind: latency``) are
+    never merged. Returns how many rows came from each file.
+    """
+    with results_lock(config.results):
+        done = {r["key"]: r for r in read_results(config.results)}
+        for model in config.models:
+            key = teacher_key(model, config.dataset, config.eval_limit)
+            if key not in done:
+                done[key] = run_teacher(model, config.dataset, config.eval_limit, config.latency)
+                _append_line(Path(config.results), done[key])
+        jobs = {job.key: job for job in sweep_jobs(config)}
+        merged: dict[str, int] = {}
+        for path in map(Path, paths):
+            if path.resolve() == Path(config.results).resolve():
+                raise ValueError(f"{path} is this sweep's own results file")
+            rows = read_results(path)
+            if not rows:
+                raise FileNotFoundError(f"{path} holds no results (missing, or not a results file)")
+            wanted = {k: job for k, job in jobs.items() if done.get(k, {}).get("status") != "ok"}
+            teachers = {r["model"]: r.get("accuracy") for r in rows if r.get("kind") == "teacher"}
+            for model, accuracy in teachers.items():
+                here = done.get(teacher_key(model, config.dataset, config.eval_limit), {}).get("accuracy")
+                if model in config.models and accuracy != here:
+                    log(f"{config.name}: {path.name} measured {model} to {accuracy}, not {here} as here: "
+                        "its rows of that teacher are left out")
+            found: dict[str, dict] = {}
+            for job, row in _measured(replace(config, latency=False), rows, wanted, done, found):
+                copied = {k: v for k, v in row.items() if k not in ("latency", "reused_from")}
+                found[job.key] = {**copied, "merged_from": path.name,
+                                  **({"latency_elsewhere": row["latency"]} if row.get("latency") else {})}
+            for row in found.values():
+                _append_line(Path(config.results), row)
+                done[row["key"]] = row
+            merged[path.name] = len(found)
+            log(f"{config.name}: {len(found)} jobs merged from {path}")
+    return merged
 
 
 def label_twin(job) -> Cell | None:

@@ -329,6 +329,31 @@ def test_a_merge_leaves_out_rows_of_a_teacher_measured_otherwise_and_refuses_its
         merge_results(here, [tmp_path / "missing.jsonl"])
 
 
+def test_a_sweep_on_a_device_says_so_in_each_row_and_leaves_the_timing_to_the_cpu(sweep):
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where a GPU is, the GPU path is checked too
+    config = sweep(["l1+bn"], latency=True, ceiling={"epochs": 1})
+    run_sweep(config, progress=False, log=lambda *_: None, device=device)
+    rows = read_results(config.results)
+    teacher = next(r for r in rows if r["kind"] == "teacher")
+    assert teacher["latency"] and "device" not in teacher  # teachers are measured on the CPU, wherever jobs run
+    jobs = [r for r in rows if r["kind"] in ("cell", "ceiling")]
+    assert len(jobs) == 2 and all(r["status"] == "ok" for r in jobs)
+    if device == "cpu":  # the CPU: as without --device
+        assert all(r["latency"] and "device" not in r for r in jobs)
+    else:
+        assert all(r["device"].startswith("cuda") and not r.get("latency") for r in jobs)
+        assert "on cuda" in open(config.report).read()
+
+
+def test_a_sweep_names_a_missing_gpu_before_any_job(sweep):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: there is nothing missing to name")
+    config = sweep(["l1"])
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+        run_sweep(config, progress=False, log=lambda *_: None, device="cuda")
+    assert not Path(config.results).exists()
+
+
 def test_a_family_claimed_by_a_live_process_is_left_to_it_and_a_dead_ones_claim_is_taken_over(sweep):
     import subprocess
     import sys

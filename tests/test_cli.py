@@ -347,3 +347,13 @@ def test_a_model_spec_brings_its_own_dataset_when_none_is_named(tmp_path, monkey
     (result / "report.json").write_text(json.dumps({"evaluation": {"dataset": "imagefolder:/data/roads"}}))
     assert default_dataset(str(result)) == "imagefolder:/data/roads"
     assert default_dataset("torchvision:resnet18") == default_dataset(None) == "fashion-mnist"
+
+
+def test_python_dash_m_fewprune_is_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "fewprune", "methods", "--json"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {m["name"] for m in json.loads(done.stdout)["methods"]} >= {"l1+kd", "cma", "practise"}

@@ -407,6 +407,9 @@ def cmd_bench(args) -> int:
 
     if args.again and not args.remeasure_latency:
         raise SystemExit("fewprune: error: --again goes with --remeasure-latency (it times the cells again)")
+    if args.device and (args.status or args.report_only or args.remeasure_latency or args.merge):
+        raise SystemExit("fewprune: error: --device says where jobs run; --status, --report-only, --merge and "
+                         "--remeasure-latency (CPU timings) run none")
     if args.merge and (args.status or args.report_only or args.remeasure_latency or args.seeds or args.models):
         raise SystemExit("fewprune: error: --merge copies finished jobs in and writes the report; it goes alone")
     if (args.seeds or args.models) and (args.status or args.report_only or args.remeasure_latency):
@@ -435,7 +438,7 @@ def cmd_bench(args) -> int:
     else:
         summary = write_report(config) if args.report_only else run_sweep(
             config, executor=args.executor, address=args.address, retry_failed=args.retry_failed,
-            shard=_shard(args.shard), seeds=args.seeds, models=args.models)
+            shard=_shard(args.shard), seeds=args.seeds, models=args.models, device=args.device)
     print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
     return 130 if summary.get("stopped") else 0  # stopped on Ctrl-C / SIGTERM: a script running sweeps stops too
 
@@ -712,6 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "training jobs have no seed and run anyway; the report covers every finished row")
     p.add_argument("--models", type=_comma_list(str), metavar="M[,M…]",
                    help="run only the jobs of these models (as the config names them) this time")
+    p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",
+                   help="compress and train the jobs there (default cpu); on a GPU nothing is timed: the speed-ups "
+                        "come from --remeasure-latency on the CPU, and teachers are measured on the CPU")
     p.add_argument("--merge", nargs="+", metavar="RESULTS.jsonl",
                    help="copy in the jobs this sweep lacks that these results files of the same sweep finished "
                         "(e.g. its shards run on other machines), if they measured the same teachers to the same "

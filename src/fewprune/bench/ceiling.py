@@ -17,15 +17,17 @@ from dataclasses import dataclass
 import torch
 
 from ..checkpoints import job_checkpoint
-from .runner import _load_data, _teacher, measure_model
+from ..devices import resolve_device
+from .runner import _load_data, _teacher, measure_model, on_cpu
 
 BLOCK_SAMPLES = 500  # images (seed 0) a block criterion sees to pick a block ceiling's blocks
 
 
 def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: float = 0.01, batch_size: int = 128,
                 eval_limit: int | None = None, latency: bool = True, log=print, checkpoint=None,
-                block_structure: str | None = None) -> dict:
-    """The ceiling's row; with a ``checkpoint`` path the fine-tuning resumes from its last finished epoch.
+                block_structure: str | None = None, device=None) -> dict:
+    """The ceiling's row; with a ``checkpoint`` path the fine-tuning resumes from its last finished epoch. The
+    fine-tuning runs on ``device`` (the CPU by default; elsewhere nothing is timed).
 
     A block-count ``target`` needs ``block_structure``, the block criterion that picks the blocks.
     """
@@ -46,14 +48,16 @@ def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: flo
     else:  # the l1 structure needs no data beyond one example for shapes
         samples, method, seen = (example, None), "l1", 0
     structure = api.compress(teacher, samples, method=method, target=Target(**target), labels=False, progress=False)
-    student = copy.deepcopy(structure.student)
+    student = copy.deepcopy(structure.student).to(resolve_device(device))  # the structure is chosen on the CPU
     recipe = Recipe(architecture="", dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=5e-4, warmup_epochs=0.0)
     seconds = fit(student, train, recipe, checkpoint, log=log, name=f"ceiling {model} {target}")
     row = {"kind": "ceiling", "key": ceiling_key(model, dataset, target, epochs, lr, eval_limit, block_structure),
            "model": model, "dataset": dataset, "target": target, "structure": method, "epochs": epochs, "lr": lr,
            **({"structure_samples": seen, "dropped_blocks": list(structure.plan.dropped_blocks)} if seen else {})}
-    row.update(measure_model(student, test, example, latency))
+    row.update(measure_model(student, test, example, latency and on_cpu(device)))
+    if not on_cpu(device):
+        row["device"] = str(device)
     row.update(status="ok", macs_reduction=structure.report["macs_reduction"],
                params_reduction=structure.report["params_reduction"], teacher_macs=structure.report["teacher"]["macs"],
                plan_removed={g: len(r) for g, r in structure.plan.removed.items()}, train_seconds=round(seconds, 1),
@@ -91,13 +95,13 @@ class CeilingJob:
     def describe(self) -> str:
         return f"full-data ceiling for {self.model} at {self.target} ({self.epochs} epochs)"
 
-    def run(self, eval_limit, latency: bool) -> dict:
+    def run(self, eval_limit, latency: bool, device=None) -> dict:
         """The ceiling's row; a failure becomes an error row, so the sweep goes on (``--retry-failed`` re-runs it)."""
         checkpoint = job_checkpoint(self.work_dir, self.key)
         try:
             row = run_ceiling(self.model, self.dataset, self.target, self.epochs, self.lr, eval_limit=eval_limit,
                               latency=latency, log=lambda *_: None, checkpoint=checkpoint,
-                              block_structure=self.block_structure)
+                              block_structure=self.block_structure, device=device)
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
             return row

@@ -45,10 +45,10 @@ class Cell:
                 del fields[option]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
-    def run(self, eval_limit: int | None, latency: bool) -> dict:
+    def run(self, eval_limit: int | None, latency: bool, device=None) -> dict:
         from .runner import run_cell
 
-        return run_cell(self, eval_limit, latency)
+        return run_cell(self, eval_limit, latency, device)
 
     def describe(self) -> str:
         return self.command()

@@ -172,9 +172,8 @@ def _environment_line(rows: list[dict], ran: str) -> str:
     if not jobs:
         return f"{ran}: no versions recorded."
     n = len(jobs)
-    threads = Counter(r.get("threads", "?") for r in jobs)
-    on = " or ".join(threads_text(t, "CPU thread") + (f" ({c} of {n})" if len(threads) > 1 else "")
-                     for t, c in threads.most_common())
+    where = Counter(r.get("device") or threads_text(r.get("threads", "?"), "CPU thread") for r in jobs)
+    on = " or ".join(w + (f" ({c} of {n})" if len(where) > 1 else "") for w, c in where.most_common())
     same, differing = [], []
     for name in sorted({k for r in jobs for k in r["versions"]}):
         values = Counter(r["versions"].get(name) for r in jobs)

@@ -98,23 +98,31 @@ def _teacher(spec: str, info):
     return load_model_for(spec, info)
 
 
-def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True) -> dict:
-    """Compress and measure one cell in this process; returns its result row (errors included)."""
+def on_cpu(device) -> bool:
+    """Whether a job runs on the CPU (``device`` None or cpu): only there are its timings the CPU's."""
+    return device is None or torch.device(device).type == "cpu"
+
+
+def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True, device=None) -> dict:
+    """Compress and measure one cell in this process, on ``device`` (the CPU by default); returns its result row
+    (errors included). On a GPU nothing is timed: the reports' speed-ups are the CPU's (``--remeasure-latency``)."""
     from .. import api, data
     from ..allocation import StoppedShort, Target
     from ..metrics import versions
 
     started = time.time()
-    row: dict = {"kind": "cell", "key": cell.key, "cell": cell.__dict__, "command": cell.command()}
+    row: dict = {"kind": "cell", "key": cell.key, "cell": cell.__dict__, "command": cell.command(),
+                 **({} if on_cpu(device) else {"device": str(device)})}
     try:
         train, test = _load_data(cell.dataset, eval_limit)
         few = data.few_shot(train, n=None if cell.per_class else cell.samples,
                             per_class=cell.samples if cell.per_class else None, seed=cell.seed)
         teacher = _teacher(cell.model, train.info)
         result = api.compress(teacher, few, method=cell.method, target=Target(**cell.target), seed=cell.seed,
-                              labels=cell.labels, progress=False, round_to=cell.round_to, min_width=cell.min_width)
+                              labels=cell.labels, progress=False, round_to=cell.round_to, min_width=cell.min_width,
+                              device=device)
         example = few.tensors()[0][:1]
-        row.update(measure_model(result.student, test, example, latency))
+        row.update(measure_model(result.student, test, example, latency and on_cpu(device)))
         row.update(
             status="ok",
             few_shot_hash=few.indices_hash(),

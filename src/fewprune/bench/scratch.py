@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..checkpoints import job_checkpoint
-from .runner import _load_data, measure_model
+from .runner import _load_data, measure_model, on_cpu
 
 
 def scratch_label(gates: dict | None) -> str:
@@ -45,8 +45,8 @@ class ScratchJob:
         changes = f", gates {self.gates}" if self.gates else ""
         return f"asca-scratch for {self.model} at {self.target} ({self.epochs} epochs, full training set{changes})"
 
-    def run(self, eval_limit, latency: bool) -> dict:
-        """The job's row; a failure becomes an error row, so the sweep goes on."""
+    def run(self, eval_limit, latency: bool, device=None) -> dict:
+        """The job's row; a failure becomes an error row, so the sweep goes on. It trains on the CPU only."""
         from ..allocation import Target
         from ..metrics import versions
         from ..models.recipes import train_asca_scratch
@@ -55,6 +55,8 @@ class ScratchJob:
                "epochs": self.epochs, **({"gates_schedule": self.gates} if self.gates else {})}
         started = time.time()
         try:
+            if not on_cpu(device):
+                raise ValueError(f"asca-scratch trains on the CPU, not {device}: run this job without --device")
             if not self.model.startswith("zoo:"):
                 raise ValueError(f"asca-scratch needs a training recipe: use a zoo:NAME model, not {self.model!r}")
             train, test = _load_data(self.dataset, eval_limit)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..allocation.paths import shared_paths
+from ..devices import resolve_device
 from .ceiling import CeilingJob
 from .claims import family_id, try_claim
 from .config import JOB_KINDS, Cell, SweepConfig, gate_changes
@@ -98,8 +99,13 @@ def sweep_jobs(config: SweepConfig) -> list:
 
 def run_sweep(config: SweepConfig, executor: str = "local", address: str | None = None, retry_failed: bool = False,
               progress: bool = True, log=print, shard: tuple[int, int] | None = None,
-              seeds: Sequence[int] | None = None, models: Sequence[str] | None = None) -> dict:
+              seeds: Sequence[int] | None = None, models: Sequence[str] | None = None, device=None) -> dict:
     """Run every missing cell of ``config``, append results, then write the report and plots.
+
+    ``device="cuda"`` compresses and trains the jobs on that GPU (each row
+    says so); nothing is timed there, so their speed-ups come from
+    ``--remeasure-latency`` on the CPU. Teachers are measured on the CPU, so
+    results files of such runs merge with the CPU's (:func:`merge_results`).
 
     ``seeds`` / ``models`` run only the jobs of those seeds / models this time
     (training jobs have no seed and run whenever their model does), e.g. one
@@ -113,6 +119,9 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     """
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard {shard[0]}/{shard[1]}: want I/N with 0 <= I < N")
+    device = None if device is None else resolve_device(device)  # a GPU that is not there: named before any job
+    if device is not None and executor != "local":
+        raise ValueError("--device runs the jobs of this process; with Ray, each worker's devices are its own")
     jobs = selected_jobs(config, seeds, models)
     unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
     # Under the lock, so that of several shards one measures each teacher and copies each reusable row.
@@ -207,7 +216,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         if measured is not None:
             log(f"{config.name}: {job.key} measured meanwhile by {measured['reused_from']}, reused")
             return measured
-        return job.run(config.eval_limit, config.latency)
+        return job.run(config.eval_limit, config.latency, device)
 
     bar = _progress(len(todo), progress)
     if executor == "local":

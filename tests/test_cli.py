@@ -357,3 +357,17 @@ def test_python_dash_m_fewprune_is_the_command_line():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert {m["name"] for m in json.loads(done.stdout)["methods"]} >= {"l1+kd", "cma", "practise"}
+
+
+def test_demo_is_the_embedded_default_job_and_passes_on_its_options(monkeypatch):
+    from fewprune import cli
+
+    ran = []
+    monkeypatch.setattr(cli, "main", lambda argv: ran.append(argv) or 0)  # the prune it would run, not run
+    args = cli.build_parser().parse_args(["demo", "--eval-limit", "100", "--device", "cpu"])
+    assert args.func(args) == 0
+    [argv] = ran
+    assert argv[:3] == ["prune", "--model", "zoo:resnet56-fmnist"] and "--force" in argv
+    value = lambda flag: argv[argv.index(flag) + 1]  # noqa: E731
+    assert value("--method") == "cma+mir-blocks" and value("--samples") == "50" and value("--macs") == "0.5"
+    assert value("--blocks") == "auto" and value("--eval-limit") == "100" and value("--device") == "cpu"

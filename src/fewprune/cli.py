@@ -122,9 +122,9 @@ def _evaluation_set(name: str, root: str | None, train, few) -> tuple[object, st
 
 
 def cmd_eval(args) -> int:
+    device = resolve_device(args.device)  # a GPU that is not there is named before the data is read
     dataset = _subset(data.load(args.data, args.split, root=args.data_root), args.limit)
-    model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt)
-    model.to(resolve_device(args.device))
+    model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt).to(device)
     example = dataset[0][0].unsqueeze(0)
     result = metrics.measure(model, dataset, example, progress=not args.quiet)
     result.update(model=args.model, data=args.data, split=args.split, versions=metrics.versions())

@@ -78,6 +78,7 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
     from . import build
     from .weights import sha256_of
 
+    device = resolve_device(device)  # a GPU that is not there is named before any work
     recipe = recipes.get(name)
     if epochs is not None:
         recipe = Recipe(**{**asdict(recipe), "epochs": epochs})
@@ -87,7 +88,6 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
     test_set = data.load(recipe.dataset, "test")
     info = train_set.info
     torch.manual_seed(recipe.seed)
-    device = resolve_device(device)
     model = build(recipe.architecture, info.num_classes, info.input_shape[0], info.input_shape[1]).to(device)
     elapsed = fit(model, train_set, recipe, out / "checkpoint.pt", log=log, name=name)
     model.eval()

@@ -111,10 +111,14 @@ def test_a_student_compressed_on_a_device_saves_and_reloads_on_the_cpu(device, t
     assert measured["latency"]["batch1"].get("device", "cpu").startswith(device)
 
 
-def test_prune_names_a_missing_gpu_and_writes_nothing(tmp_path, capsys):
+def test_prune_eval_and_train_name_a_missing_gpu_and_write_nothing(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: there is nothing missing to name")
     out = tmp_path / "out"
     code = main(["prune", "--model", "resnet20", "--samples", "10", "--device", "cuda", "--out", str(out)])
     assert code == 2 and "no CUDA GPU is visible" in capsys.readouterr().err
     assert not out.exists()
+    for argv in (["eval", "--model", "resnet20", "--device", "cuda"],
+                 ["train", "resnet20-fmnist", "--out", str(out), "--device", "cuda"]):
+        assert main(argv) == 2 and "no CUDA GPU is visible" in capsys.readouterr().err, argv
+        assert not out.exists()

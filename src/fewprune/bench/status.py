@@ -57,14 +57,16 @@ def _row_kind(row: dict) -> tuple[str, str, int | None] | None:
 
 
 def _measured_seconds(rows: list[dict]) -> dict[tuple, list[float]]:
-    """Wall seconds of every job measured among ``rows`` (copies left out), by kind.
+    """Wall seconds of every job measured among ``rows`` on this machine's CPU (copies, rows merged from another
+    machine and jobs run on a GPU left out), by kind.
 
     A training job's time is scaled to one epoch, so ceilings of other epoch counts still tell.
     """
     seconds: dict[tuple, list[float]] = defaultdict(list)
     for row in rows:
         kind = _row_kind(row)
-        if kind is None or row.get("status") != "ok" or row.get("reused_from") or not row.get("wall_seconds"):
+        if (kind is None or row.get("status") != "ok" or row.get("reused_from") or row.get("merged_from")
+                or row.get("device") or not row.get("wall_seconds")):
             continue
         if kind[2] is None:  # training job: per epoch
             seconds[kind].append(row["wall_seconds"] / max(1, row.get("epochs", 1)))

@@ -122,3 +122,24 @@ def test_prune_eval_and_train_name_a_missing_gpu_and_write_nothing(tmp_path, cap
                  ["train", "resnet20-fmnist", "--out", str(out), "--device", "cuda"]):
         assert main(argv) == 2 and "no CUDA GPU is visible" in capsys.readouterr().err, argv
         assert not out.exists()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spec,shape,method", [
+    ("vit", (1, 28, 28), "l1+mir"),  # attention heads removed by fewprune's own surgery
+    ("torchvision:lraspp_mobilenet_v3_large", (1, 64, 64), "l1+kd"),  # a dense prediction, its frozen decoder
+])
+def test_heads_and_dense_predictions_compress_on_the_device_too(spec, shape, method, device):
+    teacher = build(spec, num_classes=10, in_channels=shape[0], image_size=shape[1]).eval()
+    x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(0))
+    target = fp.Target(channels=0.3)
+    result = fp.compress(teacher, x, method=quick(method), target=target, progress=False, device=device)
+    assert model_device(result.student).type == device and on_device(teacher, torch.device("cpu"))
+    if spec == "vit":
+        assert any(result.plan.kinds[g] == "heads" for g in result.plan.removed)
+    with torch.no_grad():
+        out = fp.models.outputs.main_output(result.student(x.to(device)))
+    assert torch.isfinite(out).all() and out.shape[0] == 8
+    if device == "cpu":
+        on_cpu = fp.compress(teacher, x, method=quick(method), target=target, progress=False)
+        assert result.plan.to_dict() == on_cpu.plan.to_dict()

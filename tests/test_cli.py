@@ -41,6 +41,21 @@ def test_prune_writes_a_reloadable_result_and_refuses_to_overwrite(env, capsys):
     assert main(argv + ["--force", "--seed", "1"]) == 0
 
 
+def test_prune_onnx_exports_the_student_and_times_both_models_under_onnxruntime(env, capsys):
+    tmp, weights = env
+    out = tmp / "run"
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method", "l1",
+                 "--macs", "0.5", "--onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "onnxruntime batch 64" in printed and "(onnxruntime " in printed
+    evaluation = json.loads((out / "report.json").read_text())["evaluation"]
+    for who in ("teacher", "student"):
+        timed = evaluation[who]["onnxruntime"]
+        assert set(timed) == {"batch1", "batch64"} and all(t["median_ms"] > 0 for t in timed.values())
+        assert timed["batch64"]["batch_size"] == 64 and timed["batch64"]["threads"] == torch.get_num_threads()
+    assert (out / "student.onnx").is_file() and not list(out.glob("teacher*"))  # the teacher's copy was temporary
+
+
 def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_teacher_on_the_rest(
         tmp_path, capsys, untimed):
     import numpy as np

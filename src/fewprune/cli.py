@@ -89,15 +89,18 @@ def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False
             line("mean IoU", lambda r: f"{100 * r['mean_iou']:.2f}%")
     line("MACs", lambda r: f"{r['macs'] / 1e6:.2f} M")
     line("params", lambda r: f"{r['params'] / 1e6:.3f} M")
-    for key in first["latency"]:
-        lat = first["latency"][key]
-        line(f"latency {key.replace('batch', 'batch ')} ({lat.get('device') or metrics.threads_text(lat['threads'])})",
-             lambda r, k=key: f"{r['latency'][k]['median_ms']:.2f} ms "
-                              f"[{r['latency'][k]['p25_ms']:.2f}–{r['latency'][k]['p75_ms']:.2f}]")
+    for field, runtime in (("latency", "latency"), ("onnxruntime", "onnxruntime")):
+        for key, lat in first.get(field, {}).items():
+            line(f"{runtime} {key.replace('batch', 'batch ')} "
+                 f"({lat.get('device') or metrics.threads_text(lat['threads'])})",
+                 lambda r, f=field, k=key: f"{r[f][k]['median_ms']:.2f} ms "
+                                           f"[{r[f][k]['p25_ms']:.2f}–{r[f][k]['p75_ms']:.2f}]")
     if speed_up:
         base, model = list(rows.values())[:2]
-        measured = base["latency"]["batch64"]["median_ms"] / model["latency"]["batch64"]["median_ms"]
-        table.add_row("MAC speed-up / measured speed-up (b64)", "", f"{base['macs'] / model['macs']:.2f}× / {measured:.2f}×")
+        ratio = lambda field: base[field]["batch64"]["median_ms"] / model[field]["batch64"]["median_ms"]  # noqa: E731
+        table.add_row("MAC speed-up / measured speed-up (b64)", "", f"{base['macs'] / model['macs']:.2f}× / "
+                      f"{ratio('latency'):.2f}×" + (f" (onnxruntime {ratio('onnxruntime'):.2f}×)"
+                                                    if "onnxruntime" in model else ""))
     return table
 
 
@@ -363,6 +366,11 @@ def cmd_prune(args) -> int:
     else:
         rows = {who: metrics.measure(model, test, example) for who, model in (("teacher", teacher),
                                                                               ("student", result.student))}
+    if args.onnx:  # the deployment runtime's view: both models exported and timed under onnxruntime
+        with tempfile.TemporaryDirectory() as folder:
+            for who, model in (("teacher", teacher), ("student", result.student)):
+                exported = api.export_onnx(model, Path(folder) / f"{who}.onnx", example, check=False)
+                rows[who]["onnxruntime"] = metrics.onnx_latency(exported, example)
     result.report["evaluation"] = {**rows, "split": split, "dataset": args.data}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
@@ -681,7 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument("--decay", choices=["cosine", "step"],
                           help="learning-rate decay: cosine to 0, or ×0.1 at 40%% of the iterations (MiR's authors)")
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
-    p.add_argument("--onnx", action="store_true", help="also export student.onnx (checked with onnxruntime)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also export student.onnx (checked with onnxruntime), and time teacher and student under "
+                        "onnxruntime (CPU, the same threads) beside torch")
     p.add_argument("--protect", action="append", default=[], metavar="LAYER",
                    help="keep this layer's output width as it is (repeatable; the classifier always is)")
     p.add_argument("--dry-run", action="store_true",

@@ -7,7 +7,7 @@ import platform
 
 from .accuracy import agreement, evaluate, mean_iou, predict
 from .complexity import macs, params
-from .latency import latency
+from .latency import latency, onnx_latency
 
 
 def threads_text(count, noun: str = "thread") -> str:
@@ -51,4 +51,5 @@ def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = T
     return result
 
 
-__all__ = ["agreement", "evaluate", "latency", "macs", "mean_iou", "measure", "params", "predict", "versions"]
+__all__ = ["agreement", "evaluate", "latency", "macs", "mean_iou", "measure", "onnx_latency", "params", "predict",
+           "versions"]

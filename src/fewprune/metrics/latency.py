@@ -1,15 +1,41 @@
-"""Measured CPU latency: median and spread of timed forwards after warm-up."""
+"""Measured latency: median and spread of timed forwards after warm-up, in torch or in onnxruntime."""
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ..devices import model_device, synchronize
 from ..modes import eval_mode
+
+
+def _timed(run: Callable[[], object], repeats: int | None, warmup: int, min_seconds: float,
+           max_repeats: int) -> list[float]:
+    """Milliseconds of each timed ``run()``, after ``warmup`` untimed ones: ``repeats`` of them, or as many as
+    fit in ``min_seconds`` (at least 5, at most ``max_repeats``)."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1000)
+        if repeats is not None:
+            if len(times) >= repeats:
+                return times
+        elif len(times) >= max_repeats or (len(times) >= 5 and time.perf_counter() - start >= min_seconds):
+            return times
+
+
+def _summary(times: list[float], batch_size: int, threads: int) -> dict:
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_ms": round(statistics.median(times), 4), "p25_ms": round(q[0], 4), "p75_ms": round(q[2], 4),
+            "repeats": len(times), "batch_size": batch_size, "threads": threads}
 
 
 @torch.no_grad()
@@ -24,29 +50,33 @@ def latency(model: nn.Module, example_input: torch.Tensor, repeats: int | None =
     """
     device = model_device(model)
     example_input = example_input.to(device)
+    synchronize(device)
+
+    def forward():
+        model(example_input)
+        synchronize(device)  # a GPU queues work: the timer stops when this forward has run
+
     with eval_mode(model):
-        for _ in range(warmup):
-            model(example_input)
-        times: list[float] = []
-        start = time.perf_counter()
-        while True:
-            synchronize(device)  # a GPU queues work: time from an idle device to the end of this forward
-            t = time.perf_counter()
-            model(example_input)
-            synchronize(device)
-            times.append((time.perf_counter() - t) * 1000)
-            if repeats is not None:
-                if len(times) >= repeats:
-                    break
-            elif len(times) >= max_repeats or (len(times) >= 5 and time.perf_counter() - start >= min_seconds):
-                break
-    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-    return {
-        "median_ms": round(statistics.median(times), 4),
-        "p25_ms": round(q[0], 4),
-        "p75_ms": round(q[2], 4),
-        "repeats": len(times),
-        "batch_size": int(example_input.shape[0]),
-        "threads": torch.get_num_threads(),
-        **({"device": str(device)} if device.type != "cpu" else {}),
-    }
+        times = _timed(forward, repeats, warmup, min_seconds, max_repeats)
+    return {**_summary(times, int(example_input.shape[0]), torch.get_num_threads()),
+            **({"device": str(device)} if device.type != "cpu" else {})}
+
+
+def onnx_latency(path, example_input: torch.Tensor, batches=(1, 64), threads: int | None = None, warmup: int = 3,
+                 min_seconds: float = 1.0, max_repeats: int = 200) -> dict:
+    """Latency of an exported ONNX model under onnxruntime's CPU provider at each batch size (``batchN`` keys,
+    each with :func:`latency`'s fields): what a deployment with onnxruntime sees. ``threads`` (intra-op)
+    defaults to torch's, so both runtimes are compared on the same threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    out = {}
+    for batch in batches:
+        feed = {name: example_input[:1].expand(batch, *example_input.shape[1:]).contiguous().cpu().numpy()}
+        times = _timed(lambda feed=feed: session.run(None, feed), None, warmup, min_seconds, max_repeats)
+        out[f"batch{batch}"] = _summary(times, batch, options.intra_op_num_threads)
+    return out

@@ -129,7 +129,11 @@ def test_eval_writes_json(env, capsys):
     result = json.loads((tmp / "e.json").read_text())
     assert result["samples"] == 40 and result["macs"] == fp.metrics.macs(build("resnet20", in_channels=1),
                                                                           torch.zeros(1, 1, 28, 28))
-    assert set(result["latency"]) == {"batch1", "batch64"}
+    assert set(result["latency"]) == {"batch1", "batch64"} and "onnxruntime" not in result
+    assert main(["eval", "--model", "resnet20", "--weights", str(weights), "--onnx", "--json", str(tmp / "e.json")]) == 0
+    timed = json.loads((tmp / "e.json").read_text())["onnxruntime"]
+    assert timed["batch64"]["batch_size"] == 64 and timed["batch1"]["median_ms"] > 0
+    assert "onnxruntime batch 64" in capsys.readouterr().out and not list(tmp.glob("*.onnx"))
 
 
 def test_unknown_method_lists_the_parts(env, capsys):

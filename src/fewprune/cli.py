@@ -130,11 +130,21 @@ def cmd_eval(args) -> int:
     model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt).to(device)
     example = dataset[0][0].unsqueeze(0)
     result = metrics.measure(model, dataset, example, progress=not args.quiet)
+    if args.onnx:
+        result["onnxruntime"] = _onnxruntime_latency(model, example)
     result.update(model=args.model, data=args.data, split=args.split, versions=metrics.versions())
     _console().print(metrics_table({args.model: result}, title=f"{args.model} on {args.data} ({args.split})"))
     if args.json:
         _write_json_atomic(Path(args.json), result)
     return 0
+
+
+def _onnxruntime_latency(model, example) -> dict:
+    """``model`` exported to a temporary ONNX file and timed under onnxruntime (batch 1 and 64)."""
+    from .api import export_onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        return metrics.onnx_latency(export_onnx(model, Path(folder) / "model.onnx", example, check=False), example)
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -367,10 +377,8 @@ def cmd_prune(args) -> int:
         rows = {who: metrics.measure(model, test, example) for who, model in (("teacher", teacher),
                                                                               ("student", result.student))}
     if args.onnx:  # the deployment runtime's view: both models exported and timed under onnxruntime
-        with tempfile.TemporaryDirectory() as folder:
-            for who, model in (("teacher", teacher), ("student", result.student)):
-                exported = api.export_onnx(model, Path(folder) / f"{who}.onnx", example, check=False)
-                rows[who]["onnxruntime"] = metrics.onnx_latency(exported, example)
+        for who, model in (("teacher", teacher), ("student", result.student)):
+            rows[who]["onnxruntime"] = _onnxruntime_latency(model, example)
     result.report["evaluation"] = {**rows, "split": split, "dataset": args.data}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
@@ -744,6 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many images")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--onnx", action="store_true", help="also time the model under onnxruntime (exported to a "
+                                                        "temporary file; CPU, the same threads)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 

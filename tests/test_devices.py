@@ -62,6 +62,8 @@ def test_a_models_device_is_where_its_parameters_are():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     assert model_device(model) == torch.device("cpu") and on_device(model, torch.device("cpu"))
     assert model_device(torch.nn.ReLU()) == torch.device("cpu")  # nothing to hold: the CPU
+    elsewhere = torch.nn.Linear(2, 2, device="meta")  # a device other than the CPU, on any machine
+    assert model_device(elsewhere) == torch.device("meta") and not on_device(elsewhere, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("device", DEVICES)

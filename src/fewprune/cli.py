@@ -284,9 +284,9 @@ def cmd_zoo(args) -> int:
         iou = manifest.get("mean_iou")
         return f"{100 * manifest['test_accuracy']:.2f}%" + ("" if iou is None else f" (pixels; mean IoU {100 * iou:.2f}%)")
 
+    manifests = {name: zoo.manifest(name) for name in names}
     teachers = {name: zoo.load(name) for name in names}
-    inputs = {name: torch.zeros(1, zoo.manifest(name)["in_channels"], zoo.manifest(name)["image_size"],
-                                zoo.manifest(name)["image_size"]) for name in names}
+    inputs = {name: torch.zeros(1, m["in_channels"], m["image_size"], m["image_size"]) for name, m in manifests.items()}
     # A shared VM's speed drifts for seconds at a time (the same batch-1 forward timed 3 ms in one run, 6 in the
     # next): every teacher is timed in each of several rounds, and the median round is reported with the range.
     timed: dict[str, dict[int, list[float]]] = {name: {1: [], 64: []} for name in names}
@@ -300,7 +300,7 @@ def cmd_zoo(args) -> int:
         return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
 
     for name in names:
-        m, model, x = zoo.manifest(name), teachers[name], inputs[name]
+        m, model, x = manifests[name], teachers[name], inputs[name]
         lines.append(
             f"| {name} | {accuracy(m)} | {against_target(name, m)} | "
             f"{metrics.macs(model, x) / 1e6:.2f} M | "

@@ -123,20 +123,10 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     if device is not None and executor != "local":
         raise ValueError("--device runs the jobs of this process; with Ray, each worker's devices are its own")
     jobs = selected_jobs(config, seeds, models)
-    unavailable = {}  # model -> why its teacher could not be loaded: its jobs wait for a later run
     # Under the lock, so that of several shards one measures each teacher and copies each reusable row.
     with results_lock(config.results):
         done = {r["key"]: r for r in read_results(config.results)}
-        for model in dict.fromkeys(job.model for job in jobs):
-            key = teacher_key(model, config.dataset, config.eval_limit)
-            if key not in done:
-                try:
-                    done[key] = run_teacher(model, config.dataset, config.eval_limit, config.latency)
-                except Exception as error:  # noqa: BLE001 — one missing teacher must not stop the others' cells
-                    unavailable[model] = f"{type(error).__name__}: {error}"
-                    log(f"{config.name}: skipping {model} this run: {unavailable[model]}")
-                    continue
-                _append_line(Path(config.results), done[key])
+        unavailable = _measure_teachers(config, dict.fromkeys(job.model for job in jobs), done, log)
         missing = {j.key: j for j in jobs if j.key not in done and j.model not in unavailable}
         for row in reusable_rows(config, missing, done):
             _append_line(Path(config.results), row)
@@ -253,6 +243,23 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     return write_report(config)
 
 
+def _measure_teachers(config: SweepConfig, models, done: dict, log) -> dict[str, str]:
+    """Measure and record each of ``models``' teachers that ``done`` (this sweep's rows by key, updated) lacks;
+    returns model -> why its teacher could not be loaded (its jobs wait for a later run). Call under the lock."""
+    unavailable = {}
+    for model in models:
+        key = teacher_key(model, config.dataset, config.eval_limit)
+        if key not in done:
+            try:
+                done[key] = run_teacher(model, config.dataset, config.eval_limit, config.latency)
+            except Exception as error:  # noqa: BLE001 — one missing teacher must not stop the others' jobs
+                unavailable[model] = f"{type(error).__name__}: {error}"
+                log(f"{config.name}: skipping {model} this run: {unavailable[model]}")
+                continue
+            _append_line(Path(config.results), done[key])
+    return unavailable
+
+
 def selected_jobs(config: SweepConfig, seeds: Sequence[int] | None = None,
                   models: Sequence[str] | None = None) -> list:
     """The sweep's jobs of ``seeds`` and ``models`` (None: all); a seed or model the config lacks is an error."""
@@ -331,8 +338,7 @@ def reusable_rows(config: SweepConfig, missing: dict, done: dict) -> list[dict]:
 def _measured(config: SweepConfig, rows: list[dict], wanted: dict, done: dict, found: dict):
     """``(job, row)`` for each finished row of ``rows`` that measured a ``wanted`` job (key -> job) not yet
     ``found``, on a teacher measured to the accuracy ``done`` holds for it, with latency if the sweep times it."""
-    same_teachers = {r["model"] for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"
-                     and r["key"] in done and done[r["key"]].get("accuracy") == r.get("accuracy")}
+    same_teachers = _same_teachers(rows, done)
     for row in rows:
         job = wanted.get(row.get("key"))
         if (job is None or job.key in found or row.get("status") != "ok" or job.model not in same_teachers
@@ -340,6 +346,12 @@ def _measured(config: SweepConfig, rows: list[dict], wanted: dict, done: dict, f
                     and not row.get("merged_from"))):  # a merged row's timings wait for a re-timing here
             continue
         yield job, row
+
+
+def _same_teachers(rows: list[dict], done: dict) -> set[str]:
+    """The models whose teacher ``rows`` measured to the accuracy ``done`` (this sweep's rows by key) holds."""
+    return {r["model"] for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"
+            and r["key"] in done and done[r["key"]].get("accuracy") == r.get("accuracy")}
 
 
 def merge_results(config: SweepConfig, paths: Sequence[str | Path], log=print) -> dict:
@@ -356,11 +368,10 @@ def merge_results(config: SweepConfig, paths: Sequence[str | Path], log=print) -
     """
     with results_lock(config.results):
         done = {r["key"]: r for r in read_results(config.results)}
-        for model in config.models:
-            key = teacher_key(model, config.dataset, config.eval_limit)
-            if key not in done:
-                done[key] = run_teacher(model, config.dataset, config.eval_limit, config.latency)
-                _append_line(Path(config.results), done[key])
+        unavailable = _measure_teachers(config, config.models, done, log)
+        if unavailable:  # rows are compared with this machine's teachers: each must be measured here first
+            raise ValueError(f"{config.name}: cannot merge before every teacher is measured here: "
+                             + "; ".join(f"{model}: {why}" for model, why in unavailable.items()))
         jobs = {job.key: job for job in sweep_jobs(config)}
         merged: dict[str, int] = {}
         for path in map(Path, paths):
@@ -370,12 +381,12 @@ def merge_results(config: SweepConfig, paths: Sequence[str | Path], log=print) -
             if not rows:
                 raise FileNotFoundError(f"{path} holds no results (missing, or not a results file)")
             wanted = {k: job for k, job in jobs.items() if done.get(k, {}).get("status") != "ok"}
-            teachers = {r["model"]: r.get("accuracy") for r in rows if r.get("kind") == "teacher"}
-            for model, accuracy in teachers.items():
-                here = done.get(teacher_key(model, config.dataset, config.eval_limit), {}).get("accuracy")
-                if model in config.models and accuracy != here:
-                    log(f"{config.name}: {path.name} measured {model} to {accuracy}, not {here} as here: "
-                        "its rows of that teacher are left out")
+            same = _same_teachers(rows, done)
+            for r in rows:
+                if r.get("kind") == "teacher" and r["model"] in config.models and r["model"] not in same:
+                    here = done.get(r["key"], {}).get("accuracy")
+                    log(f"{config.name}: {path.name} measured {r['model']} to {r.get('accuracy')}, not {here} as "
+                        "here: its rows of that teacher are left out")
             found: dict[str, dict] = {}
             for job, row in _measured(replace(config, latency=False), rows, wanted, done, found):
                 copied = {k: v for k, v in row.items() if k not in ("latency", "reused_from")}

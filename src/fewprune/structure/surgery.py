@@ -43,8 +43,9 @@ def prune_heads(attn: nn.Module, removed: list[int]) -> None:
         new_proj.weight.copy_(proj.weight[:, cols])
         if proj.bias is not None:
             new_proj.bias.copy_(proj.bias)
-    like = {"device": qkv.weight.device, "dtype": qkv.weight.dtype}  # new layers live where the old ones did
-    attn.qkv, attn.proj, attn.num_heads = new_qkv.to(**like), new_proj.to(**like), len(kept_heads)
+    # each new layer takes its predecessor's device and dtype
+    attn.qkv, attn.proj, attn.num_heads = (new_qkv.to(qkv.weight.device, qkv.weight.dtype),
+                                           new_proj.to(proj.weight.device, proj.weight.dtype), len(kept_heads))
     for width_name in ATTENTION_WIDTH_ATTRIBUTES:  # a stored width of all heads together (timm's attn_dim) follows
         if getattr(attn, width_name, None) == inner:
             setattr(attn, width_name, len(cols))

@@ -20,7 +20,7 @@ from model_state import same, snapshot
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # every stage that computes on tensors: data-free and data-driven criteria, step-wise and learned allocations,
 # block dropping, closed-form and trained recoveries, the mixing augmentations
-METHODS = ["l1+kd", "l1+fskd+mir", "l1+cd", "taylor+bn", "lrp", "cswap", "asca", "cma+mir-blocks", "cma",
+METHODS = ["l1+kd", "l1+fskd+mir", "l1+cd", "l1+lsq", "taylor+bn", "lrp", "cswap", "asca", "cma+mir-blocks", "cma",
            "cma+cutmix", "cma+mixup", "practise", "block-residual+mir"]
 
 

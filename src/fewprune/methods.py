@@ -49,6 +49,8 @@ register_method("random+kd", Method("random", recovery="kd", description="random
 register_method("block-residual+kd", Method("block-residual", recovery="kd", granularity="blocks",
                                             description="drop the blocks that change their input least, then KD"))
 register_method("l1+fskd", Method("l1", recovery="fskd", description="L1 + FSKD closed-form 1×1 corrections"))
+register_method("l1+lsq", Method("l1", recovery="lsq", description="L1 + layer-wise least squares: each pruned "
+                                 "layer refitted in closed form to give the teacher's output on the student's input"))
 register_method("l1+mir", Method("l1", recovery="mir", protect_features=True,
                                  description="L1 + MiR feature mimicking with the teacher's frozen head"))
 register_method("lrp", Method("lrp", allocation="iterative",

@@ -13,6 +13,11 @@ channels it kept; the teacher sees the student's input with the removed
 channels as zeros; outputs are compared on the kept output channels. This is
 CD's reconstruction step after any criterion has pruned (the paper's own
 proximal-gradient channel selection is a criterion's job here); label-free.
+
+Neither term is the pair the student meets (its own input, the teacher's
+output): on resnet20-fmnist at 70% MACs with 50 samples (seed 0), this
+training on that pair instead reached 82.3% against 41.8% with CD's terms,
+so ``lsq`` (:mod:`.lsq`) fits exactly that, in closed form.
 """
 
 from __future__ import annotations

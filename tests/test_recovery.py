@@ -266,7 +266,8 @@ def test_cross_distillation_lowers_every_layer_loss_and_changes_nothing_when_not
     ids=["conv", "strided", "dilated-reflect", "1x3", "linear"])
 def test_least_squares_solves_its_objective_for_every_layer_form(layer):
     """The closed form zeroes the objective's gradient, taken through the layer itself: patches match the kernel."""
-    from fewprune.recovery.lsq import NormalEquations, _flat_weight, _set_flat_weight, layer_outputs, layer_patches
+    from fewprune.models.features import channel_rows
+    from fewprune.recovery.lsq import NormalEquations, _flat_weight, _set_flat_weight, layer_patches
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, 9, 9, generator=gen) if isinstance(layer, nn.Conv2d) else torch.randn(6, 5, 3, generator=gen)
@@ -274,10 +275,11 @@ def test_least_squares_solves_its_objective_for_every_layer_form(layer):
     with torch.no_grad():
         for p in target.parameters():
             p.add_(torch.randn(p.shape, generator=gen))
-        y = target(x) + 0.1 * torch.randn(target(x).shape, generator=gen)  # not reachable exactly
+        reachable = target(x)
+        y = reachable + 0.1 * torch.randn(reachable.shape, generator=gen)  # not reachable exactly
     equations = NormalEquations()
     with torch.no_grad():
-        equations.add(layer_patches(layer, x), layer_outputs(y))
+        equations.add(layer_patches(layer, x), channel_rows(y))
         start = _flat_weight(layer).clone()
         ridge = 1e-2
         solution = equations.solve(start, ridge)

@@ -162,3 +162,17 @@ def module_io(model: nn.Module, names: list[str], images: torch.Tensor, batch_si
                         yield name, seen["x"], seen["y"]
             finally:
                 handle.remove()
+
+
+def select_channels(features: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
+    """``features`` on ``channels`` only (None: all): dim 1 of a feature map, the last dim of tokens."""
+    if channels is None:
+        return features
+    return features.index_select(1 if features.ndim == 4 else features.ndim - 1, channels)
+
+
+def channel_rows(features: torch.Tensor) -> torch.Tensor:
+    """A layer output as (samples · positions) × channels: a feature map's channels are dim 1, tokens' the last."""
+    if features.ndim == 4:
+        return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    return features.reshape(-1, features.shape[-1])

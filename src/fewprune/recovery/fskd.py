@@ -14,17 +14,10 @@ import torch
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import capture
+from ..models.features import capture, channel_rows, select_channels
 from ..structure import Pruned
 from .adaptors import absorb_output
 from .base import register_recovery
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """Layer output → (samples·positions) × channels."""
-    if t.ndim == 4:
-        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-    return t.reshape(-1, t.shape[-1])
 
 
 def fit_correction(zs: torch.Tensor, zt: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
@@ -57,11 +50,8 @@ def fskd(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, pr
                 x = batch.images[start : start + batch_size]
                 student(x)
                 teacher(x)
-                zs_parts.append(_rows(s_out[name]))
-                zt = t_out[name]
-                if name in pruned.kept_outputs:
-                    zt = zt.index_select(1 if zt.ndim == 4 else zt.ndim - 1, pruned.kept_outputs[name])
-                zt_parts.append(_rows(zt))
+                zs_parts.append(channel_rows(s_out[name]))
+                zt_parts.append(channel_rows(select_channels(t_out[name], pruned.kept_outputs.get(name))))
         zs, zt = torch.cat(zs_parts), torch.cat(zt_parts)
         before = (zs - zt).pow(2).mean().item()
         q = fit_correction(zs, zt, ridge)

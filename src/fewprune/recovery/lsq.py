@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import module_io, record_forward
+from ..models.features import channel_rows, module_io, record_forward, select_channels
 from ..modes import eval_mode
 from ..progress import progress_bar
 from ..structure import Pruned
@@ -52,7 +52,8 @@ def refittable(layer: nn.Module) -> bool:
 
 def layer_patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The rows the layer multiplies by its flattened weight: (positions) × (inputs · kernel taps), plus a column
-    of ones for a bias, so that ``layer(x)`` at every position is ``patches @ [W | b]ᵀ``."""
+    of ones for a bias, so that ``layer(x)`` at every position is ``patches @ [W | b]ᵀ`` (rows in the order of
+    :func:`~fewprune.models.features.channel_rows` of its output)."""
     if isinstance(layer, nn.Conv2d):
         mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
         x = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)  # every padding form, 'same' too
@@ -63,11 +64,6 @@ def layer_patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if layer.bias is not None:
         rows = torch.cat([rows, rows.new_ones(len(rows), 1)], dim=1)
     return rows
-
-
-def layer_outputs(y: torch.Tensor) -> torch.Tensor:
-    """A layer output as (positions) × channels, in the row order of :func:`layer_patches`."""
-    return y.permute(0, 2, 3, 1).reshape(-1, y.shape[1]) if y.ndim == 4 else y.reshape(-1, y.shape[-1])
 
 
 def _flat_weight(layer: nn.Module) -> torch.Tensor:
@@ -129,9 +125,7 @@ def least_squares(student: nn.Module, teacher: nn.Module, batch: Batch, seed: in
             equations = NormalEquations()
             for (_, xs, _), (_, _, yt) in zip(module_io(student, [name], images, batch_size),
                                               module_io(teacher, [name], images, batch_size), strict=True):
-                if kept_out is not None:
-                    yt = yt.index_select(1 if yt.ndim == 4 else yt.ndim - 1, kept_out)
-                equations.add(layer_patches(layer, xs), layer_outputs(yt))
+                equations.add(layer_patches(layer, xs), channel_rows(select_channels(yt, kept_out)))
             start = _flat_weight(layer)
             solution = equations.solve(start, ridge)
             before, after = equations.mse(start), equations.mse(solution)

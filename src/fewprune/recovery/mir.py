@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import capture, feature_layer, head_inputs, modules_after, outputs_of, record_forward
+from ..models.features import capture, feature_layer, head_inputs, modules_after, outputs_of, record_forward, select_channels
 from ..models.memo import RowMemo
 from ..modes import eval_mode
 from ..structure import Pruned, frozen_parameters
@@ -116,13 +116,6 @@ def block_output_channels(teacher: nn.Module, block: str, pruned: Pruned,
     return pruned.kept_outputs.get(order[-1]) if order else None
 
 
-def _kept(features: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
-    """``features`` on ``channels`` only: dim 1 of a feature map, the last dim of tokens."""
-    if channels is None:
-        return features
-    return features.index_select(1 if features.ndim == 4 else features.ndim - 1, channels)
-
-
 def _relative_mse(student_out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(student_out, teacher_out) / teacher_out.pow(2).mean().clamp_min(1e-8)
 
@@ -148,7 +141,7 @@ def mimic_blocks(student: nn.Module, teacher: nn.Module, batch: Batch, pruned: P
 
     def kept_outputs(x):  # only the channels compared are memoised
         out = teacher_outputs(x)
-        return {name: _kept(out[name], channels[name]) if name in channels else out[name] for name in out}
+        return {name: select_channels(out[name], channels[name]) if name in channels else out[name] for name in out}
 
     targets = RowMemo(kept_outputs, enabled=mix is None)
     with eval_mode(teacher), frozen_parameters(student, head), capture(student, *layers, *blocks) as s_out:

@@ -224,3 +224,14 @@ def test_an_augmentation_without_a_training_recovery_is_refused():
                     progress=False)
     with pytest.raises(ValueError, match="more than one augmentation"):
         fp.methods.get("l1+mir+cmamix+mixup")
+
+
+def test_a_composition_of_the_cma_criterion_allocates_by_its_block_profile():
+    # "cma+lsq" once fell back to the uniform allocator, which ignores the block profile: plain L1's plan
+    assert fp.methods.get("cma+lsq").allocation == "de" and fp.methods.get("cma+mir").block_criterion == "cma-block"
+    model, x = resnet20(), torch.randn(12, 1, 28, 28)
+    composed = replace(fp.methods.get("cma+bn"), allocation_options={"generations": 5})
+    registered = replace(fp.methods.get("cma"), recovery="bn", augment=None, allocation_options={"generations": 5})
+    plans = [fp.compress(model, x, method=recipe, target=fp.Target(macs=0.4), seed=0, progress=False).plan.to_dict()
+             for recipe in (composed, registered, "l1+bn")]
+    assert plans[0] == plans[1] and plans[0] != plans[2]

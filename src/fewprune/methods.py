@@ -117,13 +117,15 @@ def get(name: str | Method) -> Method:
         except KeyError as error:  # it names the registered parts of this kind
             raise KeyError(f"method {name!r} is not registered, and as a composition: {error.args[0]} "
                            "(`fewprune methods` lists the methods and every part)") from None
-    # A criterion may name the allocator its scores are made for (ASCA's gate logits: ``threshold``).
-    preferred = getattr(criteria.get(criterion), "allocation", "uniform")
+    # A criterion may name the allocator its scores are made for (ASCA's gate logits: ``threshold``; CMa's block
+    # profile: ``de``) and the block criterion that goes with it.
+    scorer = criteria.get(criterion)
     base = methods.get(f"{criterion}+{recovery}") if f"{criterion}+{recovery}" in methods \
-        else Method(criterion, allocation=preferred)
+        else Method(criterion, allocation=getattr(scorer, "allocation", "uniform"),
+                    block_criterion=getattr(scorer, "block_criterion", Method.block_criterion))
     return replace(base, criterion=criterion, allocation=allocation or base.allocation, recovery=recovery,
                    augment=augment[0] if augment else base.augment,
-                   granularity=getattr(criteria.get(criterion), "granularity", "channels"),
+                   granularity=getattr(scorer, "granularity", "channels"),
                    protect_features=base.protect_features or needs_features(recovery),
                    description=base.description or f"composed: {name}")
 

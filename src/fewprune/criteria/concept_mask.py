@@ -96,3 +96,9 @@ def concept_profiled_l1(model, space: PruningSpace, batch: Batch, theta: float =
     scores = Scores(l1(model, space, batch))
     scores.blocks = {b: float(d) for b, d in block_divergence(model, space.blocks, batch.images, theta).items()}
     return scores
+
+
+# Its scores are made for the profile-matching allocator: a composition such as ``cma+lsq`` gets CMa's per-block
+# ratios (with ``uniform`` the block profile would be ignored and the plan would be plain L1's), and a depth
+# target drops the blocks CMa's own block criterion picks.
+concept_profiled_l1.allocation, concept_profiled_l1.block_criterion = "de", "cma-block"

@@ -262,15 +262,18 @@ def test_cross_distillation_lowers_every_layer_loss_and_changes_nothing_when_not
 
 @pytest.mark.parametrize("layer", [
     nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False),
-    nn.Conv2d(3, 4, 3, dilation=2, padding="same", padding_mode="reflect"), nn.Conv2d(3, 4, (1, 3)), nn.Linear(3, 4)],
-    ids=["conv", "strided", "dilated-reflect", "1x3", "linear"])
+    nn.Conv2d(3, 4, 3, dilation=2, padding="same", padding_mode="reflect"), nn.Conv2d(3, 4, (1, 3)), nn.Linear(3, 4),
+    nn.Conv2d(6, 4, 3, padding=1, groups=2), nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False),
+    nn.Conv2d(3, 6, 3, groups=3)],
+    ids=["conv", "strided", "dilated-reflect", "1x3", "linear", "grouped", "depthwise", "depthwise-multiplier"])
 def test_least_squares_solves_its_objective_for_every_layer_form(layer):
     """The closed form zeroes the objective's gradient, taken through the layer itself: patches match the kernel."""
     from fewprune.models.features import channel_rows
     from fewprune.recovery.lsq import NormalEquations, _flat_weight, _set_flat_weight, layer_patches
 
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(6, 3, 9, 9, generator=gen) if isinstance(layer, nn.Conv2d) else torch.randn(6, 5, 3, generator=gen)
+    x = torch.randn(6, layer.in_channels, 9, 9, generator=gen) if isinstance(layer, nn.Conv2d) \
+        else torch.randn(6, 5, 3, generator=gen)
     target = copy.deepcopy(layer)
     with torch.no_grad():
         for p in target.parameters():
@@ -284,19 +287,20 @@ def test_least_squares_solves_its_objective_for_every_layer_form(layer):
         ridge = 1e-2
         solution = equations.solve(start, ridge)
         _set_flat_weight(layer, solution)
-    lam = ridge * equations.gram.diagonal().mean()
-    objective = (layer(x) - y).pow(2).sum() + lam * (_flat_weight(layer) - start).pow(2).sum()
+    lam = ridge * equations.gram.diagonal(dim1=1, dim2=2).mean(dim=1)  # one system, and one λ, per group
+    objective = (layer(x) - y).pow(2).sum() + (lam[:, None, None] * (_flat_weight(layer) - start).pow(2)).sum()
     grads = torch.autograd.grad(objective, list(layer.parameters()))
     assert max(g.abs().max() for g in grads) < 1e-3 * objective.item()
     # the error the normal equations report is the layer's own
     assert equations.mse(solution) == pytest.approx((layer(x) - y).pow(2).mean().item(), rel=1e-4)
 
 
-def test_least_squares_on_already_silenced_channels_reproduces_the_teacher_exactly():
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])  # MobileNetV2: depthwise convs refitted per channel
+def test_least_squares_on_already_silenced_channels_reproduces_the_teacher_exactly(name):
     from fewprune.structure import Pruned, PruningSpace, masked_copy
     from test_structure import random_plan, randomise_bn
 
-    model = randomise_bn(build("resnet20", num_classes=10, in_channels=1)).eval()
+    model = randomise_bn(build(name, num_classes=10, in_channels=1)).eval()
     x = torch.randn(32, 1, 28, 28)
     groups = PruningSpace(model, x[:1]).groups
     plan = random_plan(PruningSpace(model, x[:1]), (1, 28, 28), fraction=0.4)
@@ -310,8 +314,9 @@ def test_least_squares_on_already_silenced_channels_reproduces_the_teacher_exact
         assert torch.allclose(student(x), silenced(x), atol=1e-4)
 
 
-def test_least_squares_fits_every_pruned_layer_and_beats_fskd_through_compress():
-    teacher, batch = model_and_batch(n=48)
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+def test_least_squares_fits_every_pruned_layer_and_beats_fskd_through_compress(name):
+    teacher, batch = model_and_batch(name, n=48)
     errors = {}
     for method in ("l1", "l1+fskd", "l1+lsq"):
         result = fp.compress(teacher, batch.images, method=method, target=fp.Target(macs=0.5), progress=False)
@@ -320,6 +325,8 @@ def test_least_squares_fits_every_pruned_layer_and_beats_fskd_through_compress()
         if method == "l1+lsq":
             layers = result.report["recovery"]["lsq"]["layers"]
             assert all(s["mse_after"] <= s["mse_before"] for s in layers)
+            refitted = [result.student.get_submodule(s["layer"]) for s in layers]
+            assert any(getattr(layer, "groups", 1) > 1 for layer in refitted) == (name == "mobilenetv2")
             assert sum(s["mse_after"] < 0.9 * s["mse_before"] for s in layers) > len(layers) // 2
     # the whole kernel refitted does more than FSKD's 1×1 output mixing, on the samples it saw
     assert errors["l1+lsq"] < errors["l1+fskd"] < errors["l1"]

@@ -108,18 +108,42 @@ def test_absorbing_an_adaptor_equals_applying_it(side, layer):
         assert torch.allclose(layer(x), expected, atol=1e-5)
 
 
-def test_fskd_on_already_silenced_channels_reproduces_the_teacher_exactly():
-    from fewprune.recovery.fskd import fskd
+class ChannelsLastMLP(nn.Module):
+    """A ConvNeXt-like block: its linear layers run on a channels-last 4-D map (20×20, wider than the 16 hidden
+    channels, so channels taken from the wrong dim would not even fail)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.fc1, self.fc2, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 16), nn.Linear(16, 8), \
+            nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.fc2(torch.relu(self.fc1(x.permute(0, 2, 3, 1)))).permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def silenced_student(name: str):
+    """A teacher whose channels a random plan removes already read as zero, its pruned student, the images and what
+    was pruned: a recovery has nothing left to correct."""
     from fewprune.structure import Pruned, PruningSpace, masked_copy
     from test_structure import random_plan, randomise_bn
 
-    model = randomise_bn(build("resnet20", num_classes=10, in_channels=1)).eval()
-    x = torch.randn(32, 1, 28, 28)
-    groups = PruningSpace(model, x[:1]).groups
-    plan = random_plan(PruningSpace(model, x[:1]), (1, 28, 28), fraction=0.4)
-    silenced = masked_copy(model, plan, groups)  # the channels the plan removes already read as zero
-    student = plan.apply(copy.deepcopy(silenced))
-    stats = fskd(student, silenced, Batch(x, None, silenced), pruned=Pruned.from_plan(plan, groups))
+    model = ChannelsLastMLP() if name == "channels-last-mlp" else build(name, num_classes=10, in_channels=1)
+    model = randomise_bn(model).eval()
+    x = torch.randn(32, 1, 20, 20) if name == "channels-last-mlp" else torch.randn(32, 1, 28, 28)
+    space = PruningSpace(model, x[:1])
+    plan = random_plan(space, tuple(x.shape[1:]), fraction=0.4)
+    silenced = masked_copy(model, plan, space.groups)
+    return plan.apply(copy.deepcopy(silenced)), silenced, x, Pruned.from_plan(plan, space.groups)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "channels-last-mlp"])
+def test_fskd_on_already_silenced_channels_reproduces_the_teacher_exactly(name):
+    from fewprune.recovery.fskd import fskd
+
+    student, silenced, x, pruned = silenced_student(name)
+    stats = fskd(student, silenced, Batch(x, None, silenced), pruned=pruned)
     # Nothing to correct: every fitted correction is the identity and the outputs stay the teacher's.
     assert stats["layers"] and all(s["mse_before"] < 1e-10 and s["mse_after"] < 1e-10 for s in stats["layers"])
     with torch.no_grad():
@@ -295,19 +319,11 @@ def test_least_squares_solves_its_objective_for_every_layer_form(layer):
     assert equations.mse(solution) == pytest.approx((layer(x) - y).pow(2).mean().item(), rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])  # MobileNetV2: depthwise convs refitted per channel
+# MobileNetV2: depthwise convs refitted channel by channel
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "channels-last-mlp"])
 def test_least_squares_on_already_silenced_channels_reproduces_the_teacher_exactly(name):
-    from fewprune.structure import Pruned, PruningSpace, masked_copy
-    from test_structure import random_plan, randomise_bn
-
-    model = randomise_bn(build(name, num_classes=10, in_channels=1)).eval()
-    x = torch.randn(32, 1, 28, 28)
-    groups = PruningSpace(model, x[:1]).groups
-    plan = random_plan(PruningSpace(model, x[:1]), (1, 28, 28), fraction=0.4)
-    silenced = masked_copy(model, plan, groups)
-    student = plan.apply(copy.deepcopy(silenced))
-    stats = recoveries.get("lsq")(student, silenced, Batch(x, None, silenced), pruned=Pruned.from_plan(plan, groups),
-                                  progress=False)
+    student, silenced, x, pruned = silenced_student(name)
+    stats = recoveries.get("lsq")(student, silenced, Batch(x, None, silenced), pruned=pruned, progress=False)
     # The cut weights already give the teacher's outputs: the fit keeps them.
     assert stats["layers"] and all(s["mse_before"] < 1e-10 and s["mse_after"] < 1e-10 for s in stats["layers"])
     with torch.no_grad():

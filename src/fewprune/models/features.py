@@ -164,15 +164,25 @@ def module_io(model: nn.Module, names: list[str], images: torch.Tensor, batch_si
                 handle.remove()
 
 
-def select_channels(features: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
-    """``features`` on ``channels`` only (None: all): dim 1 of a feature map, the last dim of tokens."""
+def output_channel_dim(layer: nn.Module) -> int:
+    """Where ``layer``'s output keeps its channels: dim 1 for a convolution, the last dim for a linear layer — also
+    on a 4-D channels-last map, as in ConvNeXt's and Swin's MLPs."""
+    return 1 if isinstance(layer, nn.modules.conv._ConvNd) else -1
+
+
+def _channel_dim(features: torch.Tensor, dim: int | None) -> int:
+    return (dim if dim is not None else 1 if features.ndim == 4 else -1) % features.ndim
+
+
+def select_channels(features: torch.Tensor, channels: torch.Tensor | None, dim: int | None = None) -> torch.Tensor:
+    """``features`` on ``channels`` only (None: all), along ``dim`` (:func:`output_channel_dim` of the layer that
+    made them; by default dim 1 of a feature map, the last dim of tokens)."""
     if channels is None:
         return features
-    return features.index_select(1 if features.ndim == 4 else features.ndim - 1, channels)
+    return features.index_select(_channel_dim(features, dim), channels)
 
 
-def channel_rows(features: torch.Tensor) -> torch.Tensor:
-    """A layer output as (samples · positions) × channels: a feature map's channels are dim 1, tokens' the last."""
-    if features.ndim == 4:
-        return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
-    return features.reshape(-1, features.shape[-1])
+def channel_rows(features: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """A layer output as (samples · positions) × channels, its channels along ``dim`` (as :func:`select_channels`)."""
+    dim = _channel_dim(features, dim)
+    return features.movedim(dim, -1).reshape(-1, features.shape[dim])

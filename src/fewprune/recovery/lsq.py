@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import channel_rows, module_io, record_forward, select_channels
+from ..models.features import channel_rows, module_io, output_channel_dim, record_forward, select_channels
 from ..modes import eval_mode
 from ..progress import progress_bar
 from ..structure import Pruned
@@ -146,10 +146,11 @@ def least_squares(student: nn.Module, teacher: nn.Module, batch: Batch, seed: in
     with eval_mode(student, teacher):
         for name in progress_bar(order, total=len(order), description="least squares", enabled=progress):
             layer, kept_out = student.get_submodule(name), pruned.kept_outputs.get(name)
+            dim = output_channel_dim(layer)
             equations = NormalEquations()
             for (_, xs, _), (_, _, yt) in zip(module_io(student, [name], images, batch_size),
                                               module_io(teacher, [name], images, batch_size), strict=True):
-                equations.add(layer_patches(layer, xs), channel_rows(select_channels(yt, kept_out)))
+                equations.add(layer_patches(layer, xs), channel_rows(select_channels(yt, kept_out, dim), dim))
             start = _flat_weight(layer)
             solution = equations.solve(start, ridge)
             before, after = equations.mse(start), equations.mse(solution)

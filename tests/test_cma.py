@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 import fewprune as fp
 from fewprune.allocation import differential_evolution
@@ -235,3 +236,23 @@ def test_a_composition_of_the_cma_criterion_allocates_by_its_block_profile():
     plans = [fp.compress(model, x, method=recipe, target=fp.Target(macs=0.4), seed=0, progress=False).plan.to_dict()
              for recipe in (composed, registered, "l1+bn")]
     assert plans[0] == plans[1] and plans[0] != plans[2]
+
+
+class GroupedResidual(nn.Module):
+    """A ResNeXt-like block: its inner channels pass a grouped (not depthwise) convolution."""
+
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(width)
+
+    def forward(self, x):
+        return x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+
+def test_de_names_why_no_block_has_prunable_inner_channels():
+    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),  # 6 prunable
+                          GroupedResidual(), GroupedResidual(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 10)).eval()
+    with pytest.raises(ValueError, match=r"no block has prunable inner channels .*: 3\.conv2 is a grouped convolution"):
+        fp.compress(model, torch.randn(4, 1, 12, 12), method="cma", target=fp.Target(macs=0.2), progress=False)

@@ -81,11 +81,13 @@ def inverse_min_max(values: dict[str, float], least_changed: float = 0.7, most_c
     return {k: least_changed + (v - lo) / (hi - lo) * (most_changed - least_changed) for k, v in values.items()}
 
 
-def block_groups(space: PruningSpace, blocks: list[str]) -> dict[str, list]:
-    """The prunable groups living entirely inside each block (a block's inner channels)."""
+def block_groups(space: PruningSpace, blocks: list[str], protected: bool = False) -> dict[str, list]:
+    """The prunable groups living entirely inside each block (a block's inner channels); ``protected=True``: the
+    protected ones instead."""
+    candidates = [g for g in space.groups if g.protected] if protected else space.prunable
     inside = {}
     for b in blocks:
-        groups = [g for g in space.prunable if all(s.module.startswith(b + ".") for s in g.slices)]
+        groups = [g for g in candidates if all(s.module.startswith(b + ".") for s in g.slices)]
         if groups:
             inside[b] = groups
     return inside
@@ -117,9 +119,13 @@ def profile_matching(space: PruningSpace, scores: Scores, target: Target, max_ra
     if not profile_of:
         raise ValueError("the de allocator needs per-block scores (Scores.blocks) from a profiling criterion "
                          "such as cma")
-    inside = block_groups(space, [b for b in space.blocks if b in profile_of])
+    profiled = [b for b in space.blocks if b in profile_of]
+    inside = block_groups(space, profiled)
     if not inside:
-        raise ValueError("no block has prunable inner channels for the de allocator to distribute")
+        reasons = sorted({g.reason for groups in block_groups(space, profiled, protected=True).values()
+                          for g in groups if g.reason})
+        raise ValueError("no block has prunable inner channels for the de allocator to distribute"
+                         + (f": {'; '.join(reasons[:3])}" if reasons else ""))
     names = sorted(inside)
     desired = inverse_min_max({b: profile_of[b] for b in names}, least_changed, most_changed)
     desired_profile = torch.tensor([desired[b] for b in names], dtype=torch.float64)

@@ -319,6 +319,43 @@ def test_least_squares_solves_its_objective_for_every_layer_form(layer):
     assert equations.mse(solution) == pytest.approx((layer(x) - y).pow(2).mean().item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("layer", [nn.Linear(40, 3), nn.Conv2d(6, 4, 3, groups=2)], ids=["linear", "grouped"])
+def test_the_kernel_form_solves_the_same_ridge_problem_as_the_normal_equations(layer):
+    """Fewer rows than features (a wide classifier on few images): the rows × rows kernel gives the same weights."""
+    from fewprune.models.features import channel_rows
+    from fewprune.recovery.lsq import KernelEquations, NormalEquations, _flat_weight, layer_patches
+
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(3, 40, generator=gen) if isinstance(layer, nn.Linear) else
+               torch.randn(1, 6, 4, 4, generator=gen) for _ in range(2)]
+    normal, kernel = NormalEquations(), KernelEquations()
+    with torch.no_grad():
+        for x in batches:
+            patches, y = layer_patches(layer, x), channel_rows(layer(x) + torch.randn(layer(x).shape, generator=gen))
+            assert patches.shape[1] * len(batches) < patches.shape[2]  # the case the kernel form is for
+            normal.add(patches, y)
+            kernel.add(patches, y)
+        start = _flat_weight(layer)
+        for ridge in (1e-2, 1.0):
+            assert torch.allclose(kernel.solve(start, ridge), normal.solve(start, ridge), atol=1e-5)
+        assert kernel.mse(start) == pytest.approx(normal.mse(start), rel=1e-9)
+
+
+def test_least_squares_picks_the_kernel_form_for_a_wide_layer_and_gets_the_same_student(monkeypatch):
+    import fewprune.recovery.lsq as lsq
+
+    teacher = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(8 * 8 * 8, 10)).eval()
+    x = torch.randn(6, 1, 12, 12)
+    normal = fp.compress(teacher, x, method="l1+lsq", target=fp.Target(channels=0.5), progress=False)
+    monkeypatch.setattr(lsq, "GRAM_LIMIT_BYTES", 0)  # as if every Gram were too large
+    kernel = fp.compress(teacher, x, method="l1+lsq", target=fp.Target(channels=0.5), progress=False)
+    forms = {s["layer"]: s["form"] for s in kernel.report["recovery"]["lsq"]["layers"]}
+    assert forms["5"] == "kernel" and {s["form"] for s in normal.report["recovery"]["lsq"]["layers"]} == {"normal"}
+    with torch.no_grad():
+        assert torch.allclose(kernel.student(x), normal.student(x), atol=1e-4)
+
+
 # MobileNetV2: depthwise convs refitted channel by channel
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "channels-last-mlp"])
 def test_least_squares_on_already_silenced_channels_reproduces_the_teacher_exactly(name):

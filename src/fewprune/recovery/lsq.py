@@ -9,7 +9,11 @@ samples, the layer fed the *student's* input gives the *teacher's* output
 solved exactly on the layer's input patches (normal equations accumulated
 batch by batch, so memory does not grow with the samples), with a ridge
 towards the current weights ``W₀`` (λ = ``ridge`` × the mean diagonal of
-the patches' Gram matrix) for layers with fewer patches than weights. Each
+the patches' Gram matrix) for layers with fewer patches than weights. A
+layer with far more inputs than the samples give rows (a VGG classifier's
+25 088) is solved in the equivalent kernel form instead, rows × rows, whose
+Gram would otherwise take gigabytes (torchvision vgg11_bn: killed for memory
+at 18 GB before, 30 s now). Each
 layer sees inputs that already carry the upstream refits, so errors do not
 pile up the way they do when a layer is fitted on the teacher's inputs.
 
@@ -110,8 +114,11 @@ class NormalEquations:
         p = patches.double()
         y = targets.double().reshape(len(targets), len(p), -1).transpose(0, 1)
         gram, cross = p.mT @ p, p.mT @ y
-        self.gram = gram if self.gram is None else self.gram + gram
-        self.cross = cross if self.cross is None else self.cross + cross
+        if self.gram is None:
+            self.gram, self.cross = gram, cross
+        else:  # in place: a wide layer's Gram is the largest thing lsq holds
+            self.gram.add_(gram)
+            self.cross.add_(cross)
         self.target_energy += float(y.pow(2).sum())
         self.rows += p.shape[1]
 
@@ -124,10 +131,68 @@ class NormalEquations:
     def solve(self, start: torch.Tensor, ridge: float) -> torch.Tensor:
         """The weights minimising the squared error + λ‖W − start‖², λ = ridge × mean diagonal of each group's
         Gram."""
-        lam = ridge * self.gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-12)[:, None, None]
-        eye = torch.eye(self.gram.shape[-1], dtype=self.gram.dtype, device=self.gram.device)
-        solution = torch.linalg.solve(self.gram + lam * eye, self.cross + lam * start.double().mT)
+        lam = ridge * self.gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-12)
+        system = self.gram.clone()
+        system.diagonal(dim1=1, dim2=2).add_(lam[:, None])
+        solution = torch.linalg.solve(system, self.cross + lam[:, None, None] * start.double().mT)
         return solution.mT.to(start.dtype)
+
+
+class KernelEquations:
+    """The same ridge problem solved through the rows' kernel ``P·Pᵀ`` (rows × rows) instead of the features' Gram
+    ``PᵀP``: for a layer with far more inputs than the samples give rows, whose Gram would take gigabytes (a VGG
+    classifier reads 25 088 features; 50 images give 50 rows). It keeps the patches themselves.
+
+    With ``R = Y − P·W₀``: ``W = W₀ + Pᵀ(P·Pᵀ + λI)⁻¹R``, which equals the normal equations' ``W₀ + (PᵀP +
+    λI)⁻¹PᵀR`` (push-through identity).
+    """
+
+    def __init__(self):
+        self._patches: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._stacked: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def add(self, patches: torch.Tensor, targets: torch.Tensor) -> None:
+        p = patches.double()
+        self._patches.append(p)
+        self._targets.append(targets.double().reshape(len(targets), len(p), -1).transpose(0, 1))
+        self._stacked = None
+
+    def _all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._stacked is None:
+            self._stacked = torch.cat(self._patches, dim=1), torch.cat(self._targets, dim=1)
+        return self._stacked
+
+    @property
+    def rows(self) -> int:
+        return sum(p.shape[1] for p in self._patches)
+
+    def mse(self, flat: torch.Tensor) -> float:
+        """Mean squared error of the weights ``flat`` (groups × outputs × features) over every target entry."""
+        p, y = self._all()
+        w = flat.double()
+        return float((y - p @ w.mT).pow(2).sum()) / (self.rows * w.shape[0] * w.shape[1])
+
+    def solve(self, start: torch.Tensor, ridge: float) -> torch.Tensor:
+        """As :meth:`NormalEquations.solve`, with the same λ (the Gram's mean diagonal is Σ P² / features)."""
+        p, y = self._all()
+        w0 = start.double()
+        lam = ridge * (p.pow(2).sum(dim=(1, 2)) / p.shape[2]).clamp_min(1e-12)
+        kernel = p @ p.mT
+        kernel.diagonal(dim1=1, dim2=2).add_(lam[:, None])
+        delta = p.mT @ torch.linalg.solve(kernel, y - p @ w0.mT)  # groups × features × outputs
+        return (w0 + delta.mT).to(start.dtype)
+
+
+GRAM_LIMIT_BYTES = 256 * 2**20  # above this, a layer with fewer rows than features is solved in the kernel form
+
+
+def equations_for(groups: int, features: int, rows: int) -> NormalEquations | KernelEquations:
+    """The normal equations (one features × features Gram per group), or the kernel form where that Gram would
+    pass :data:`GRAM_LIMIT_BYTES` and the samples give fewer rows than the layer has features."""
+    if rows < features and groups * features**2 * 8 > GRAM_LIMIT_BYTES:
+        return KernelEquations()
+    return NormalEquations()
 
 
 @register_recovery("lsq")
@@ -147,17 +212,22 @@ def least_squares(student: nn.Module, teacher: nn.Module, batch: Batch, seed: in
         for name in progress_bar(order, total=len(order), description="least squares", enabled=progress):
             layer, kept_out = student.get_submodule(name), pruned.kept_outputs.get(name)
             dim = output_channel_dim(layer)
-            equations = NormalEquations()
+            equations = None
             for (_, xs, _), (_, _, yt) in zip(module_io(student, [name], images, batch_size),
                                               module_io(teacher, [name], images, batch_size), strict=True):
-                equations.add(layer_patches(layer, xs), channel_rows(select_channels(yt, kept_out, dim), dim))
+                patches = layer_patches(layer, xs)
+                if equations is None:  # every image gives as many rows as the first ones
+                    groups, rows, features = patches.shape
+                    equations = equations_for(groups, features, rows * len(images) // len(xs))
+                equations.add(patches, channel_rows(select_channels(yt, kept_out, dim), dim))
             start = _flat_weight(layer)
             solution = equations.solve(start, ridge)
             before, after = equations.mse(start), equations.mse(solution)
             if after <= before:  # the ridge can only cost where the fit is already exact: keep the better
                 _set_flat_weight(layer, solution)
             fitted.append({"layer": name, "mse_before": before, "mse_after": min(before, after),
-                           "patches": equations.rows})
+                           "patches": equations.rows,
+                           "form": "kernel" if isinstance(equations, KernelEquations) else "normal"})
     return {"layers": fitted, "ridge": ridge}
 
 

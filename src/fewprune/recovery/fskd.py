@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..criteria import Batch
-from ..models.features import capture, channel_rows, output_channel_dim, select_channels
+from ..models.features import channel_rows, module_io, output_channel_dim, select_channels
 from ..structure import Pruned
 from .adaptors import absorb_output
 from .base import register_recovery
@@ -46,13 +46,10 @@ def fskd(student: nn.Module, teacher: nn.Module, batch: Batch, seed: int = 0, pr
     for name in layers:
         zs_parts, zt_parts = [], []
         dim = output_channel_dim(modules[name])
-        with capture(student, name) as s_out, capture(teacher, name) as t_out:
-            for start in range(0, len(batch.images), batch_size):
-                x = batch.images[start : start + batch_size]
-                student(x)
-                teacher(x)
-                zs_parts.append(channel_rows(s_out[name], dim))
-                zt_parts.append(channel_rows(select_channels(t_out[name], pruned.kept_outputs.get(name), dim), dim))
+        for (_, _, ys), (_, _, yt) in zip(module_io(student, [name], batch.images, batch_size),
+                                          module_io(teacher, [name], batch.images, batch_size), strict=True):
+            zs_parts.append(channel_rows(ys, dim))
+            zt_parts.append(channel_rows(select_channels(yt, pruned.kept_outputs.get(name), dim), dim))
         zs, zt = torch.cat(zs_parts), torch.cat(zt_parts)
         before = (zs - zt).pow(2).mean().item()
         q = fit_correction(zs, zt, ridge)

@@ -39,7 +39,8 @@ is refitted channel by channel (its k·k taps). On mobilenetv2-fmnist (seed 0,
 ad hoc, labels hidden) lsq is the strongest recovery we measured there:
 92.04% at 50% MACs with 50 samples in about 16 s (``l1+mir`` 89.80 in about
 8 min, ``cma`` 86.76), 89.03% at 70% (``l1+mir`` 79.30, ``cma`` 81.52) and
-64.0% at 70% with 10 (``l1+mir`` 44.11; ``l1+lsq+mir`` 73.0). Refitting the
+64.0% at 70% with 10 (``l1+mir`` 44.11; ``l1+lsq+mir`` 73.0, measured before
+the depthwise refit). Refitting the
 depthwise convs as well as the dense ones moved the four ``l1+lsq`` cells by
 −0.5 to +0.6 points (mean +0.16). ``benchmarks/recovery.md`` has the sweep
 over seeds.
@@ -102,6 +103,11 @@ def _set_flat_weight(layer: nn.Module, flat: torch.Tensor) -> None:
     layer.weight.copy_(flat.reshape(layer.weight.shape))
 
 
+def _per_group(targets: torch.Tensor, groups: int) -> torch.Tensor:
+    """Targets (rows × outputs, a group's outputs contiguous) as groups × rows × a group's outputs, in float64."""
+    return targets.double().reshape(len(targets), groups, -1).transpose(0, 1)
+
+
 class NormalEquations:
     """``Σ PᵀP``, ``Σ PᵀY`` and ``Σ‖Y‖²`` per group over batches of patches ``P`` (groups × rows × features) and
     targets ``Y`` (rows × outputs, a group's outputs contiguous), in float64: one independent system per group."""
@@ -111,8 +117,7 @@ class NormalEquations:
         self.target_energy, self.rows = 0.0, 0
 
     def add(self, patches: torch.Tensor, targets: torch.Tensor) -> None:
-        p = patches.double()
-        y = targets.double().reshape(len(targets), len(p), -1).transpose(0, 1)
+        p, y = patches.double(), _per_group(targets, len(patches))
         gram, cross = p.mT @ p, p.mT @ y
         if self.gram is None:
             self.gram, self.cross = gram, cross
@@ -155,7 +160,7 @@ class KernelEquations:
     def add(self, patches: torch.Tensor, targets: torch.Tensor) -> None:
         p = patches.double()
         self._patches.append(p)
-        self._targets.append(targets.double().reshape(len(targets), len(p), -1).transpose(0, 1))
+        self._targets.append(_per_group(targets, len(p)))
         self._stacked = None
 
     def _all(self) -> tuple[torch.Tensor, torch.Tensor]:

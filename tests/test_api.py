@@ -355,6 +355,11 @@ def test_depth_and_width_target_says_when_the_blocks_alone_remove_too_much():
     x, y = tiny_samples()
     with pytest.raises(fp.TargetUnreachable, match="already removes"):
         fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.1, blocks=6), progress=False)
+    # the channel allocator speaks of the block-dropped model; the error says how the user's target became that
+    with pytest.raises(fp.TargetUnreachable, match=r"^with 2 blocks dropped \(\d+\.\d% of macs\), the 90\.0% target "
+                       r"leaves \d+\.\d% of the rest to the channels; cannot remove \d+\.\d% of macs: .*reaches only"):
+        fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.9, blocks=2), min_width=16,
+                    progress=False)
     with pytest.raises(ValueError, match="blocks= with macs="):
         fp.Target(channels=0.3, blocks=2)
 

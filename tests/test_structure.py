@@ -202,7 +202,8 @@ def test_protect_features_keeps_the_head_input_width():
     kept = PruningSpace(model, torch.randn(1, 1, 28, 28), protect_features=True)
     assert len(kept.prunable) == len(free.prunable) - 1
     feature_group = next(g for g in kept.groups if g.protected and g.id != "fc")
-    assert "feature" in feature_group.reason
+    assert feature_group.reason == ("fc reads the pre-pooling features (or the head's own channels after them), "
+                                    "kept for feature mimicking")
     assert any(s.module == "fc" and s.role == "in" for s in feature_group.slices)
 
 

@@ -165,13 +165,21 @@ def _drop_then_allocate(student: nn.Module, space: PruningSpace, batch: Batch, r
             work = drop_blocks(copy.deepcopy(student), dropped)
             channel_space = PruningSpace(work, example, protected=protect, protect_features=recipe.protect_features,
                                          min_width=min_width, blocks=[b for b in space.blocks if b not in dropped])
+            width_target = None
             try:
                 width_target = _width_target_after_drop(target, space, channel_space, dropped)
                 removed, logs = _allocate_channels(work, channel_space, batch, allocation_recipe, width_target, seed,
                                                    round_to, timings)
             except TargetUnreachable as err:
                 if allocation_recipe is passes[-1] and count == counts[-1]:
-                    raise
+                    if not count or width_target is None:
+                        raise
+                    # the allocator speaks of the block-dropped model: say how the user's target became that
+                    by_blocks = (target.value - width_target.value) / (1 - width_target.value)
+                    raise TargetUnreachable(
+                        f"with {count} blocks dropped ({100 * by_blocks:.1f}% of {target.kind}), the "
+                        f"{100 * target.value:.1f}% target leaves "
+                        f"{100 * width_target.value:.1f}% of the rest to the channels; {err}") from err
                 tried.append({"blocks": count, **({"allocation_options": options} if options else {}),
                               "unreachable": str(err)})
                 continue

@@ -327,8 +327,9 @@ def _from_torch_pruning(model: nn.Module, tp_groups, names: dict, protected: set
             elif is_in_fn(dep.handler) and isinstance(module, PRUNABLE_TYPES):
                 group.slices.append(Slice(name, "weight", 1, "in", units))
                 if name in features:
-                    group.protected, group.reason = True, f"{name} reads the pre-pooling features (or the head's own "
-                    "channels after them), kept for feature mimicking"
+                    group.protected = True
+                    group.reason = (f"{name} reads the pre-pooling features (or the head's own channels after them), "
+                                    "kept for feature mimicking")
         if group.slices:
             groups.append(group)
     return groups

@@ -115,6 +115,14 @@ def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(
     assert main(argv[:-1]) == 2 and "--out" in capsys.readouterr().err
 
 
+def test_an_architecture_without_weights_is_said_to_have_random_weights(env, capsys):
+    tmp, weights = env
+    assert main(["eval", "--model", "resnet20", "--limit", "8", "--quiet"]) == 0
+    assert "resnet20 has random weights (no --weights given" in capsys.readouterr().err
+    assert main(["eval", "--model", "resnet20", "--weights", str(weights), "--limit", "8", "--quiet"]) == 0
+    assert "random weights" not in capsys.readouterr().err
+
+
 def test_missing_dataset_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tmp_path / "empty"))
     code = main(["prune", "--model", "resnet20", "--macs", "0.5", "--out", str(tmp_path / "x")])

@@ -45,6 +45,10 @@ def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None
         return _saved_student(Path(spec), info)
     model = models.build(spec, num_classes=info.num_classes or None, in_channels=info.input_shape[0],
                          image_size=info.input_shape[1], weights=weights, allow_pickle=allow_pickle, adapt=adapt)
+    if weights is None and not spec.startswith("zoo:") and not (spec.endswith(".py") or ".py:" in spec):
+        # an architecture name alone builds it untrained: a forgotten --weights would otherwise pass unnoticed
+        print(f"fewprune: note: {spec} has random weights (no --weights given, and fewprune downloads nothing); "
+              "pass --weights FILE to use a trained model", file=sys.stderr)
     return model.eval()
 
 

@@ -119,7 +119,7 @@ def test_an_architecture_without_weights_is_said_to_have_random_weights(env, cap
     tmp, weights = env
     assert main(["eval", "--model", "resnet20", "--limit", "8", "--quiet"]) == 0
     assert "resnet20 has random weights (no --weights given" in capsys.readouterr().err
-    assert main(["eval", "--model", "resnet20", "--weights", str(weights), "--limit", "8", "--quiet"]) == 0
+    assert main(["eval", "--model", "resnet20", "--weights", str(weights), "--eval-limit", "8", "--quiet"]) == 0
     assert "random weights" not in capsys.readouterr().err
 
 

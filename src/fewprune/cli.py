@@ -753,8 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy, MACs, params and latency of a model")
     model_args(p)
     device_arg(p, "where the model is evaluated and timed")
-    p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many images")
+    p.add_argument("--split", default="test", help="the dataset split to evaluate on (default test)")
+    p.add_argument("--limit", "--eval-limit", type=int,  # --eval-limit as in prune and curve
+                   help="evaluate on a fixed random subset of this many images")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--onnx", action="store_true", help="also time the model under onnxruntime (exported to a "
                                                         "temporary file; CPU, the same threads)")

@@ -120,7 +120,12 @@ def test_config_errors_are_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(json.dumps({"name": "x", "dataset": "fashion-mnist", "models": [], "methods": [],
                                 "samples": [1], "targets": [{"macs": 0.5}], "colour": "red"}))
-    with pytest.raises(ValueError, match="colour"):
+    with pytest.raises(ValueError, match="colour") as refused:
+        SweepConfig.read(path)
+    assert "did you mean" not in str(refused.value) and "takes name, dataset, models, methods" in str(refused.value)
+    path.write_text(json.dumps({"name": "x", "dataset": "fashion-mnist", "models": [], "method": [],
+                                "samples": [1], "targets": [{"macs": 0.5}]}))
+    with pytest.raises(ValueError, match="unknown keys \\['method'\\]; 'method': did you mean 'methods'\\?"):
         SweepConfig.read(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -98,9 +99,12 @@ class SweepConfig:
     def read(cls, path: str | Path) -> SweepConfig:
         path = Path(path)
         raw = yaml.safe_load(path.read_text()) or {}
-        unknown = set(raw) - set(cls.__dataclass_fields__)
+        known = [k for k in cls.__dataclass_fields__ if k != "source"]
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+            guesses = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+            hints = "".join(f"; {k!r}: did you mean {g[0]!r}?" for k, g in guesses.items() if g)
+            raise ValueError(f"{path}: unknown keys {unknown}{hints} (a sweep config takes {', '.join(known)})")
         missing = [k for k in ("name", "dataset", "models", "methods", "samples", "targets") if k not in raw]
         if missing:
             raise ValueError(f"{path}: missing keys {missing}")

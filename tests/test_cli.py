@@ -148,6 +148,8 @@ def test_unknown_method_lists_the_parts(env, capsys):
     tmp, weights = env
     code = main(["prune", "--model", "resnet20", "--method", "l7+kd", "--out", str(tmp / "y")])
     assert code == 2 and "registered" in capsys.readouterr().err
+    assert main(["prune", "--model", "resnet20", "--method", "l1+mirr", "--out", str(tmp / "y")]) == 2
+    assert "unknown recovery 'mirr'; did you mean 'mir'?; registered:" in capsys.readouterr().err
 
 
 def test_explain_concept_masks_writes_one_figure_per_block(env, capsys):

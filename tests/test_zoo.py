@@ -54,3 +54,16 @@ def test_a_tampered_weights_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", fake)
     with pytest.raises(ValueError, match="sha256"):
         zoo.load(name)
+
+
+def test_a_mistyped_name_gets_the_closest_one():
+    from fewprune.models import build
+
+    with pytest.raises(KeyError, match="no teacher 'resnet56-fmnst' in the zoo; did you mean 'resnet56-fmnist'\\?"):
+        zoo.load("resnet56-fmnst")
+    with pytest.raises(KeyError, match="model 'resnet181'; did you mean 'resnet18'\\?"):
+        build("torchvision:resnet181")
+    with pytest.raises(KeyError, match="unknown model 'resnet65'; did you mean 'resnet56'\\?"):
+        build("resnet65")
+    with pytest.raises(KeyError, match="unknown model 'xyzzy'; registered:"):  # nothing close: no guess
+        build("xyzzy")

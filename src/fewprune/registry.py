@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: object, choices) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to a mistyped ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Registry(Generic[T]):
@@ -38,7 +45,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+            raise KeyError(f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; registered: {known}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

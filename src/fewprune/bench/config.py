@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -10,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ..registry import did_you_mean
 
 TRAINING_KINDS = ("ceiling", "scratch")  # result rows of full-data training jobs (ceilings, asca-scratch)
 # What a report ranks by: a result row's field → how its sentences, titles and table columns name it.
@@ -102,8 +103,7 @@ class SweepConfig:
         known = [k for k in cls.__dataclass_fields__ if k != "source"]
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
-            guesses = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
-            hints = "".join(f"; {k!r}: did you mean {g[0]!r}?" for k, g in guesses.items() if g)
+            hints = "".join(f"; {k!r}: {hint[2:]}" for k in unknown if (hint := did_you_mean(k, known)))
             raise ValueError(f"{path}: unknown keys {unknown}{hints} (a sweep config takes {', '.join(known)})")
         missing = [k for k in ("name", "dataset", "models", "methods", "samples", "targets") if k not in raw]
         if missing:

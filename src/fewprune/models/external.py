@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..registry import did_you_mean
+
 
 def torchvision_model(name: str, num_classes: int | None = None) -> nn.Module:
     """An untrained torchvision classification or segmentation model (weights come only from the user's files).
@@ -23,7 +25,8 @@ def torchvision_model(name: str, num_classes: int | None = None) -> nn.Module:
     if name in segmenters:
         return tvm.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes or 21, aux_loss=False)
     if name not in classifiers:
-        raise KeyError(f"torchvision has no classification or segmentation model {name!r}; "
+        raise KeyError(f"torchvision has no classification or segmentation model {name!r}"
+                       f"{did_you_mean(name, classifiers + segmenters)}; "
                        f"e.g. {', '.join(classifiers[:8])}, …, {', '.join(segmenters[:3])}, …")
     kwargs = {"weights": None, "num_classes": num_classes or 1000}
     if name.startswith(("inception", "googlenet")):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from torch import nn
 
+from ..registry import did_you_mean
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -27,7 +29,8 @@ def list() -> list[str]:  # noqa: A001 - the public name the API promises
 def manifest(name: str) -> dict:
     path = _manifest_path(name)
     if not path.exists():
-        raise KeyError(f"no teacher {name!r} in the zoo; shipped: {', '.join(list()) or 'none'}")
+        raise KeyError(f"no teacher {name!r} in the zoo{did_you_mean(name, list())}; shipped: "
+                       f"{', '.join(list()) or 'none'}")
     return json.loads(path.read_text())
 
 

@@ -102,6 +102,25 @@ def test_unreachable_target_says_why():
         fp.Target(macs=0.5, params=0.5)
 
 
+def test_a_frozen_teacher_or_a_caller_without_gradients_still_gets_a_recovered_student():
+    model = teacher()
+    for p in model.parameters():
+        p.requires_grad_(False)  # frozen for inference, as users load a model
+    x, y = tiny_samples()
+    target = fp.Target(macs=0.5)
+    unrecovered = fp.compress(model, (x, y), method="l1", target=target, progress=False).student
+    recovered = fp.compress(model, (x, y), method=fast("l1+kd"), target=target, progress=False).student
+    assert not torch.equal(recovered.layer1[0].conv1.weight, unrecovered.layer1[0].conv1.weight)  # it trained
+    assert not any(p.requires_grad for p in recovered.parameters())  # and kept the teacher's flags
+    assert not any(p.requires_grad for p in model.parameters())
+    for caller in (torch.no_grad, torch.inference_mode):
+        model = teacher()
+        with caller():
+            student = fp.compress(model, (x, y), method=fast("l1+kd"), target=target, progress=False).student
+        assert not torch.equal(student.layer1[0].conv1.weight, unrecovered.layer1[0].conv1.weight)
+        assert all(p.requires_grad for p in student.parameters())
+
+
 @pytest.mark.parametrize("method", ["l1", "l1+bn", "l1+kd", "taylor+kd", "random+kd", "l2@global+bn", "bn-scale"])
 def test_compress_leaves_the_teacher_untouched_and_meets_the_target(method):
     model = teacher()

@@ -27,7 +27,7 @@ from .metrics import params as count_params
 from .metrics import threads_text, versions
 from .models.outputs import check_labels, main_output
 from .modes import eval_mode
-from .recovery import recoveries
+from .recovery import all_trainable, recoveries
 from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
 from .structure.graph import UnsupportedModel
 
@@ -282,6 +282,8 @@ def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
     return mix
 
 
+@torch.inference_mode(False)  # a caller's inference_mode or no_grad must not reach the recoveries and the
+@torch.enable_grad()  # criteria that differentiate (KD, MiR, Taylor, PRACTISE's adaptors)
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
              labels: bool = True, progress: bool = True, round_to: int | str | None = None,
              min_width: int | str | None = None, schedule: dict | None = None,
@@ -303,6 +305,8 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     visible); by default, where the teacher is. The teacher stays where it
     was (a copy moves) and ``result.student`` is on ``device``. A GPU gives
     the CPU's result to float tolerance, not bit for bit.
+    A teacher frozen for inference (``requires_grad_(False)``), or a call under ``torch.no_grad()`` or
+    ``torch.inference_mode()``, still recovers; the student keeps the teacher's ``requires_grad`` flags.
     """
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
@@ -391,7 +395,9 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
             if mix is not None and "mix" in inspect.signature(recover).parameters:
                 context["mix"] = mix
             options = recipe.recovery_options.get(step, {})
-            recovery_stats[step] = recover(student, teacher, batch, seed=seed, progress=progress, **context, **options)
+            with all_trainable(student):
+                recovery_stats[step] = recover(student, teacher, batch, seed=seed, progress=progress, **context,
+                                               **options)
     timings["recover_s"] = time.perf_counter() - t
     student.eval()
 

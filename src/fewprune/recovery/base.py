@@ -28,6 +28,25 @@ class RecoveryDiverged(FloatingPointError):
     """Training produced a NaN/inf or exploding loss; the best student so far was kept."""
 
 
+@contextmanager
+def all_trainable(student: nn.Module):
+    """Every parameter of ``student`` trainable while the context is open; each keeps its own flag afterwards.
+
+    The student inherits ``requires_grad`` from the teacher, and a teacher frozen for inference
+    (``requires_grad_(False)``) would leave a recovery nothing to train. A recovery freezes what it
+    means to itself (MiR's head). Flags are restored by parameter name, since a recovery may replace a
+    parameter (adaptors folded into a conv); a parameter new to the model stays trainable.
+    """
+    flags = {name: p.requires_grad for name, p in student.named_parameters()}
+    for p in student.parameters():
+        p.requires_grad_(True)
+    try:
+        yield student
+    finally:
+        for name, p in student.named_parameters():
+            p.requires_grad_(flags.get(name, True))
+
+
 def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 2) -> torch.Tensor:
     """Random shift (edge-replicating pad, so the background stays background) and horizontal flip."""
     return random_crop_flip(x, padding, generator, mode="replicate")

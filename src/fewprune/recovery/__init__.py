@@ -1,7 +1,16 @@
 """Recovery: train the pruned student back from the teacher on the few samples."""
 
 from . import baselines, cd, fskd, lsq, mir, practise  # noqa: F401  (registration)
-from .base import (RecoveryDiverged, Schedule, all_trainable, augment_batch, recoveries, register_recovery,
-                   train_student)
+from .base import (
+    RecoveryDiverged,
+    Schedule,
+    all_trainable,
+    augment_batch,
+    recoveries,
+    register_recovery,
+    train_student,
+)
 
-__all__ = ["RecoveryDiverged", "Schedule", "all_trainable", "augment_batch", "recoveries", "register_recovery", "train_student"]
+__all__ = [
+    "RecoveryDiverged", "Schedule", "all_trainable", "augment_batch", "recoveries", "register_recovery", "train_student",
+]

@@ -41,18 +41,25 @@ def concept_mask_figures(model: nn.Module, images: torch.Tensor, out_dir: str | 
         before, after = concept_mask(x, size, theta), concept_mask(y, size, theta)
         flipped = (before ^ after).float().mean(1)
         divergence[name] = int((before ^ after).sum())
-        fig, axes = plt.subplots(len(images), 4, figsize=(8, 2 * len(images)), squeeze=False)
-        panels = (("image", images[:, 0]), ("input masks", before.float().mean(1)),
-                  ("output masks", after.float().mean(1)), ("flipped", flipped))
+        coverage_in, coverage_out = before.float().mean(1), after.float().mean(1)
+        # Each pixel's share of channels whose mask covers it is about θ on average: a 0–1 scale would show
+        # nothing. Input and output share one scale (so they compare), up to the largest share in the figure.
+        shared = max(float(coverage_in.max()), float(coverage_out.max()), 1e-6)
+        panels = (("image", images[:, 0], None), ("input: share of channels", coverage_in, shared),
+                  ("output: share of channels", coverage_out, shared),
+                  ("flipped: share of channels", flipped, max(float(flipped.max()), 1e-6)))
+        fig, axes = plt.subplots(len(images), 4, figsize=(9, 2 * len(images)), squeeze=False)
         for row in range(len(images)):
-            for col, (title, maps) in enumerate(panels):
+            for col, (title, maps, top) in enumerate(panels):
                 ax = axes[row][col]
-                ax.imshow(maps[row].numpy(), cmap="gray" if col == 0 else "magma",
-                          vmin=None if col == 0 else 0, vmax=None if col == 0 else 1)
+                shown = ax.imshow(maps[row].numpy(), cmap="gray" if top is None else "magma",
+                                  vmin=None if top is None else 0, vmax=top)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
-                    ax.set_title(title, fontsize=9)
+                    ax.set_title(title, fontsize=8)
+                if top is not None and col != 1:
+                    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
         fig.suptitle(f"{name}: {divergence[name]} mask pixels flip (θ = {theta})", fontsize=10)
         fig.tight_layout()
         path = out_dir / f"concept-masks-{name.replace('.', '_')}.png"

@@ -424,6 +424,31 @@ def test_with_schedule_changes_each_training_recovery_and_keeps_its_other_defaul
         fp.methods.with_schedule("l1+mir", epochs=3)
 
 
+def test_options_set_the_parts_options_by_name_and_unknown_ones_are_refused_with_what_a_part_takes():
+    mir = fp.methods.with_options("cma", {"allocation.bounds": [0.1, 0.7], "mir.recalibrate": False,
+                                          "criterion.theta": 0.3})
+    cma = fp.methods.get("cma")
+    assert mir.allocation_options == {**cma.allocation_options, "bounds": [0.1, 0.7]}
+    assert mir.recovery_options["mir"] == {**cma.recovery_options.get("mir", {}), "recalibrate": False}
+    assert mir.criterion_options == {**cma.criterion_options, "theta": 0.3}
+    assert fp.methods.get("cma") == cma  # the registry's method is not changed
+    assert fp.methods.with_options("l1", {"allocation.max_ratio": 0.95}).allocation_options == {"max_ratio": 0.95}
+    with pytest.raises(ValueError, match="allocation 'uniform' takes no 'max_ratoi'; did you mean 'max_ratio'\\?; "
+                                         "it takes max_ratio$"):
+        fp.methods.with_options("l1+mir", {"allocation.max_ratoi": 0.95})
+    with pytest.raises(ValueError, match="PART is one of criterion, allocation, mir "):
+        fp.methods.with_options("l1+mir", {"kd.temperature": 2})  # kd is not a step of l1+mir
+
+    model, (x, y) = teacher(), tiny_samples()
+    with pytest.raises(fp.TargetUnreachable, match="reaches only"):
+        fp.compress(model, (x, y), method="l1", target=fp.Target(macs=0.997), progress=False)
+    result = fp.compress(model, (x, y), method="l1", target=fp.Target(macs=0.997), progress=False,
+                         options={"allocation.max_ratio": 0.99})
+    assert result.report["macs_reduction"] == pytest.approx(0.997, abs=0.01)
+    assert result.report["options"] == {"allocation.max_ratio": 0.99} == result.plan.meta["options"]
+    assert result.report["recipe"]["allocation_options"] == {"max_ratio": 0.99}
+
+
 class FixedSplitNet(torch.nn.Module):
     """A layer that splits its input into stored sizes: pruning the conv before it breaks the split."""
 

@@ -232,6 +232,21 @@ def test_prune_takes_the_recovery_schedule_and_records_it(env):
     assert mir["schedule"]["decay"] == "step"
 
 
+def test_prune_sets_part_options_and_records_them(env, capsys):
+    tmp, weights = env
+    out = tmp / "run"
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method", "l1+bn",
+                 "--macs", "0.97", "--option", "allocation.max_ratio=0.99", "--option", "bn.batch_size=8",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["options"] == {"allocation.max_ratio": 0.99, "bn.batch_size": 8}
+    assert report["recipe"]["recovery_options"]["bn"] == {"batch_size": 8}
+    assert report["macs_reduction"] == pytest.approx(0.97, abs=0.01)
+    with pytest.raises(SystemExit):
+        main(["prune", "--model", "resnet20", "--option", "max_ratio", "--dry-run"])
+    assert "write PART.NAME=VALUE" in capsys.readouterr().err
+
+
 def test_prune_drops_blocks_and_prunes_channels_to_one_target_with_aligned_widths(env):
     tmp, weights = env
     out = tmp / "hybrid"

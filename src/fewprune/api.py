@@ -287,7 +287,8 @@ def _mixing(recipe, teacher: nn.Module, example: torch.Tensor):
 def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target | None = None, seed: int = 0,
              labels: bool = True, progress: bool = True, round_to: int | str | None = None,
              min_width: int | str | None = None, schedule: dict | None = None,
-             protect: list[str] | None = None, device: str | torch.device | None = None) -> Result:
+             protect: list[str] | None = None, device: str | torch.device | None = None,
+             options: dict | None = None) -> Result:
     """Prune a copy of ``teacher`` to ``target`` with ``method`` using only ``samples``; the teacher is untouched.
 
     ``labels=False`` hides the samples' labels from every stage (label-free compression).
@@ -307,9 +308,13 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
     the CPU's result to float tolerance, not bit for bit.
     A teacher frozen for inference (``requires_grad_(False)``), or a call under ``torch.no_grad()`` or
     ``torch.inference_mode()``, still recovers; the student keeps the teacher's ``requires_grad`` flags.
+    ``options={"allocation.max_ratio": 0.95, "mir.recalibrate": False}`` sets options of the method's parts
+    (:func:`fewprune.methods.with_options`; CLI ``--option PART.NAME=VALUE``); the report records them.
     """
     target = target or Target(macs=0.5)
     recipe = method_registry.get(method)
+    if options:
+        recipe = method_registry.with_options(recipe, options)
     if schedule:
         recipe = method_registry.with_schedule(recipe, **schedule)
     method_name = method if isinstance(method, str) else recipe.name
@@ -319,13 +324,14 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
         working = teacher if on_device(teacher, device) else copy.deepcopy(teacher).to(device)
         result = _compress(working, samples, recipe, method_name, target, seed, labels, progress,
                            resolve_round_to(round_to), resolve_round_to(min_width), dict(schedule or {}), protect,
-                           device)
+                           device, dict(options or {}))
     return result
 
 
 def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, labels: bool, progress: bool,
               round_to: int | None = None, min_width: int | None = None, schedule: dict | None = None,
-              protect: list[str] | None = None, device: torch.device | None = None) -> Result:
+              protect: list[str] | None = None, device: torch.device | None = None,
+              part_options: dict | None = None) -> Result:
     _seed_everything(seed)
     timings: dict[str, float] = {}
     batch, few_info = _as_batch(samples, teacher, seed, device or torch.device("cpu"))
@@ -377,7 +383,8 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         islands=channel_space.islands,
         meta={"method": method, "target": target.to_dict(), "seed": seed,
               **({"round_to": round_to} if round_to else {}), **({"min_width": min_width} if min_width else {}),
-              **({"recovery_schedule": schedule} if schedule else {})},
+              **({"recovery_schedule": schedule} if schedule else {}),
+              **({"options": part_options} if part_options else {})},
     )
     t = time.perf_counter()
     plan.apply(student)
@@ -411,6 +418,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         **({"round_to": round_to} if round_to else {}),
         **({"min_width": min_width} if min_width else {}),
         **({"recovery_schedule": schedule} if schedule else {}),
+        **({"options": part_options} if part_options else {}),
         **({"protected": sorted(protect)} if protect else {}),
         "samples": {k: v for k, v in few_info.items() if k != "indices"},
         "teacher": {"macs": teacher_macs, "params": teacher_params},

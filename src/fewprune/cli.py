@@ -371,7 +371,8 @@ def cmd_prune(args) -> int:
     schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
                                   ("decay", args.decay)) if v is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
-                          round_to=args.round_to, min_width=args.min_width, schedule=schedule, protect=args.protect)
+                          round_to=args.round_to, min_width=args.min_width, schedule=schedule, protect=args.protect,
+                          options=dict(args.option))
     example = few.tensors()[0][:1]
     if test.targets is None:  # unlabelled images: the student is judged by how often it predicts the teacher's class
         reference = metrics.predict(teacher, test, description="teacher")[0]
@@ -402,7 +403,8 @@ def _preview_plan(args, teacher, few, target, console) -> int:
 
     from . import api, methods
 
-    recipe = replace(methods.get(args.method), recovery="none", augment=None)
+    # the options first: a recovery's are checked against the method's steps, which the plan alone drops
+    recipe = replace(methods.with_options(args.method, dict(args.option)), recovery="none", augment=None)
     result = api.compress(teacher, few, method=recipe, target=target, seed=args.seed, labels=not args.no_labels,
                           round_to=args.round_to, min_width=args.min_width, protect=args.protect)
     widths = Table(title=f"plan of {args.method} (widths before → after)")
@@ -529,6 +531,19 @@ def cmd_explain(args) -> int:
             files += lrp_figures(model, images.float(), labels, staging, layer=args.layer)
     print(f"wrote {len(files)} figures to {out}: " + ", ".join(f.name for f in files[-3:]))
     return 0
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``--option PART.NAME=VALUE`` → ``("PART.NAME", value)``, the value read as YAML (0.95, false, [0.1, 0.7])."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise argparse.ArgumentTypeError(f"{text!r}: write PART.NAME=VALUE, e.g. allocation.max_ratio=0.95")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not YAML ({err})") from None
 
 
 def _fractions(text: str) -> list[float]:
@@ -706,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnxruntime (CPU, the same threads) beside torch")
     p.add_argument("--protect", action="append", default=[], metavar="LAYER",
                    help="keep this layer's output width as it is (repeatable; the classifier always is)")
+    p.add_argument("--option", action="append", default=[], type=_option, metavar="PART.NAME=VALUE",
+                   help="set an option of the method's criterion, allocation or a recovery step (repeatable), e.g. "
+                        "allocation.max_ratio=0.95, mir.recalibrate=false, allocation.bounds=[0.1,0.7]; the VALUE "
+                        "is read as YAML; the report records it")
     p.add_argument("--dry-run", action="store_true",
                    help="only decide the plan and time it: the widths, MACs, params and measured speed-up of the "
                         "structure, before any recovery is trained; nothing is saved (--out not needed)")

@@ -165,6 +165,59 @@ def with_schedule(method: str | Method, **changes) -> Method:
     return replace(recipe, recovery_options=options)
 
 
+# Arguments compress passes to each part itself: not options a user sets.
+_SUPPLIED = {"model", "space", "batch", "target_kind", "fraction", "scores", "target", "allocator", "level", "seed",
+             "round_to", "probe", "student", "teacher", "progress", "pruned", "mix"}
+
+
+def with_options(method: str | Method, options: dict) -> Method:
+    """The method with options of its parts set, e.g. ``{"allocation.max_ratio": 0.95, "mir.recalibrate": False}``.
+
+    A key is ``PART.NAME``: PART is ``criterion``, ``allocation`` or one of the
+    method's recovery steps (``kd``, ``mir``, …), NAME a keyword argument that
+    part takes (``allocation`` also takes the allocation's own ``max_ratio``).
+    Options set here override the method's; the result's report records both
+    (``options`` and ``recipe``). An unknown part or name is refused with the
+    names it takes, before any work.
+    """
+    import inspect
+
+    from .allocation import allocate, allocators
+    from .criteria import criteria
+    from .recovery import recoveries
+    from .registry import did_you_mean
+
+    recipe = get(method)
+    steps = [s for s in recipe.recovery.split("+") if s != "none"]
+    parts = {"criterion": ("criterion_options", [criteria.get(recipe.criterion)]),
+             "allocation": ("allocation_options", [allocate, allocators.get(recipe.allocation)]),
+             **{step: ("recovery_options", [recoveries.get(step)]) for step in steps}}
+    changed = {"criterion_options": dict(recipe.criterion_options),
+               "allocation_options": dict(recipe.allocation_options),
+               "recovery_options": {k: dict(v) for k, v in recipe.recovery_options.items()}}
+    for key, value in options.items():
+        part, _, name = str(key).partition(".")
+        if not name or part not in parts:
+            raise ValueError(f"option {key!r}: write PART.NAME, where PART is one of {', '.join(parts)} "
+                             f"(the parts of {recipe.criterion}@{recipe.allocation}+{recipe.recovery})")
+        field_name, functions = parts[part]
+        signatures = [inspect.signature(f).parameters for f in functions]
+        takes = sorted({n for ps in signatures for n, p in ps.items()
+                        if n not in _SUPPLIED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+        open_ended = any(p.kind is p.VAR_KEYWORD for ps in signatures for p in ps.values()
+                         ) and part != "allocation"  # allocate's **options are the allocator's own, listed
+        if name not in takes and not open_ended:
+            which = {"criterion": f"criterion {recipe.criterion!r}",
+                     "allocation": f"allocation {recipe.allocation!r}"}.get(part, f"recovery {part!r}")
+            raise ValueError(f"option {key!r}: {which} takes no {name!r}{did_you_mean(name, takes)}; it takes "
+                             f"{', '.join(takes) or 'nothing'}")
+        if field_name == "recovery_options":
+            changed[field_name].setdefault(part, {})[name] = value
+        else:
+            changed[field_name][name] = value
+    return replace(recipe, **changed)
+
+
 def catalogue() -> dict[str, list[dict]]:
     """Every registered method and part by name, with a one-line description, for listing.
 

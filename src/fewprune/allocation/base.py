@@ -262,7 +262,8 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
             f"cannot remove {100 * target.value:.1f}% of {target.kind}: removing up to {100 * max_ratio:.0f}% of every "
             f"prunable group (keeping at least {keeps}) reaches only {100 * most:.1f}%. Protected groups keep their "
             f"width ({why}{'…' if len(protected) > 4 else ''}). Lower the target, drop whole blocks as well "
-            f"(blocks=, CLI --blocks), or let each group lose more (the method's allocation option max_ratio)."
+            f"(blocks=, CLI --blocks), or let each group lose more (options={{'allocation.max_ratio': 0.95}}, "
+            f"CLI --option allocation.max_ratio=0.95)."
         )
     lo, hi = 0.0, 1.0
     best = removal(hi)

@@ -175,7 +175,8 @@ def with_options(method: str | Method, options: dict) -> Method:
 
     A key is ``PART.NAME``: PART is ``criterion``, ``allocation`` or one of the
     method's recovery steps (``kd``, ``mir``, …), NAME a keyword argument that
-    part takes (``allocation`` also takes the allocation's own ``max_ratio``).
+    part takes (for ``allocation``: the allocator's own, or ``max_ratio``, the
+    largest share of any group that may go, 0.9 by default).
     Options set here override the method's; the result's report records both
     (``options`` and ``recipe``). An unknown part or name is refused with the
     names it takes, before any work.

@@ -123,6 +123,12 @@ def test_an_architecture_without_weights_is_said_to_have_random_weights(env, cap
     assert "random weights" not in capsys.readouterr().err
 
 
+def test_a_negative_seed_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "--model", "resnet20", "--seed", "-1", "--dry-run"])
+    assert "argument --seed: must be 0 or more, not -1" in capsys.readouterr().err
+
+
 def test_missing_dataset_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tmp_path / "empty"))
     code = main(["prune", "--model", "resnet20", "--macs", "0.5", "--out", str(tmp_path / "x")])

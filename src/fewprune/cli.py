@@ -477,6 +477,14 @@ def _positive(kind):
     return parse
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed, a whole number from 0 (torch and numpy refuse negative ones)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def _comma_list(kind):
     """An argparse type: comma-separated values of ``kind``."""
     def parse(text: str) -> list:
@@ -700,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of residual blocks to drop: alone for block-level methods; with --macs/--params a "
                         "channel method drops these blocks (picked by its block criterion), then prunes channels to "
                         "the target; 'auto': the fewest blocks with which the target can be met")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-labels", action="store_true", help="compress without reading the samples' labels")
     p.add_argument("--round-to", metavar="N|auto",
                    help="keep channel widths above N a multiple of N, so CPU kernels turn removed MACs into saved "
@@ -811,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="for --lrp: the layer whose channels to rank (default: the last convolution)")
     p.add_argument("--images", type=int, default=4, help="test images to show (default 4)")
     p.add_argument("--theta", type=float, default=0.2, help="concept-mask top ratio θ (default 0.2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", required=True, help="output folder for the PNGs")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_explain)
@@ -822,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", default="0:0.9:0.1", help="start:stop:step (inclusive) or a list (default 0:0.9:0.1)")
     p.add_argument("--samples", type=int, default=100, help="training images to use (default 100)")
     p.add_argument("--per-class", type=int, help="instead of --samples: this many images of every class")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--eval-limit", type=int, help="evaluate on a fixed subset of this many test images")
     p.add_argument("--out", required=True, help="output folder (curve.md, curve.png, curve.json)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")

@@ -102,6 +102,20 @@ def test_unreachable_target_says_why():
         fp.Target(macs=0.5, params=0.5)
 
 
+@pytest.mark.parametrize("samples, error", [
+    (lambda x, y: x[:0], "no samples"),
+    (lambda x, y: x.repeat(1, 3, 1, 1), "the teacher does not run on the samples \\(images of shape \\(3, 28, 28\\)\\)"),
+    (lambda x, y: (x, y + 5), "labels must be class indices in \\[0, 10\\) for this model's 10 class scores; got 5…"),
+    (lambda x, y: (x, y.float()), "labels must be class indices \\(integers\\), not torch.float32"),
+])
+def test_samples_the_teacher_cannot_use_are_refused_before_any_work(samples, error):
+    model = teacher()
+    before = state_digest(model)
+    with pytest.raises(ValueError, match=error):
+        fp.compress(model, samples(*tiny_samples()), method="l1+bn", progress=False)
+    assert state_digest(model) == before
+
+
 def test_a_frozen_teacher_or_a_caller_without_gradients_still_gets_a_recovered_student():
     model = teacher()
     for p in model.parameters():

@@ -62,9 +62,21 @@ def _as_batch(samples, teacher: nn.Module, seed: int, device: torch.device) -> t
                         f"{type(samples).__name__}")
     if images.ndim != 4:
         raise ValueError(f"samples must be images N×C×H×W, got shape {tuple(images.shape)}")
+    if len(images) == 0:
+        raise ValueError("no samples: compress needs at least one image")
     info["count"] = len(images)
     info["labelled"] = labels is not None
     return Batch(images.float().to(device), None if labels is None else labels.to(device), teacher, seed), info
+
+
+def _check_teacher_runs_on(teacher: nn.Module, images: torch.Tensor) -> None:
+    """Refuse samples the teacher cannot read (3-channel images for a 1-channel net), saying so, before any work."""
+    try:
+        with eval_mode(teacher), torch.no_grad():
+            teacher(images[:1])
+    except RuntimeError as err:
+        raise ValueError(f"the teacher does not run on the samples (images of shape {tuple(images.shape[1:])}): "
+                         f"{err}") from err
 
 
 def _seed_everything(seed: int) -> None:
@@ -338,6 +350,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     if not labels:
         batch.labels = None
         few_info["labelled"] = False
+    _check_teacher_runs_on(teacher, batch.images)
     if batch.labels is not None:
         check_labels(teacher, batch.images, batch.labels)
     example = batch.images[:1]

@@ -68,3 +68,10 @@ def check_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
         what = "one class per image" if not wanted else f"a {'×'.join(map(str, wanted))} label mask per image"
         raise ValueError(f"{len(labels)} labels of shape {tuple(labels.shape[1:])} for {len(images)} images, and "
                          f"the model predicts {tuple(scores.shape[1:])} per image: give {what}, or no labels")
+    classes = scores.shape[1]
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be class indices (integers), not {labels.dtype}")
+    # (a dense label outside the class range, such as 255, marks a pixel to ignore)
+    if not wanted and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"labels must be class indices in [0, {classes}) for this model's {classes} class scores; "
+                         f"got {int(labels.min())}…{int(labels.max())}")

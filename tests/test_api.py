@@ -406,6 +406,18 @@ def test_saved_block_level_student_reloads(tmp_path):
         assert torch.equal(loaded(x), result.student(x))
 
 
+def test_loading_into_another_architecture_or_from_a_folder_that_is_no_result_says_so(tmp_path):
+    x, y = tiny_samples()
+    result = fp.compress(teacher(), (x, y), method="l1", target=fp.Target(macs=0.5), progress=False)
+    out = fp.save(result, tmp_path / "r20")
+    # resnet20's plan fits resnet56 by name (the same stage widths), its weights do not
+    with pytest.raises(ValueError, match="does not fit the architecture given \\(CifarResNet\\): missing "
+                                         "\\['layer1.3.conv1.weight'"):
+        fp.load(out, architecture=teacher("resnet56"))
+    with pytest.raises(FileNotFoundError, match="is not a fewprune result"):
+        fp.load(tmp_path, architecture=teacher())
+
+
 def test_teacher_mode_is_restored_even_when_compression_fails():
     model = teacher().train()
     with pytest.raises(fp.TargetUnreachable):

@@ -547,6 +547,9 @@ def load(directory: str | Path, architecture: nn.Module | str | Callable[[], nn.
     from .models.weights import load_state
 
     directory = Path(directory)
+    if not (directory / "plan.json").is_file() or not (directory / "student.safetensors").is_file():
+        raise FileNotFoundError(f"{directory} is not a fewprune result (it needs plan.json and student.safetensors, "
+                                "as fewprune.save and `fewprune prune --out` write them)")
     if isinstance(architecture, str):
         name = architecture.removeprefix("zoo:")
         model = (zoo.architecture(name) if name in zoo.list() else build(architecture)).eval()
@@ -556,7 +559,14 @@ def load(directory: str | Path, architecture: nn.Module | str | Callable[[], nn.
         model = architecture().eval()
     plan = Plan.read(directory / "plan.json")
     plan.apply(model)
-    load_state(model, load_file(str(directory / "student.safetensors")))
+    missing, unexpected = load_state(model, load_file(str(directory / "student.safetensors")), strict=False)
+    if missing or unexpected:  # the plan fitted by name, but the architecture is another (resnet56 for resnet20)
+        report = directory / "report.json"
+        spec = (json.loads(report.read_text()).get("teacher_model") or {}).get("spec") if report.is_file() else None
+        raise ValueError(f"the student in {directory} does not fit the architecture given ({type(model).__name__}): "
+                         f"missing {missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected "
+                         f"{unexpected[:3]}{'…' if len(unexpected) > 3 else ''}"
+                         + (f"; it was pruned from {spec}" if spec else "; pass the architecture it was pruned from"))
     return model.eval()
 
 

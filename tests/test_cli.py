@@ -318,6 +318,17 @@ def test_methods_lists_every_registered_method_and_part(capsys):
     assert "cma+mir-blocks" in capsys.readouterr().out
 
 
+def test_methods_with_a_name_lists_the_options_its_parts_take(capsys):
+    assert main(["methods", "cma", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["recipe"]["allocation"] == "de" and set(listed["options"]) == {"criterion", "allocation", "mir"}
+    assert listed["options"]["allocation"]["outside"] == "as-needed" and listed["options"]["criterion"]["theta"] == 0.2
+    assert listed["options"]["allocation"]["max_ratio"] == 0.9
+    assert main(["methods", "l1+kd"]) == 0
+    printed = capsys.readouterr().out
+    assert "kd.temperature" in printed and "allocation.max_ratio" in printed and "--iterations" in printed
+
+
 def test_an_unknown_method_points_to_the_list_of_methods(tmp_path, capsys):
     assert main(["prune", "--model", "resnet20", "--samples", "10", "--method", "l1+nonsense", "--macs", "0.5",
                  "--out", str(tmp_path / "out")]) != 0

@@ -32,6 +32,30 @@ def _console():
     return console
 
 
+def _method_options(method: str, as_json: bool) -> int:
+    """``fewprune methods NAME``: the method's recipe and every option ``--option PART.NAME=VALUE`` can set."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .methods import get, part_options
+
+    recipe, parts = get(method), part_options(method)
+    if as_json:
+        print(json.dumps({"method": method, "recipe": recipe.to_dict(),
+                          "options": {part: d["options"] for part, d in parts.items()}}, indent=2, default=str))
+        return 0
+    table = Table(title=escape(f"{method} = {recipe.criterion}@{recipe.allocation}+{recipe.recovery}"
+                               + (f"+{recipe.augment}" if recipe.augment else "") + ": --option PART.NAME=VALUE"))
+    for column in ("option", "value (the method's, else the default)", "part"):
+        table.add_column(column, overflow="fold")
+    for part, described in parts.items():
+        for name, value in described["options"].items():
+            table.add_row(escape(f"{part}.{name}"), escape(repr(value)), escape(described["label"]))
+    _console().print(table)
+    print("the training schedule: --iterations, --lr, --batch-size, --decay")
+    return 0
+
+
 def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None, allow_pickle: bool = False,
                    adapt: bool = False):
     """A model from a CLI spec, shaped for the dataset described by ``info``.
@@ -219,6 +243,8 @@ def cmd_methods(args) -> int:
 
     from .methods import catalogue
 
+    if args.method:
+        return _method_options(args.method, args.json)
     rows = catalogue()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -773,7 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy; their speed-ups wait for --remeasure-latency here")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("methods", help="the registered methods and the parts that compose others")
+    p = sub.add_parser("methods", help="the registered methods and the parts that compose others; with a name, "
+                                       "the options that method's parts take")
+    p.add_argument("method", nargs="?", help="a method (registered or composed): list what --option can set")
     p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=cmd_methods)
 

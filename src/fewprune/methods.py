@@ -165,9 +165,43 @@ def with_schedule(method: str | Method, **changes) -> Method:
     return replace(recipe, recovery_options=options)
 
 
-# Arguments compress passes to each part itself: not options a user sets.
+# Arguments compress passes to each part itself, and the training schedule (set by with_schedule): not options.
 _SUPPLIED = {"model", "space", "batch", "target_kind", "fraction", "scores", "target", "allocator", "level", "seed",
-             "round_to", "probe", "student", "teacher", "progress", "pruned", "mix"}
+             "round_to", "probe", "student", "teacher", "progress", "pruned", "mix", "schedule"}
+
+
+def part_options(method: str | Method) -> dict[str, dict]:
+    """What ``options`` (CLI ``--option``) can set for each part of ``method``.
+
+    ``{part: {"label": ..., "field": ..., "options": {NAME: value in effect}, "open_ended": bool}}``, where
+    part is ``criterion``, ``allocation`` or a recovery step; the value in effect is the method's own, else the
+    part's default; ``open_ended``: the part also takes names it does not list (``**kwargs``).
+    """
+    import inspect
+
+    from .allocation import allocate, allocators
+    from .criteria import criteria
+    from .recovery import recoveries
+
+    recipe = get(method)
+    parts = {"criterion": (f"criterion {recipe.criterion!r}", "criterion_options", [criteria.get(recipe.criterion)],
+                           recipe.criterion_options),
+             "allocation": (f"allocation {recipe.allocation!r}", "allocation_options",
+                            [allocators.get(recipe.allocation), allocate], recipe.allocation_options)}
+    for step in (s for s in recipe.recovery.split("+") if s != "none"):
+        parts[step] = (f"recovery {step!r}", "recovery_options", [recoveries.get(step)],
+                       recipe.recovery_options.get(step, {}))
+    described = {}
+    for part, (label, field_name, functions, own) in parts.items():
+        options, open_ended = {}, False
+        for function in functions:
+            for name, p in inspect.signature(function).parameters.items():
+                if p.kind is p.VAR_KEYWORD:
+                    open_ended = open_ended or function is not allocate  # allocate's **options: the allocator's
+                elif name not in _SUPPLIED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                    options.setdefault(name, own.get(name, None if p.default is p.empty else p.default))
+        described[part] = {"label": label, "field": field_name, "options": options, "open_ended": open_ended}
+    return described
 
 
 def with_options(method: str | Method, options: dict) -> Method:
@@ -176,23 +210,15 @@ def with_options(method: str | Method, options: dict) -> Method:
     A key is ``PART.NAME``: PART is ``criterion``, ``allocation`` or one of the
     method's recovery steps (``kd``, ``mir``, …), NAME a keyword argument that
     part takes (for ``allocation``: the allocator's own, or ``max_ratio``, the
-    largest share of any group that may go, 0.9 by default).
-    Options set here override the method's; the result's report records both
-    (``options`` and ``recipe``). An unknown part or name is refused with the
-    names it takes, before any work.
+    largest share of any group that may go, 0.9 by default); :func:`part_options`
+    (``fewprune methods NAME``) lists them. Options set here override the
+    method's; the result's report records both (``options`` and ``recipe``).
+    An unknown part or name is refused with the names it takes, before any work.
     """
-    import inspect
-
-    from .allocation import allocate, allocators
-    from .criteria import criteria
-    from .recovery import recoveries
     from .registry import did_you_mean
 
     recipe = get(method)
-    steps = [s for s in recipe.recovery.split("+") if s != "none"]
-    parts = {"criterion": ("criterion_options", [criteria.get(recipe.criterion)]),
-             "allocation": ("allocation_options", [allocate, allocators.get(recipe.allocation)]),
-             **{step: ("recovery_options", [recoveries.get(step)]) for step in steps}}
+    parts = part_options(recipe)
     changed = {"criterion_options": dict(recipe.criterion_options),
                "allocation_options": dict(recipe.allocation_options),
                "recovery_options": {k: dict(v) for k, v in recipe.recovery_options.items()}}
@@ -201,21 +227,18 @@ def with_options(method: str | Method, options: dict) -> Method:
         if not name or part not in parts:
             raise ValueError(f"option {key!r}: write PART.NAME, where PART is one of {', '.join(parts)} "
                              f"(the parts of {recipe.criterion}@{recipe.allocation}+{recipe.recovery})")
-        field_name, functions = parts[part]
-        signatures = [inspect.signature(f).parameters for f in functions]
-        takes = sorted({n for ps in signatures for n, p in ps.items()
-                        if n not in _SUPPLIED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
-        open_ended = any(p.kind is p.VAR_KEYWORD for ps in signatures for p in ps.values()
-                         ) and part != "allocation"  # allocate's **options are the allocator's own, listed
-        if name not in takes and not open_ended:
-            which = {"criterion": f"criterion {recipe.criterion!r}",
-                     "allocation": f"allocation {recipe.allocation!r}"}.get(part, f"recovery {part!r}")
-            raise ValueError(f"option {key!r}: {which} takes no {name!r}{did_you_mean(name, takes)}; it takes "
-                             f"{', '.join(takes) or 'nothing'}")
-        if field_name == "recovery_options":
-            changed[field_name].setdefault(part, {})[name] = value
+        if name == "schedule":
+            raise ValueError(f"option {key!r}: a recovery's training schedule is set with schedule= (CLI "
+                             "--iterations, --lr, --batch-size, --decay)")
+        described = parts[part]
+        takes = sorted(described["options"])
+        if name not in takes and not described["open_ended"]:
+            raise ValueError(f"option {key!r}: {described['label']} takes no {name!r}{did_you_mean(name, takes)}; "
+                             f"it takes {', '.join(takes) or 'nothing'}")
+        if described["field"] == "recovery_options":
+            changed["recovery_options"].setdefault(part, {})[name] = value
         else:
-            changed[field_name][name] = value
+            changed[described["field"]][name] = value
     return replace(recipe, **changed)
 
 

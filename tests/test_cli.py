@@ -95,6 +95,25 @@ def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_t
     assert "has no labels" in capsys.readouterr().err
 
 
+def test_image_size_sizes_an_image_folder_for_the_model_and_is_refused_for_other_data(tmp_path, capsys, untimed):
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    out = tmp_path / "run"
+    assert main(["prune", "--model", "resnet20", "--data", f"imagefolder:{images}", "--image-size", "32",
+                 "--samples", "4", "--method", "l1", "--macs", "0.5", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["macs"] == fp.metrics.macs(build("resnet20", in_channels=3, image_size=32),
+                                                        torch.zeros(1, 3, 32, 32))
+    assert main(["eval", "--model", "resnet20", "--data", "fashion-mnist", "--image-size", "32"]) == 2
+    assert "--image-size sizes the images of an imagefolder: dataset" in capsys.readouterr().err
+
+
 def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(env, capsys, monkeypatch):
     from fewprune import metrics
     from fewprune.recovery import mir

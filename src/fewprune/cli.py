@@ -138,10 +138,21 @@ def _subset(dataset, limit: int | None):
     return data.few_shot(dataset, n=limit, seed=0)
 
 
-def _evaluation_set(name: str, root: str | None, train, few) -> tuple[object, str]:
+def _dataset(args, split: str):
+    """``--data`` (from ``--data-root``) at ``split``; ``--image-size`` sizes an image folder's images."""
+    options = {}
+    if getattr(args, "image_size", None):
+        if not args.data.startswith("imagefolder:"):
+            raise ValueError(f"--image-size sizes the images of an imagefolder: dataset; {args.data} has its own size")
+        options["image_size"] = args.image_size
+    return data.load(args.data, split, root=args.data_root, **options)
+
+
+def _evaluation_set(args, train, few) -> tuple[object, str]:
     """The images the result is judged on, and how to name them: the test split, or, where the dataset has
     none (a folder with no test/ folder), its images that are not among the few samples."""
-    test = data.load(name, "test", root=root)
+    name = args.data
+    test = _dataset(args, "test")
     if not test.info.extra.get("same_images_every_split"):
         return test, "test"
     drawn = set(few.indices)
@@ -154,7 +165,7 @@ def _evaluation_set(name: str, root: str | None, train, few) -> tuple[object, st
 
 def cmd_eval(args) -> int:
     device = resolve_device(args.device)  # a GPU that is not there is named before the data is read
-    dataset = _subset(data.load(args.data, args.split, root=args.data_root), args.limit)
+    dataset = _subset(_dataset(args, args.split), args.limit)
     model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt).to(device)
     example = dataset[0][0].unsqueeze(0)
     result = metrics.measure(model, dataset, example, progress=not args.quiet)
@@ -380,7 +391,7 @@ def cmd_prune(args) -> int:
                          "one plan against its teacher): prune the teacher to the larger target instead")
     target = target_from(args)
     device = resolve_device(args.device)  # a GPU that is not there is named before any work
-    train = data.load(args.data, "train", root=args.data_root)
+    train = _dataset(args, "train")
     few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
                         seed=args.seed)
     # our own copy of the user's model: it moves to the device, and the teacher and student are measured there
@@ -392,7 +403,7 @@ def cmd_prune(args) -> int:
                                                                              else ""))
     if args.dry_run:
         return _preview_plan(args, teacher, few, target, console)
-    test, split = _evaluation_set(args.data, args.data_root, train, few)
+    test, split = _evaluation_set(args, train, few)
     test = _subset(test, args.eval_limit)
     schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
                                   ("decay", args.decay)) if v is not None}
@@ -555,7 +566,7 @@ def cmd_explain(args) -> int:
         raise ValueError("say what to explain: --concept-masks and/or --lrp")
     out = Path(args.out)
     with _output_folder(out, args.force) as staging:
-        test = data.load(args.data, "test", root=args.data_root)
+        test = _dataset(args, "test")
         model = load_model_for(args.model, test.info, args.weights, args.allow_pickle, args.adapt)
         images, labels = data.few_shot(test, n=args.images, seed=args.seed).tensors()
         files = []
@@ -594,8 +605,8 @@ def cmd_curve(args) -> int:
 
     out = Path(args.out)
     with _output_folder(out, args.force) as staging:
-        train = data.load(args.data, "train", root=args.data_root)
-        test = _subset(data.load(args.data, "test", root=args.data_root), args.eval_limit)
+        train = _dataset(args, "train")
+        test = _subset(_dataset(args, "test"), args.eval_limit)
         few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
                             seed=args.seed)
         teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt)
@@ -715,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "imagefolder:PATH (class folders, images/ + masks/, or images alone); "
                                       "default: the dataset of a zoo teacher or pruning result, else fashion-mnist")
         p.add_argument("--data-root", help="folder holding the dataset files (overrides the default location)")
+        p.add_argument("--image-size", type=_positive(int), metavar="N",
+                       help="with --data imagefolder:PATH: resize and centre-crop its images to N×N (default 224), "
+                            "the input size the model was trained on")
 
     def device_arg(p, what: str):
         p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",

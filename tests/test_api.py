@@ -466,9 +466,11 @@ def test_options_set_the_parts_options_by_name_and_unknown_ones_are_refused_with
         fp.methods.with_options("l1+mir", {"kd.temperature": 2})  # kd is not a step of l1+mir
     with pytest.raises(ValueError, match="schedule is set with schedule="):
         fp.methods.with_options("l1+mir", {"mir.schedule": {"iterations": 3}})
-    for part, described in fp.methods.part_options("cma+lsq").items():  # every listed option is accepted
+    for part, described in fp.methods.part_options("cma+lsq").items():  # every listed option is accepted and set
         for name, value in described["options"].items():
-            assert fp.methods.with_options("cma+lsq", {f"{part}.{name}": value}) is not None
+            changed = fp.methods.with_options("cma+lsq", {f"{part}.{name}": value})
+            stored = getattr(changed, described["field"])
+            assert (stored[part] if described["field"] == "recovery_options" else stored)[name] == value
 
     model, (x, y) = teacher(), tiny_samples()
     with pytest.raises(fp.TargetUnreachable, match="reaches only"):

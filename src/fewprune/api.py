@@ -25,7 +25,7 @@ from .devices import model_device, on_device, resolve_device
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import threads_text, versions
-from .models.outputs import check_labels, main_output
+from .models.outputs import check_samples, main_output
 from .modes import eval_mode
 from .recovery import all_trainable, recoveries
 from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
@@ -67,16 +67,6 @@ def _as_batch(samples, teacher: nn.Module, seed: int, device: torch.device) -> t
     info["count"] = len(images)
     info["labelled"] = labels is not None
     return Batch(images.float().to(device), None if labels is None else labels.to(device), teacher, seed), info
-
-
-def _check_teacher_runs_on(teacher: nn.Module, images: torch.Tensor) -> None:
-    """Refuse samples the teacher cannot read (3-channel images for a 1-channel net), saying so, before any work."""
-    try:
-        with eval_mode(teacher), torch.no_grad():
-            teacher(images[:1])
-    except RuntimeError as err:
-        raise ValueError(f"the teacher does not run on the samples (images of shape {tuple(images.shape[1:])}): "
-                         f"{err}") from err
 
 
 def _seed_everything(seed: int) -> None:
@@ -350,9 +340,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     if not labels:
         batch.labels = None
         few_info["labelled"] = False
-    _check_teacher_runs_on(teacher, batch.images)
-    if batch.labels is not None:
-        check_labels(teacher, batch.images, batch.labels)
+    check_samples(teacher, batch.images, batch.labels)  # before any work
     example = batch.images[:1]
     student = copy.deepcopy(teacher).eval()
 

@@ -502,24 +502,19 @@ def cmd_bench(args) -> int:
     return 130 if summary.get("stopped") else 0  # stopped on Ctrl-C / SIGTERM: a script running sweeps stops too
 
 
-def _positive(kind):
-    """An argparse type: a number of ``kind`` above zero."""
+def _positive(kind, or_zero: bool = False):
+    """An argparse type: a number of ``kind`` above zero (``or_zero``: zero too)."""
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        if value < 0 or (value == 0 and not or_zero):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if or_zero else 'above 0'}, not {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error
     return parse
 
 
-def _seed(text: str) -> int:
-    """An argparse type: a seed, a whole number from 0 (torch and numpy refuse negative ones)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
+_seed = _positive(int, or_zero=True)  # torch and numpy refuse negative seeds
 
 
 def _comma_list(kind):

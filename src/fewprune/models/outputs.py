@@ -58,11 +58,18 @@ def class_scores(output, method: str) -> torch.Tensor:
     return scores
 
 
-def check_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Refuse labels that do not fit what ``model`` predicts: one class per image for class scores, a mask of the
-    prediction's size for a dense prediction (one forward of one image, eval mode, no gradients)."""
-    with eval_mode(model), torch.no_grad():
-        scores = main_output(model(images[:1]))
+def check_samples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    """Refuse samples ``model`` cannot use, saying why, from one forward of one image (eval mode, no gradients):
+    images it does not run on (3-channel images for a 1-channel net), and labels that do not fit what it
+    predicts: one class index per image for class scores, a mask of the prediction's size for a dense one."""
+    try:
+        with eval_mode(model), torch.no_grad():
+            scores = main_output(model(images[:1]))
+    except RuntimeError as err:
+        raise ValueError(f"the teacher does not run on the samples (images of shape {tuple(images.shape[1:])}): "
+                         f"{err}") from err
+    if labels is None:
+        return
     wanted = tuple(scores.shape[2:])  # () for class scores per image, (H, W) per pixel
     if tuple(labels.shape[1:]) != wanted or len(labels) != len(images):
         what = "one class per image" if not wanted else f"a {'×'.join(map(str, wanted))} label mask per image"

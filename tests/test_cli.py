@@ -111,7 +111,40 @@ def test_image_size_sizes_an_image_folder_for_the_model_and_is_refused_for_other
     assert report["teacher"]["macs"] == fp.metrics.macs(build("resnet20", in_channels=3, image_size=32),
                                                         torch.zeros(1, 3, 32, 32))
     assert main(["eval", "--model", "resnet20", "--data", "fashion-mnist", "--image-size", "32"]) == 2
-    assert "--image-size sizes the images of an imagefolder: dataset" in capsys.readouterr().err
+    assert "--image-size sets how the images of an imagefolder: dataset are read" in capsys.readouterr().err
+
+
+def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(env, capsys, untimed):
+    """PNGs exported from (tiny) Fashion-MNIST, class folders by name: the teacher's convention (1 channel, 28×28,
+    its normalisation, its class order) is taken from the zoo, then from the result, and scores as the IDX files."""
+    from PIL import Image
+
+    tmp, _ = env
+    for split in ("train", "test"):
+        dataset = fp.data.load("fashion-mnist", split)
+        for i in range(len(dataset)):
+            folder = tmp / "pngs" / split / dataset.info.classes[int(dataset.targets[i])].replace("/", "-")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(dataset.images[i, 0].numpy()).save(folder / f"{i:04d}.png")
+    # l1 without recovery prunes by weights alone, so both runs give one student whatever samples they draw
+    accuracy = {}
+    for name, data_spec in (("folder", f"imagefolder:{tmp / 'pngs'}"), ("idx", "fashion-mnist")):
+        assert main(["prune", "--model", "zoo:resnet20-fmnist", "--data", data_spec, "--samples", "10", "--method",
+                     "l1", "--macs", "0.3", "--out", str(tmp / name)]) == 0
+        report = json.loads((tmp / name / "report.json").read_text())
+        accuracy[name] = {who: report["evaluation"][who]["accuracy"] for who in ("teacher", "student")}
+    assert accuracy["folder"] == accuracy["idx"]
+    assert "note: reading" in capsys.readouterr().err
+    recorded = json.loads((tmp / "folder" / "report.json").read_text())["teacher_model"]["input"]
+    assert recorded == {**fp.models.zoo.input_convention("resnet20-fmnist"), "mean": [0.286], "std": [0.353],
+                        "classes": list(fp.models.zoo.manifest("resnet20-fmnist")["classes"])}
+    assert main(["eval", "--model", str(tmp / "folder"), "--data", f"imagefolder:{tmp / 'pngs'}", "--split", "test",
+                 "--quiet"]) == 0
+    assert f"{100 * accuracy['idx']['student']:.2f}%" in capsys.readouterr().out
+    # the flags still win: read as RGB, the 1-channel teacher is refused with the reason
+    assert main(["eval", "--model", "zoo:resnet20-fmnist", "--data", f"imagefolder:{tmp / 'pngs'}",
+                 "--image-channels", "3", "--quiet"]) == 2
+    assert "zoo:resnet20-fmnist does not run on imagefolder:" in capsys.readouterr().err
 
 
 def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(env, capsys, monkeypatch):
@@ -229,7 +262,9 @@ def test_a_pruning_result_folder_is_a_model_for_eval(env, capsys):
     assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "20", "--method", "l1+bn",
                  "--macs", "0.5", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["teacher_model"] == {"spec": "resnet20", "adapt": False}
+    assert report["teacher_model"] == {"spec": "resnet20", "adapt": False, "input": {  # how it read its images
+        "image_size": 28, "channels": 1, "mean": [0.286], "std": [0.353], "resize": "fit",
+        "classes": list(fp.data.load("fashion-mnist", "test").info.classes)}}
     capsys.readouterr()
     assert main(["eval", "--model", str(out), "--json", str(tmp / "eval.json"), "--quiet"]) == 0
     evaluated = json.loads((tmp / "eval.json").read_text())

@@ -128,3 +128,74 @@ def test_imagefolder(tmp_path):
     assert ds.info.classes == ("cat", "dog") and ds.targets.tolist() == [0, 0, 1, 1]
     with pytest.raises(data.DatasetNotFound):
         data.load(f"imagefolder:{tmp_path / 'none'}", "train")
+
+
+def _export_pngs(dataset, root, folder_of):
+    """Write each image of a uint8 dataset as a PNG under ``root/<folder_of(label)>/<index>.png``."""
+    from PIL import Image
+
+    for i in range(len(dataset)):
+        folder = root / folder_of(int(dataset.targets[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(dataset.images[i, 0].numpy()).save(folder / f"{i:04d}.png")
+
+
+def test_a_zoo_teachers_convention_reads_exported_pngs_exactly_as_its_dataset(tiny_fmnist, tmp_path):
+    from pathlib import Path
+
+    from fewprune.models import zoo
+
+    test = data.load("fashion-mnist", "test", root=tiny_fmnist)
+    names = test.info.classes
+    # folders by name with the slash replaced and case changed, and one by index: all mean the model's class
+    _export_pngs(test, tmp_path / "pngs" / "test",
+                 lambda label: str(label) if label == 8 else names[label].replace("/", "_").upper())
+    convention = zoo.input_convention("resnet20-fmnist")
+    folder = data.load(f"imagefolder:{tmp_path / 'pngs'}", "test", **convention)
+    order = [int(Path(file).stem) for file, _ in folder.folder.samples]
+    assert folder.info.classes == names and folder.info.input_shape == (1, 28, 28)
+    assert torch.equal(folder.targets, test.targets[order])
+    images = torch.stack([folder[i][0] for i in range(len(folder))])
+    torch.testing.assert_close(images, test.batch(order)[0], rtol=0, atol=1e-6)
+    # read as RGB with ImageNet's normalisation: "fit" keeps the 28×28 pixels, "imagenet" zooms into the centre
+    rgb = {mode: data.load(f"imagefolder:{tmp_path / 'pngs'}", "test", image_size=28, resize=mode, classes=names)[0][0]
+           for mode in data.RESIZE_MODES}
+    from fewprune.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+
+    pixels = rgb["fit"] * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    torch.testing.assert_close(pixels, (images[0] * 0.353 + 0.286).expand(3, -1, -1), rtol=0, atol=1e-5)
+    assert rgb["imagenet"].shape == (3, 28, 28) and not torch.allclose(rgb["imagenet"], rgb["fit"], atol=0.1)
+
+
+def test_class_folders_that_are_none_of_the_models_classes_are_named(tmp_path):
+    from PIL import Image
+
+    for name in ("Sneaker", "Sandals", "12"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / name / "0.png")
+    classes = ("T-shirt/top", "Trouser", "Sandal", "Sneaker")
+    with pytest.raises(ValueError, match=r"'12', 'Sandals' under .* are none of the model's 4 classes \(T-shirt"):
+        data.load(f"imagefolder:{tmp_path}", classes=classes)
+    (tmp_path / "Sandals").rename(tmp_path / "sneaker")
+    (tmp_path / "12").rename(tmp_path / "2")
+    with pytest.raises(ValueError, match="Sneaker, sneaker .* name the same class"):
+        data.load(f"imagefolder:{tmp_path}", classes=classes)
+    (tmp_path / "sneaker").rename(tmp_path / "1")
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")  # a folder can state the model's classes itself
+    ds = data.load(f"imagefolder:{tmp_path}")
+    assert ds.info.classes == classes and sorted(ds.targets.tolist()) == [1, 2, 3]
+
+
+def test_an_input_convention_is_checked_and_a_grey_one_reads_colour_files_as_luma(tmp_path):
+    from PIL import Image
+
+    for bad, message in (({"channels": 2}, "1 .grey. or 3 .RGB. channels, not 2"),
+                         ({"mean": (0.5, 0.5)}, "mean has 2 values for images of 3 channels"),
+                         ({"std": 0}, "std must be positive"), ({"resize": "stretch"}, "resize must be one of")):
+        with pytest.raises(ValueError, match=message):
+            data.input_convention(**bad)
+    assert data.input_convention(channels=1)["mean"] == (round(sum(data.imagefolder.IMAGENET_MEAN) / 3, 3),)
+    Image.fromarray(np.full((10, 10, 3), (255, 0, 0), dtype=np.uint8)).save(tmp_path / "red.png")
+    grey = data.load(f"imagefolder:{tmp_path}", image_size=10, channels=1, mean=0, std=1, resize="fit")
+    assert grey.info.classes == () and grey[0].shape == (1, 10, 10)
+    torch.testing.assert_close(grey[0], torch.full((1, 10, 10), 76 / 255))  # ITU-R 601: 0.299 × 255 → 76

@@ -31,6 +31,11 @@ def test_weights_match_their_recorded_hash_and_manifest(name):
 def test_accuracy_on_500_real_test_images_agrees_with_the_manifest(name):
     manifest = zoo.manifest(name)
     test = data.load(manifest["dataset"], "test")
+    # the input convention an image folder is read with is the training set's
+    convention = zoo.input_convention(name)
+    assert (convention["channels"], convention["image_size"], convention["image_size"]) == test.info.input_shape
+    assert (convention["mean"], convention["std"], convention["classes"]) == (test.info.mean, test.info.std,
+                                                                               test.info.classes)
     subset = data.few_shot(test, n=500, seed=123)
     accuracy = metrics.evaluate(zoo.load(name), subset, progress=False)["accuracy"]
     p = manifest["test_accuracy"]

@@ -17,6 +17,7 @@ from . import data, metrics, models
 from .criteria.asca import PRICES
 from .devices import resolve_device
 from .models import zoo
+from .models.outputs import check_samples
 
 
 def _console():
@@ -138,14 +139,59 @@ def _subset(dataset, limit: int | None):
     return data.few_shot(dataset, n=limit, seed=0)
 
 
+# the image-folder flags, by the name of the input-convention key each sets (data.input_convention)
+IMAGE_FLAGS = {"image_size": "--image-size", "channels": "--image-channels", "mean": "--image-mean",
+               "std": "--image-std", "resize": "--image-resize"}
+
+
 def _dataset(args, split: str):
-    """``--data`` (from ``--data-root``) at ``split``; ``--image-size`` sizes an image folder's images."""
-    options = {}
-    if getattr(args, "image_size", None):
-        if not args.data.startswith("imagefolder:"):
-            raise ValueError(f"--image-size sizes the images of an imagefolder: dataset; {args.data} has its own size")
-        options["image_size"] = args.image_size
-    return data.load(args.data, split, root=args.data_root, **options)
+    """``--data`` (from ``--data-root``) at ``split``. An ``imagefolder:`` dataset's images are read as the model
+    reads its input (the convention a zoo teacher or a pruning result records, changed by the ``--image-*``
+    flags), and its class folders are matched to the model's class names where these are known."""
+    given = {key: getattr(args, "image_" + key if key in ("channels", "mean", "std", "resize") else key)
+             for key in IMAGE_FLAGS}
+    given = {key: value for key, value in given.items() if value is not None}
+    if not args.data.startswith("imagefolder:"):
+        if given:
+            flag = IMAGE_FLAGS[next(iter(given))]
+            raise ValueError(f"{flag} sets how the images of an imagefolder: dataset are read; {args.data} has its "
+                             "own size and normalisation")
+        return data.load(args.data, split, root=args.data_root)
+    model = getattr(args, "model", None)
+    recorded = model_input_convention(model) or {}
+    options = {**recorded, **given}
+    if set(recorded) - set(given) and not getattr(args, "convention_noted", False):
+        args.convention_noted = True  # once, though the train and test splits are both read
+        c = data.input_convention(**{key: value for key, value in options.items() if key in IMAGE_FLAGS})
+        print(f"fewprune: note: reading {args.data[len('imagefolder:'):]} as {model} takes its input: "
+              f"{c['channels']} channel{'s' if c['channels'] > 1 else ''}, {c['image_size']}×{c['image_size']}, "
+              f"mean {', '.join(f'{v:g}' for v in c['mean'])}, std {', '.join(f'{v:g}' for v in c['std'])}, "
+              f"resize {c['resize']} (the --image-* flags change it)", file=sys.stderr)
+    return data.load(args.data, split, **options)
+
+
+def model_input_convention(model: str | None) -> dict | None:
+    """How ``model`` reads an image folder (:func:`fewprune.data.input_convention`'s keywords): a zoo teacher's
+    (from its manifest), a pruning result's (its report records the one its teacher was pruned with, else its
+    teacher's); None for other models (ImageNet's convention applies)."""
+    if not model:
+        return None
+    if model.startswith("zoo:") and model[4:] in zoo.list():
+        return zoo.input_convention(model[4:])
+    report = Path(model) / "report.json"
+    if report.is_file():
+        teacher = json.loads(report.read_text()).get("teacher_model") or {}
+        return teacher.get("input") or (model_input_convention(teacher["spec"]) if teacher.get("spec") else None)
+    return None
+
+
+def input_convention_of(info: data.DatasetInfo) -> dict:
+    """The input convention of the images a model was given (recorded with a result, so ``--model RESULT`` reads
+    an image folder the same way): an image folder's own, a built-in dataset's images taken as they are; with
+    the class names, if known, in label order."""
+    return {"image_size": info.input_shape[1], "channels": info.input_shape[0], "mean": list(info.mean),
+            "std": list(info.std), "resize": info.extra.get("resize", "fit"),
+            **({"classes": list(info.classes)} if info.classes else {})}
 
 
 def _evaluation_set(args, train, few) -> tuple[object, str]:
@@ -167,7 +213,9 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)  # a GPU that is not there is named before the data is read
     dataset = _subset(_dataset(args, args.split), args.limit)
     model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt).to(device)
-    example = dataset[0][0].unsqueeze(0)
+    item = dataset[0]  # (image, label), or an image alone from a folder of unlabelled images
+    example = (item[0] if isinstance(item, tuple | list) else item).unsqueeze(0)
+    check_samples(model, example.to(device), who=args.model, what=f"{args.data}'s images")
     result = metrics.measure(model, dataset, example, progress=not args.quiet)
     if args.onnx:
         result["onnxruntime"] = _onnxruntime_latency(model, example)
@@ -240,7 +288,8 @@ def _train_asca(args) -> int:
     example = test.batch([0])[0]
     result.report["evaluation"] = {"student": metrics.measure(result.student, test, example), "split": "test"}
     result.report["command"] = "fewprune " + " ".join(args.argv)
-    result.report["teacher_model"] = {"spec": recipes.get(args.recipe).architecture, "adapt": False}  # see cmd_prune
+    result.report["teacher_model"] = {"spec": recipes.get(args.recipe).architecture, "adapt": False,  # see cmd_prune
+                                      "input": input_convention_of(test.info)}
     api.save(result, out, force=args.force)
     checkpoint.unlink(missing_ok=True)
     e = result.report["evaluation"]["student"]
@@ -424,7 +473,7 @@ def cmd_prune(args) -> int:
     result.report["evaluation"] = {**rows, "split": split, "dataset": args.data}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
-    result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt}
+    result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt, "input": input_convention_of(train.info)}
     out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
     console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}, {len(few)} samples, "
                                               f"seed {args.seed}", speed_up=True))
@@ -721,9 +770,19 @@ def build_parser() -> argparse.ArgumentParser:
                                       "imagefolder:PATH (class folders, images/ + masks/, or images alone); "
                                       "default: the dataset of a zoo teacher or pruning result, else fashion-mnist")
         p.add_argument("--data-root", help="folder holding the dataset files (overrides the default location)")
-        p.add_argument("--image-size", type=_positive(int), metavar="N",
-                       help="with --data imagefolder:PATH: resize and centre-crop its images to N×N (default 224), "
-                            "the input size the model was trained on")
+        folder = p.add_argument_group(
+            "image folders (--data imagefolder:PATH): how its files become the model's input. Default: the "
+            "convention a zoo teacher or pruning result records (a Fashion-MNIST teacher: 28×28 grey, its mean/std, "
+            "fit), else ImageNet's (224, RGB, ImageNet mean/std, resize 256 → crop 224)")
+        folder.add_argument("--image-size", type=_positive(int), metavar="N",
+                            help="centre-crop to N×N, the input size the model was trained on")
+        folder.add_argument("--image-channels", type=int, choices=[1, 3], help="3: RGB; 1: greyscale")
+        folder.add_argument("--image-mean", type=_comma_list(float), metavar="M[,M,M]",
+                            help="normalisation mean: one value, or one per channel (pixels scaled to 0…1)")
+        folder.add_argument("--image-std", type=_comma_list(float), metavar="S[,S,S]",
+                            help="normalisation std, as --image-mean")
+        folder.add_argument("--image-resize", choices=list(data.RESIZE_MODES),
+                            help="imagenet: shorter side to N·256/224, then the centre crop; fit: shorter side to N")
 
     def device_arg(p, what: str):
         p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",

@@ -10,7 +10,7 @@ from .cifar import load_cifar
 from .errors import DatasetNotFound
 from .few_shot import FewShot, few_shot
 from .idx import load_fashion_mnist, read_idx
-from .imagefolder import load_image_folder
+from .imagefolder import RESIZE_MODES, input_convention, load_image_folder
 from .scenes import load_fashion_mnist_scenes
 
 datasets: Registry = Registry("dataset")
@@ -26,7 +26,10 @@ def load(name: str, split: str = "train", root: str | None = None, **options):
     or ``imagefolder:PATH``.
 
     The result is a torch Dataset of ``(image tensor, label)`` with ``.info`` (a
-    :class:`DatasetInfo`) and ``.targets`` (a label tensor).
+    :class:`DatasetInfo`) and ``.targets`` (a label tensor). ``options`` go to
+    the loader: for an image folder, the model's input convention
+    (:func:`input_convention`), e.g. a zoo teacher's
+    ``**fewprune.models.zoo.input_convention("resnet56-fmnist")``.
     """
     if name.startswith("imagefolder:"):
         return load_image_folder(name.split(":", 1)[1], split, **options)
@@ -36,5 +39,5 @@ def load(name: str, split: str = "train", root: str | None = None, **options):
 
 __all__ = [
     "DatasetInfo", "DatasetNotFound", "FewShot", "ImageTensorDataset", "few_shot", "load",
-    "read_idx", "register_dataset", "datasets",
+    "read_idx", "register_dataset", "datasets", "input_convention", "load_image_folder", "RESIZE_MODES",
 ]

@@ -58,16 +58,17 @@ def class_scores(output, method: str) -> torch.Tensor:
     return scores
 
 
-def check_samples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+def check_samples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None,
+                  who: str = "the teacher", what: str = "the samples") -> None:
     """Refuse samples ``model`` cannot use, saying why, from one forward of one image (eval mode, no gradients):
     images it does not run on (3-channel images for a 1-channel net), and labels that do not fit what it
-    predicts: one class index per image for class scores, a mask of the prediction's size for a dense one."""
+    predicts: one class index per image for class scores, a mask of the prediction's size for a dense one.
+    ``who`` and ``what`` name the model and the images in the message."""
     try:
         with eval_mode(model), torch.no_grad():
             scores = main_output(model(images[:1]))
     except RuntimeError as err:
-        raise ValueError(f"the teacher does not run on the samples (images of shape {tuple(images.shape[1:])}): "
-                         f"{err}") from err
+        raise ValueError(f"{who} does not run on {what} (images of shape {tuple(images.shape[1:])}): {err}") from err
     if labels is None:
         return
     wanted = tuple(scores.shape[2:])  # () for class scores per image, (H, W) per pixel

@@ -102,8 +102,11 @@ def train_teacher(name: str, out_dir: str | Path, epochs: int | None = None, log
         "architecture": recipe.architecture,
         "dataset": recipe.dataset,
         "num_classes": info.num_classes,
+        "classes": list(info.classes),  # in output order: an image folder's class folders are matched to them
         "in_channels": info.input_shape[0],
         "image_size": info.input_shape[1],
+        "mean": list(info.mean),  # with the size and channels, how an image folder is read for this teacher
+        "std": list(info.std),
         "weights": weights_file.name,
         "sha256": sha256_of(weights_file),
         "recipe": asdict(recipe),

@@ -43,6 +43,15 @@ def architecture(name: str) -> nn.Module:
                  image_size=m["image_size"])
 
 
+def input_convention(name: str) -> dict:
+    """How images are made the teacher's input, as :func:`fewprune.data.load` takes it for an ``imagefolder:``
+    dataset: the training set's size, channels and normalisation, images scaled to fit (not ImageNet's crop), and
+    its class names in output order (class folders are matched to them)."""
+    m = manifest(name)
+    return {"image_size": m["image_size"], "channels": m["in_channels"], "mean": tuple(m["mean"]),
+            "std": tuple(m["std"]), "resize": "fit", "classes": tuple(m["classes"])}
+
+
 def weights_path(name: str) -> Path:
     return WEIGHTS_DIR / manifest(name)["weights"]
 

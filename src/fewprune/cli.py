@@ -148,8 +148,7 @@ def _dataset(args, split: str):
     """``--data`` (from ``--data-root``) at ``split``. An ``imagefolder:`` dataset's images are read as the model
     reads its input (the convention a zoo teacher or a pruning result records, changed by the ``--image-*``
     flags), and its class folders are matched to the model's class names where these are known."""
-    given = {key: getattr(args, "image_" + key if key in ("channels", "mean", "std", "resize") else key)
-             for key in IMAGE_FLAGS}
+    given = {key: getattr(args, flag[2:].replace("-", "_"), None) for key, flag in IMAGE_FLAGS.items()}
     given = {key: value for key, value in given.items() if value is not None}
     if not args.data.startswith("imagefolder:"):
         if given:

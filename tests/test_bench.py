@@ -782,3 +782,44 @@ def test_a_figure_has_latency_panels_only_when_the_sweep_timed_its_students(tmp_
     path, = plot(config, rows, tmp_path)
     width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the PNG header's IHDR
     assert round(width / height, 1) == (round(21 / 4.5, 1) if timed else round(10.5 / 4.5, 1))
+
+
+def test_a_variant_runs_its_method_with_its_settings_and_its_command_line_reproduces_it(sweep, tmp_path, capsys):
+    import shlex
+
+    from fewprune.cli import main
+
+    variants = {name: {"method": "l1+kd", "schedule": {"iterations": 4, "lr": 0.01},
+                       "options": {"kd.temperature": temperature, "allocation.max_ratio": 0.8}}
+                for name, temperature in (("kd-t1", 1.0), ("kd-t8", 8.0))}
+    config = sweep(["kd-t1", "kd-t8"], variants=variants)
+    cells = config.cells()
+    assert [c.recipe.recovery_options["kd"]["temperature"] for c in cells] == [1.0, 8.0]
+    assert cells[0].recipe.recovery_options["kd"]["schedule"].iterations == 4
+    assert len({c.key for c in cells}) == 2
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = {r["cell"]["method"]: r for r in read_results(config.results) if r["kind"] == "cell"}
+    assert all(r["status"] == "ok" for r in rows.values()) and rows["kd-t1"]["cell"]["variant"]["method"] == "l1+kd"
+    command = rows["kd-t8"]["command"]
+    assert "--method l1+kd --iterations 4 --lr 0.01 --option allocation.max_ratio=0.8 --option kd.temperature=8.0" \
+        in command
+    out = tmp_path / "again"
+    assert main(shlex.split(command.replace("--out OUT", f"--out {out}"))[1:]) == 0  # the same job, by hand
+    again = json.loads((out / "report.json").read_text())
+    assert again["evaluation"]["student"]["accuracy"] == rows["kd-t8"]["accuracy"]
+    assert again["macs_reduction"] == rows["kd-t8"]["macs_reduction"]
+    assert "- `kd-t1`: `l1+kd --iterations 4 --lr 0.01 --option allocation.max_ratio=0.8 --option kd.temperature=1.0`" \
+        in open(config.report).read()
+
+
+@pytest.mark.parametrize("variants, methods, error", [
+    ({"l1": {"method": "l1+kd"}}, ["l1"], "variant 'l1' is already the name of a method"),
+    ({"v": {"method": "l1+kd", "options": {"kd.temprature": 2}}}, ["v"], "variant 'v': .*did you mean 'temperature'"),
+    ({"v": {"method": "l1+kd", "schedule": {"momentum": 0.5}}}, ["v"], "a schedule sets iterations, lr"),
+    ({"v": {"recipe": "l1+kd"}}, ["v"], "variant 'v' is \\{method: NAME"),
+    ({"v": {"method": "nonsense+kd"}}, ["v"], "variant 'v': method 'nonsense\\+kd' is not registered"),
+    ({"v": {"method": "l1+kd"}}, ["l1"], "variants \\['v'\\] are not among the sweep's methods"),
+])
+def test_variant_errors_are_named_when_the_config_is_read(sweep, variants, methods, error):
+    with pytest.raises(ValueError, match=error):
+        sweep(methods, variants=variants)

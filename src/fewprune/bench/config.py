@@ -22,6 +22,31 @@ def gate_changes(entry: dict) -> dict:
     """A scratch ``gates`` entry's changes to the gate schedule, without the ``models`` it may be limited to."""
     return {k: v for k, v in entry.items() if k != "models"}
 JOB_KINDS = ("cell", *TRAINING_KINDS)  # result rows of a sweep's jobs (besides teachers and latency rows)
+VARIANT_KEYS = ("method", "options", "schedule")
+SCHEDULE_FLAGS = {"iterations": "--iterations", "lr": "--lr", "batch_size": "--batch-size", "decay": "--decay"}
+
+
+def variant_recipe(variant: dict):
+    """A sweep variant's :class:`~fewprune.methods.Method`: its ``method`` with its ``schedule`` and its parts'
+    ``options`` set (as ``prune --iterations … --option PART.NAME=VALUE``)."""
+    from ..methods import with_options, with_schedule
+
+    recipe = variant["method"]
+    if variant.get("schedule"):
+        recipe = with_schedule(recipe, **variant["schedule"])
+    return with_options(recipe, variant.get("options") or {})
+
+
+def variant_arguments(variant: dict) -> str:
+    """The ``prune`` arguments that run a variant: ``METHOD [--iterations N …] [--option PART.NAME=VALUE …]``."""
+    schedule = "".join(f" {SCHEDULE_FLAGS[k]} {v}" for k, v in (variant.get("schedule") or {}).items())
+    import shlex
+
+    def text(value) -> str:  # as --option reads it (YAML): a string bare, anything else as compact JSON
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+    options = "".join(f" --option {shlex.quote(f'{k}={text(v)}')}" for k, v in (variant.get("options") or {}).items())
+    return variant["method"] + schedule + options
 
 
 @dataclass(frozen=True)
@@ -38,14 +63,22 @@ class Cell:
     labels: bool = True
     round_to: int | str | None = None  # a channel count or 'auto' (this machine's channel block)
     min_width: int | str | None = None  # no group pruned below it: a channel count or 'auto'
+    # when ``method`` names one of the sweep's variants: what it runs ({"method", "options", "schedule"})
+    variant: dict | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
         fields = asdict(self)
-        for option in ("round_to", "min_width"):  # cells from before these options existed keep their keys
+        for option in ("round_to", "min_width", "variant"):  # cells from before these options existed keep their keys
             if fields[option] is None:
                 del fields[option]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def recipe(self):
+        """What :func:`fewprune.compress` runs: the method's name, or a variant's method with its options and
+        schedule set."""
+        return self.method if self.variant is None else variant_recipe(self.variant)
 
     def run(self, eval_limit: int | None, latency: bool, device=None) -> dict:
         from .runner import run_cell
@@ -59,7 +92,8 @@ class Cell:
         """The equivalent ``fewprune prune`` command line."""
         what = " ".join(f"--{kind} {value}" for kind, value in self.target.items())
         count = f"--per-class {self.samples}" if self.per_class else f"--samples {self.samples}"
-        return (f"fewprune prune --model {self.model} --data {self.dataset} {count} --method {self.method} "
+        method = self.method if self.variant is None else variant_arguments(self.variant)
+        return (f"fewprune prune --model {self.model} --data {self.dataset} {count} --method {method} "
                 f"{what} --seed {self.seed}" + ("" if self.labels else " --no-labels")
                 + (f" --round-to {self.round_to}" if self.round_to else "")
                 + (f" --min-width {self.min_width}" if self.min_width else "") + " --out OUT")
@@ -86,6 +120,9 @@ class SweepConfig:
     scratch: dict | None = None  # ASCA from scratch on the full training set per width target: {"epochs": ..,
     #                              "gates": [{}, {"price": "channels"}]} (one job per gate-schedule change; {}: none;
     #                              an entry's "models": [..] runs it on those of the sweep's models only)
+    variants: dict | None = None  # methods with changed settings, by a name methods: can list: {NAME: {method: ..,
+    #                                options: {PART.NAME: value}, schedule: {iterations: .., lr: .., batch_size: ..,
+    #                                decay: ..}}}, as prune --method .. --option .. --iterations ..
     compare: list[dict] | None = None  # paired differences in the report: [{methods: [a, b], note: ".."}], a − b
     #                                    per seed (a seed fixes the few samples), where both ran at a setting
     plugins: list[str] | None = None  # the user's parts to import first (.py paths relative to this config, or
@@ -156,6 +193,7 @@ class SweepConfig:
                 GateSchedule(**changes)  # the values too, before hours of training
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}: scratch gates {changes}: {error}") from None
+        config._check_variants(path)
         config._check_comparisons(path)
         blocks = (config.ceiling or {}).get("blocks")
         if blocks is not None:
@@ -164,6 +202,32 @@ class SweepConfig:
             if getattr(criteria.get(blocks), "granularity", "") != "blocks":  # an unknown name lists the known ones
                 raise ValueError(f"{path}: ceiling blocks: {blocks!r} scores channels, not blocks")
         return config
+
+    def _check_variants(self, path: Path) -> None:
+        """Each variant is a new name for a method with valid options and schedule (refused before any work)."""
+        from .. import methods
+
+        for name, variant in (self.variants or {}).items():
+            if not isinstance(variant, dict) or "method" not in variant or set(variant) - set(VARIANT_KEYS):
+                raise ValueError(f"{path}: variant {name!r} is {{method: NAME, options: {{PART.NAME: value}}, "
+                                 f"schedule: {{iterations: N, ...}}}} (options and schedule optional), not {variant!r}")
+            try:
+                methods.get(name)
+            except (KeyError, ValueError):
+                pass
+            else:
+                raise ValueError(f"{path}: variant {name!r} is already the name of a method; give it its own")
+            unknown = set(variant.get("schedule") or {}) - set(SCHEDULE_FLAGS)
+            if unknown:
+                raise ValueError(f"{path}: variant {name!r}: a schedule sets {', '.join(SCHEDULE_FLAGS)} (as prune's "
+                                 f"flags), not {sorted(unknown)}")
+            try:
+                variant_recipe(variant)
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"{path}: variant {name!r}: {error.args[0] if error.args else error}") from None
+        unused = sorted(set(self.variants or {}) - set(self.methods))
+        if unused:
+            raise ValueError(f"{path}: variants {unused} are not among the sweep's methods {self.methods}")
 
     def _check_comparisons(self, path: Path) -> None:
         """Each ``compare`` entry names two of the sweep's methods that run at some common target."""
@@ -193,17 +257,27 @@ class SweepConfig:
         """
         from ..methods import get as method
 
+        variants = self.variants or {}
+
         def fits(name: str, target: dict) -> bool:
             try:  # a width target with blocks= (depth and width) suits a channel method
-                return (method(name).granularity == "blocks") == (set(target) == {"blocks"})
+                granularity = method(variants[name]["method"] if name in variants else name).granularity
+                return (granularity == "blocks") == (set(target) == {"blocks"})
             except (KeyError, ValueError):
                 return True  # an unknown method still gets its cell, which records the error
 
         # Seeds outermost: a sweep stopped part-way has whole seeds, not some settings with three and some with none.
         return [
             Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels, self.round_to,
-                 self.min_width)
+                 self.min_width, normal_variant(variants[name]) if name in variants else None)
             for seed, model, target, n, name in itertools.product(
                 self.seeds, self.models, self.targets, self.samples, self.methods)
             if fits(name, target)
         ]
+
+
+def normal_variant(variant: dict) -> dict:
+    """A variant with its optional parts present and its keys sorted, so a cell's key does not depend on how the
+    YAML wrote it."""
+    return {"method": variant["method"], "options": dict(sorted((variant.get("options") or {}).items())),
+            "schedule": dict(sorted((variant.get("schedule") or {}).items()))}

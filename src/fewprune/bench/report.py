@@ -58,6 +58,11 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
         summary = f"{jobs or 'no job'}; dataset {config.dataset}"
     lines = [f"# {config.name}", "", f"Sweep `{config.source}`: {summary}; {METRICS[metric]['name']} on {test_split}.", "",
              f"Regenerate: `fewprune bench {config.source}`", ""]
+    if config.variants:
+        from .config import normal_variant, variant_arguments
+
+        lines += ["Variants (methods with changed settings, as `prune --method …` arguments):", ""]
+        lines += [f"- `{name}`: `{variant_arguments(normal_variant(v))}`" for name, v in config.variants.items()] + [""]
     for model in config.models:
         if not config.methods:
             lines += [f"## {model}", ""] + _training_jobs(trained_ok, model, teachers.get(model), metric) + [""]

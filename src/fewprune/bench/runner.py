@@ -118,7 +118,7 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True, de
         few = data.few_shot(train, n=None if cell.per_class else cell.samples,
                             per_class=cell.samples if cell.per_class else None, seed=cell.seed)
         teacher = _teacher(cell.model, train.info)
-        result = api.compress(teacher, few, method=cell.method, target=Target(**cell.target), seed=cell.seed,
+        result = api.compress(teacher, few, method=cell.recipe, target=Target(**cell.target), seed=cell.seed,
                               labels=cell.labels, progress=False, round_to=cell.round_to, min_width=cell.min_width,
                               device=device)
         example = few.tensors()[0][:1]

@@ -411,7 +411,7 @@ def label_twin(job) -> Cell | None:
     if not isinstance(job, Cell):
         return None
     try:
-        if reads_labels(job.method):
+        if reads_labels(job.recipe):
             return None
     except (KeyError, ValueError):  # an unknown method: its cell fails on its own, with the message
         return None

@@ -823,3 +823,31 @@ def test_a_variant_runs_its_method_with_its_settings_and_its_command_line_reprod
 def test_variant_errors_are_named_when_the_config_is_read(sweep, variants, methods, error):
     with pytest.raises(ValueError, match=error):
         sweep(methods, variants=variants)
+
+
+def test_a_sweep_reads_an_image_folder_as_its_zoo_teacher_takes_its_input(tiny_fmnist, monkeypatch, tmp_path):
+    """PNGs exported from (tiny) Fashion-MNIST: the teacher and an L1 student (pruned by weights alone, whatever
+    the samples) score on the folder exactly as on the IDX files."""
+    from PIL import Image
+
+    from fewprune import data
+
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    for split in ("train", "test"):
+        dataset = data.load("fashion-mnist", split)
+        for i in range(len(dataset)):
+            folder = tmp_path / "pngs" / split / str(int(dataset.targets[i]))  # class folders by index
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(dataset.images[i, 0].numpy()).save(folder / f"{i:04d}.png")
+    scores = {}
+    for name, dataset in (("folder", f"imagefolder:{tmp_path / 'pngs'}"), ("idx", "fashion-mnist")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, "dataset": dataset, "models": ["zoo:resnet20-fmnist"],
+                                        "methods": ["l1"], "samples": [10], "targets": [{"macs": 0.3}],
+                                        "latency": False}))
+        config = SweepConfig.read(path)
+        run_sweep(config, progress=False, log=lambda *_: None)
+        rows = read_results(config.results)
+        assert all(r["status"] == "ok" for r in rows)
+        scores[name] = sorted((r["kind"], r["accuracy"], r["test_samples"]) for r in rows)
+    assert scores["folder"] == scores["idx"]

@@ -37,7 +37,7 @@ def run_ceiling(model: str, dataset: str, target: dict, epochs: int = 3, lr: flo
     from ..models.recipes import Recipe, fit
 
     started = time.time()
-    train, test = _load_data(dataset, eval_limit)
+    train, test = _load_data(dataset, eval_limit, model)
     teacher = _teacher(model, train.info)
     example = train.batch([0])[0]
     if set(target) == {"blocks"}:

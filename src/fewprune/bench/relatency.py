@@ -89,7 +89,7 @@ def remeasure(config: SweepConfig, threads: int | None = None, log=print, again:
         model, dataset = (row["cell"]["model"], row["cell"]["dataset"]) if "cell" in row else (row["model"],
                                                                                               row["dataset"])
         if model not in teachers:
-            train, _ = _load_data(dataset, 1)
+            train, _ = _load_data(dataset, 1, model)
             teacher = _teacher(model, train.info).eval()
             example = train[0][0].unsqueeze(0)
             # one dependency graph per model

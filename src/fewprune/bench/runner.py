@@ -82,11 +82,15 @@ def measure_model(model, test_set, example, latency: bool) -> dict:
     return measured
 
 
-def _load_data(dataset: str, eval_limit: int | None):
+def _load_data(dataset: str, eval_limit: int | None, model: str | None = None):
+    """The train and test splits (the test split cut to ``eval_limit`` images); an image folder's images read as
+    ``model`` takes its input (``fewprune prune`` does the same)."""
     from .. import data
+    from ..cli import model_input_convention
 
-    train = data.load(dataset, "train")
-    test = data.load(dataset, "test")
+    options = (model_input_convention(model) or {}) if dataset.startswith("imagefolder:") else {}
+    train = data.load(dataset, "train", **options)
+    test = data.load(dataset, "test", **options)
     if eval_limit is not None and eval_limit < len(test):
         test = data.few_shot(test, n=eval_limit, seed=0)
     return train, test
@@ -114,7 +118,7 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True, de
     row: dict = {"kind": "cell", "key": cell.key, "cell": cell.__dict__, "command": cell.command(),
                  **({} if on_cpu(device) else {"device": str(device)})}
     try:
-        train, test = _load_data(cell.dataset, eval_limit)
+        train, test = _load_data(cell.dataset, eval_limit, cell.model)
         few = data.few_shot(train, n=None if cell.per_class else cell.samples,
                             per_class=cell.samples if cell.per_class else None, seed=cell.seed)
         teacher = _teacher(cell.model, train.info)
@@ -181,7 +185,7 @@ def teacher_key(model: str, dataset: str, eval_limit: int | None) -> str:
 def run_teacher(model: str, dataset: str, eval_limit: int | None, latency: bool) -> dict:
     from ..metrics import versions
 
-    train, test = _load_data(dataset, eval_limit)
+    train, test = _load_data(dataset, eval_limit, model)
     teacher = _teacher(model, train.info)
     row = {"kind": "teacher", "key": teacher_key(model, dataset, eval_limit), "model": model, "dataset": dataset}
     row.update(measure_model(teacher, test, train[0][0].unsqueeze(0), latency))

@@ -59,7 +59,7 @@ class ScratchJob:
                 raise ValueError(f"asca-scratch trains on the CPU, not {device}: run this job without --device")
             if not self.model.startswith("zoo:"):
                 raise ValueError(f"asca-scratch needs a training recipe: use a zoo:NAME model, not {self.model!r}")
-            train, test = _load_data(self.dataset, eval_limit)
+            train, test = _load_data(self.dataset, eval_limit, self.model)
             checkpoint = job_checkpoint(self.work_dir, self.key)
             result = train_asca_scratch(self.model.removeprefix("zoo:"), Target(**self.target), epochs=self.epochs,
                                         progress=False, log=lambda *_: None, train_set=train, checkpoint=checkpoint,

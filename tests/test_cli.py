@@ -137,6 +137,7 @@ def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(
     assert "note: reading" in capsys.readouterr().err
     recorded = json.loads((tmp / "folder" / "report.json").read_text())["teacher_model"]["input"]
     assert recorded == {**fp.models.zoo.input_convention("resnet20-fmnist"), "mean": [0.286], "std": [0.353],
+                        "interpolation": "bilinear",
                         "classes": list(fp.models.zoo.manifest("resnet20-fmnist")["classes"])}
     assert main(["eval", "--model", str(tmp / "folder"), "--data", f"imagefolder:{tmp / 'pngs'}", "--split", "test",
                  "--quiet"]) == 0
@@ -145,6 +146,9 @@ def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(
     assert main(["eval", "--model", "zoo:resnet20-fmnist", "--data", f"imagefolder:{tmp / 'pngs'}",
                  "--image-channels", "3", "--quiet"]) == 2
     assert "zoo:resnet20-fmnist does not run on imagefolder:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a share of the shorter side is in (0, 1]
+        main(["eval", "--model", "zoo:resnet20-fmnist", "--data", f"imagefolder:{tmp / 'pngs'}", "--image-resize", "2"])
+    assert "--image-resize: must be imagenet or fit or a number in (0, 1], not 2" in capsys.readouterr().err
 
 
 def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(env, capsys, monkeypatch):
@@ -263,7 +267,7 @@ def test_a_pruning_result_folder_is_a_model_for_eval(env, capsys):
                  "--macs", "0.5", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["teacher_model"] == {"spec": "resnet20", "adapt": False, "input": {  # how it read its images
-        "image_size": 28, "channels": 1, "mean": [0.286], "std": [0.353], "resize": "fit",
+        "image_size": 28, "channels": 1, "mean": [0.286], "std": [0.353], "resize": "fit", "interpolation": "bilinear",
         "classes": list(fp.data.load("fashion-mnist", "test").info.classes)}}
     capsys.readouterr()
     assert main(["eval", "--model", str(out), "--json", str(tmp / "eval.json"), "--quiet"]) == 0

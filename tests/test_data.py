@@ -191,7 +191,9 @@ def test_an_input_convention_is_checked_and_a_grey_one_reads_colour_files_as_lum
 
     for bad, message in (({"channels": 2}, "1 .grey. or 3 .RGB. channels, not 2"),
                          ({"mean": (0.5, 0.5)}, "mean has 2 values for images of 3 channels"),
-                         ({"std": 0}, "std must be positive"), ({"resize": "stretch"}, "resize must be one of")):
+                         ({"std": 0}, "std must be positive"), ({"resize": "stretch"}, "resize must be one of"),
+                         ({"resize": 1.5}, r"or the crop's share of the shorter side \(a number in \(0, 1\]\)"),
+                         ({"interpolation": "lanczos"}, "interpolation must be one of bilinear, bicubic")):
         with pytest.raises(ValueError, match=message):
             data.input_convention(**bad)
     assert data.input_convention(channels=1)["mean"] == (round(sum(data.imagefolder.IMAGENET_MEAN) / 3, 3),)
@@ -199,3 +201,32 @@ def test_an_input_convention_is_checked_and_a_grey_one_reads_colour_files_as_lum
     grey = data.load(f"imagefolder:{tmp_path}", image_size=10, channels=1, mean=0, std=1, resize="fit")
     assert grey.info.classes == () and grey[0].shape == (1, 10, 10)
     torch.testing.assert_close(grey[0], torch.full((1, 10, 10), 76 / 255))  # ITU-R 601: 0.299 × 255 → 76
+
+
+@pytest.mark.parametrize("spec", ["torchvision:resnet18", "torchvision:convnext_tiny", "torchvision:efficientnet_b3",
+                                  "timm:vit_tiny_patch16_224", "timm:resnet18.a1_in1k"])
+def test_a_library_models_folder_images_are_its_librarys_own_evaluation_inputs(spec, tmp_path):
+    """torchvision's weights transforms and timm's eval transform, applied to the same file, give the tensor the
+    folder reads for the model (the resize share, filter and normalisation are taken from the library, offline)."""
+    from PIL import Image
+
+    from fewprune.cli import model_input_convention
+
+    library, name = spec.split(":")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (301, 415, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    convention = model_input_convention(spec)
+    folder = data.load(f"imagefolder:{tmp_path}", **convention)
+    with Image.open(tmp_path / "a.png") as picture:
+        picture = picture.convert("RGB")
+        if library == "torchvision":
+            from torchvision.models import get_model_weights
+
+            expected = list(get_model_weights(name))[0].transforms()(picture)
+        else:
+            timm = pytest.importorskip("timm")
+            from timm.data import create_transform, resolve_data_config
+
+            expected = create_transform(**resolve_data_config({}, model=timm.create_model(name, pretrained=False)))(
+                picture)
+    assert folder[0].shape == expected.shape
+    torch.testing.assert_close(folder[0], expected, rtol=0, atol=1e-5)

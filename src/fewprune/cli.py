@@ -16,7 +16,7 @@ import torch
 from . import data, metrics, models
 from .criteria.asca import PRICES
 from .devices import resolve_device
-from .models import zoo
+from .models import external, zoo
 from .models.outputs import check_samples
 
 
@@ -141,7 +141,7 @@ def _subset(dataset, limit: int | None):
 
 # the image-folder flags, by the name of the input-convention key each sets (data.input_convention)
 IMAGE_FLAGS = {"image_size": "--image-size", "channels": "--image-channels", "mean": "--image-mean",
-               "std": "--image-std", "resize": "--image-resize"}
+               "std": "--image-std", "resize": "--image-resize", "interpolation": "--image-interpolation"}
 
 
 def _dataset(args, split: str):
@@ -165,18 +165,24 @@ def _dataset(args, split: str):
         print(f"fewprune: note: reading {args.data[len('imagefolder:'):]} as {model} takes its input: "
               f"{c['channels']} channel{'s' if c['channels'] > 1 else ''}, {c['image_size']}×{c['image_size']}, "
               f"mean {', '.join(f'{v:g}' for v in c['mean'])}, std {', '.join(f'{v:g}' for v in c['std'])}, "
-              f"resize {c['resize']} (the --image-* flags change it)", file=sys.stderr)
+              f"resize {c['resize'] if isinstance(c['resize'], str) else format(c['resize'], '.4g')}, "
+              f"{c['interpolation']} (the --image-* flags change it)", file=sys.stderr)
     return data.load(args.data, split, **options)
 
 
 def model_input_convention(model: str | None) -> dict | None:
     """How ``model`` reads an image folder (:func:`fewprune.data.input_convention`'s keywords): a zoo teacher's
-    (from its manifest), a pruning result's (its report records the one its teacher was pruned with, else its
-    teacher's); None for other models (ImageNet's convention applies)."""
+    (from its manifest), a torchvision or timm model's (how its library evaluates its weights), a pruning
+    result's (its report records the one its teacher was pruned with, else its teacher's); None for other
+    models (ImageNet's convention applies)."""
     if not model:
         return None
     if model.startswith("zoo:") and model[4:] in zoo.list():
         return zoo.input_convention(model[4:])
+    if model.startswith("torchvision:"):
+        return external.torchvision_input_convention(model.removeprefix("torchvision:"))
+    if model.startswith("timm:"):
+        return external.timm_input_convention(model.removeprefix("timm:"))
     report = Path(model) / "report.json"
     if report.is_file():
         teacher = json.loads(report.read_text()).get("teacher_model") or {}
@@ -190,6 +196,7 @@ def input_convention_of(info: data.DatasetInfo) -> dict:
     the class names, if known, in label order."""
     return {"image_size": info.input_shape[1], "channels": info.input_shape[0], "mean": list(info.mean),
             "std": list(info.std), "resize": info.extra.get("resize", "fit"),
+            "interpolation": info.extra.get("interpolation", "bilinear"),
             **({"classes": list(info.classes)} if info.classes else {})}
 
 
@@ -574,6 +581,19 @@ def _comma_list(kind):
     return parse
 
 
+def _resize(text: str) -> str | float:
+    """``--image-resize``: imagenet, fit, or the crop's share of the shorter side in (0, 1]."""
+    if text in data.RESIZE_MODES:
+        return text
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"must be {' or '.join(data.RESIZE_MODES)} or a number in (0, 1], not {text}")
+    return share
+
+
 def _shard(text: str | None) -> tuple[int, int] | None:
     """``--shard I/N`` as (I, N); None when not given."""
     if text is None:
@@ -780,8 +800,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="normalisation mean: one value, or one per channel (pixels scaled to 0…1)")
         folder.add_argument("--image-std", type=_comma_list(float), metavar="S[,S,S]",
                             help="normalisation std, as --image-mean")
-        folder.add_argument("--image-resize", choices=list(data.RESIZE_MODES),
-                            help="imagenet: shorter side to N·256/224, then the centre crop; fit: shorter side to N")
+        folder.add_argument("--image-resize", type=_resize, metavar="imagenet|fit|F",
+                            help="imagenet: shorter side to N·256/224, then the centre crop; fit: shorter side to N; "
+                                 "a number F in (0, 1]: shorter side to N/F (timm's crop_pct)")
+        folder.add_argument("--image-interpolation", choices=list(data.INTERPOLATIONS), help="the resizing filter")
 
     def device_arg(p, what: str):
         p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",

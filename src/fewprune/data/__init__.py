@@ -10,7 +10,7 @@ from .cifar import load_cifar
 from .errors import DatasetNotFound
 from .few_shot import FewShot, few_shot
 from .idx import load_fashion_mnist, read_idx
-from .imagefolder import RESIZE_MODES, input_convention, load_image_folder
+from .imagefolder import INTERPOLATIONS, RESIZE_MODES, input_convention, load_image_folder
 from .scenes import load_fashion_mnist_scenes
 
 datasets: Registry = Registry("dataset")
@@ -40,4 +40,5 @@ def load(name: str, split: str = "train", root: str | None = None, **options):
 __all__ = [
     "DatasetInfo", "DatasetNotFound", "FewShot", "ImageTensorDataset", "few_shot", "load",
     "read_idx", "register_dataset", "datasets", "input_convention", "load_image_folder", "RESIZE_MODES",
+    "INTERPOLATIONS",
 ]

@@ -21,28 +21,40 @@ from .errors import DatasetNotFound
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
-RESIZE_MODES = ("imagenet", "fit")
+RESIZE_MODES = ("imagenet", "fit")  # or a number: the crop's share of the shorter side (timm's crop_pct)
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
-def resized_side(image_size: int, resize: str = "imagenet") -> int:
+def resized_side(image_size: int, resize: str | float = "imagenet") -> int:
     """The shorter side an image is resized to before its centre ``image_size`` crop: ImageNet's 256 → 224 (the
-    crop keeps the central 87.5%), or, with ``resize="fit"``, the crop size itself (the whole shorter side)."""
-    return int(round(image_size * 256 / 224)) if resize == "imagenet" else image_size
+    crop keeps the central 87.5%); with ``resize="fit"``, the crop size itself (the whole shorter side); with a
+    number, ``image_size / resize`` rounded down as timm does (0.9: 224 → 248)."""
+    if resize == "imagenet":
+        return int(round(image_size * 256 / 224))
+    if resize == "fit":
+        return image_size
+    return int(image_size / float(resize) + 1e-6)  # (+1e-6: 224 / (224/232) is 231.99… in floats)
 
 
-def input_convention(image_size: int = 224, channels: int = 3, mean=None, std=None, resize: str = "imagenet") -> dict:
+def input_convention(image_size: int = 224, channels: int = 3, mean=None, std=None, resize: str | float = "imagenet",
+                     interpolation: str = "bilinear") -> dict:
     """The checked keyword arguments of :func:`load_image_folder`: how its files become a model's input.
 
     ``channels`` 3 reads RGB, 1 greyscale; ``mean``/``std`` (one value, or one
     per channel) default to ImageNet's (for grey: their averages). ``resize``
     ``"imagenet"`` scales the shorter side to ``image_size``·256/224 and crops
     the centre (ImageNet's evaluation); ``"fit"`` scales it to ``image_size``
-    (an image of that size is kept as it is).
+    (an image of that size is kept as it is); a number in (0, 1] is the
+    crop's share of the shorter side (timm's ``crop_pct``: 0.9 crops 224 of
+    248). ``interpolation`` is the resizing filter: bilinear or bicubic.
     """
     if channels not in (1, 3):
         raise ValueError(f"an image folder's images are read with 1 (grey) or 3 (RGB) channels, not {channels}")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {resize!r}")
+    if resize not in RESIZE_MODES and not (isinstance(resize, int | float) and 0 < resize <= 1):
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)} or the crop's share of the shorter side "
+                         f"(a number in (0, 1]), not {resize!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {interpolation!r}")
     if int(image_size) < 1:
         raise ValueError(f"image size must be at least 1 pixel, not {image_size}")
     grey = (round(sum(IMAGENET_MEAN) / 3, 3),), (round(sum(IMAGENET_STD) / 3, 3),)
@@ -61,7 +73,7 @@ def input_convention(image_size: int = 224, channels: int = 3, mean=None, std=No
         return values
 
     return {"image_size": int(image_size), "channels": channels, "mean": per_channel(mean, default_mean, "mean"),
-            "std": per_channel(std, default_std, "std"), "resize": resize}
+            "std": per_channel(std, default_std, "std"), "resize": resize, "interpolation": interpolation}
 
 
 class ImageFolderDataset(Dataset):
@@ -120,6 +132,11 @@ class SegmentationFolder(Dataset):
         side = resized_side(self.image_size, self.convention["resize"])
         return TF.center_crop(TF.resize(picture, side, interpolation), self.image_size)
 
+    def _filter(self):
+        from torchvision.transforms import InterpolationMode
+
+        return InterpolationMode(self.convention["interpolation"])
+
     def _mask(self, image_path: Path, mask_path: Path) -> torch.Tensor:
         import numpy as np
         from PIL import Image
@@ -135,10 +152,9 @@ class SegmentationFolder(Dataset):
             return torch.from_numpy(np.array(self._fit(mask, InterpolationMode.NEAREST), dtype=np.uint8))
 
     def __getitem__(self, index: int):
-        from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
-        image = self._fit(_open(self.pairs[index][0], self.convention["channels"]), InterpolationMode.BILINEAR)
+        image = self._fit(_open(self.pairs[index][0], self.convention["channels"]), self._filter())
         return (TF.normalize(TF.to_tensor(image), self.convention["mean"], self.convention["std"]),
                 self.targets[index].long())
 
@@ -160,14 +176,15 @@ def _segmentation_folder(path: str | Path, root: Path, split: str, convention: d
 
 
 def load_image_folder(path: str | Path, split: str = "train", image_size: int = 224, channels: int = 3,
-                      mean=None, std=None, resize: str = "imagenet", classes=None):
+                      mean=None, std=None, resize: str | float = "imagenet", interpolation: str = "bilinear",
+                      classes=None):
     """Images under ``path/split/<class>/`` (or ``path/<class>/`` when there is no split folder).
 
     A folder holding images directly and no class folder is a dataset of
     unlabelled images (:class:`UnlabelledImages`; ``info.classes`` is empty).
     A folder with ``images/`` and ``masks/`` is a segmentation set
     (:class:`SegmentationFolder`). ``image_size``, ``channels``, ``mean``,
-    ``std`` and ``resize`` are the model's input convention
+    ``std``, ``resize`` and ``interpolation`` are the model's input convention
     (:func:`input_convention`, which checks them).
 
     ``classes`` are the model's class names in the order of its outputs (else
@@ -178,14 +195,15 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: int = 
     (ImageNet's synset folders give ImageNet's order).
     """
     from torchvision import datasets, transforms
+    from torchvision.transforms import InterpolationMode
 
-    convention = input_convention(image_size, channels, mean, std, resize)
+    convention = input_convention(image_size, channels, mean, std, resize, interpolation)
     root = Path(path)
     split_folder = (root / split).is_dir()
     if split_folder:
         root = root / split
     # without a split folder every split reads the same images: an evaluation must leave the samples out
-    extra = {"resize": resize} if split_folder else {"resize": resize, "same_images_every_split": True}
+    extra = {"resize": resize, "interpolation": interpolation, **({} if split_folder else {"same_images_every_split": True})}
     if not root.is_dir():
         raise DatasetNotFound(f"image folder {root} does not exist; expected {path}/[{split}/]<class>/<image> "
                               f"or a folder of images")
@@ -194,7 +212,7 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: int = 
         return _segmentation_folder(path, root, split, convention, extra, classes)
     tf = transforms.Compose([
         lambda file: _open(file, convention["channels"]),
-        transforms.Resize(resized_side(convention["image_size"], resize)),
+        transforms.Resize(resized_side(convention["image_size"], resize), InterpolationMode(interpolation)),
         transforms.CenterCrop(convention["image_size"]),
         transforms.ToTensor(),
         transforms.Normalize(convention["mean"], convention["std"]),

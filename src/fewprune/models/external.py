@@ -48,6 +48,44 @@ def timm_model(name: str, num_classes: int | None = None, in_channels: int = 3) 
     return timm.create_model(name, pretrained=False, **options)
 
 
+def torchvision_input_convention(name: str) -> dict | None:
+    """How torchvision evaluates ``name``'s first ImageNet weights (crop size, resize, mean/std, filter), as
+    :func:`fewprune.data.input_convention` takes it; read offline from its weights' metadata. None for a model
+    without classification weights (a segmentation model keeps ImageNet's convention)."""
+    from torchvision import models as tvm
+    from torchvision.transforms._presets import ImageClassification
+
+    try:
+        weights = list(tvm.get_model_weights(name))
+    except (KeyError, ValueError):
+        return None
+    preset = weights[0].transforms() if weights else None
+    if not isinstance(preset, ImageClassification):
+        return None
+    crop, side = preset.crop_size[0], preset.resize_size[0]
+    return {"image_size": crop, "channels": 3, "mean": tuple(preset.mean), "std": tuple(preset.std),
+            "resize": "imagenet" if (crop, side) == (224, 256) else crop / side,
+            "interpolation": preset.interpolation.value}
+
+
+def timm_input_convention(name: str) -> dict | None:
+    """How timm evaluates ``name`` (its pretrained config: input size, mean/std, crop_pct, filter), as
+    :func:`fewprune.data.input_convention` takes it; offline. None when timm has no config for it."""
+    try:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)
+    except (ImportError, RuntimeError):  # no timm, or a tag timm does not know (building the model says so)
+        return None
+    if cfg is None or not cfg.input_size:
+        return None
+    channels, size, _ = cfg.input_size
+    crop_pct = cfg.crop_pct or 1.0
+    return {"image_size": size, "channels": channels, "mean": tuple(cfg.mean), "std": tuple(cfg.std),
+            "resize": "imagenet" if abs(crop_pct - 0.875) < 1e-9 else crop_pct,
+            "interpolation": cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bicubic"}
+
+
 def file_model(spec: str, **kwargs) -> nn.Module:
     """Import ``path/to/file.py`` and call its ``factory``; only the keyword arguments it accepts are passed."""
     path_text, _, factory_name = spec.rpartition(":")

@@ -240,6 +240,30 @@ def test_explain_lrp_writes_heatmaps_and_channel_ranking(env):
     assert not (tmp / "bad").exists()
 
 
+def test_explain_draws_colour_images_in_their_colours(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fewprune.explain import picture
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    folder = fp.data.load(f"imagefolder:{photos}", image_size=32, resize="fit")
+    with Image.open(photos / "0.png") as original:
+        pixels = np.asarray(original, dtype=np.float32) / 255
+    shown, cmap = picture(folder[0], folder.info.mean, folder.info.std)  # un-normalised: the file's own pixels
+    assert cmap is None and shown.shape == (32, 32, 3) and np.abs(shown - pixels).max() < 1e-5
+    grey, cmap = picture(torch.ones(1, 5, 5))
+    assert cmap == "gray" and grey.shape == (5, 5)
+    out = tmp_path / "figures"
+    assert main(["explain", "--concept-masks", "--lrp", "--model", "resnet20", "--data", f"imagefolder:{photos}",
+                 "--image-size", "32", "--images", "2", "--out", str(out)]) == 0
+    assert (out / "lrp-heatmaps.png").stat().st_size > 0 and (out / "concept-mask-divergence.png").is_file()
+
+
 def test_curve_writes_accuracy_per_fraction_and_auc(env, capsys):
     tmp, weights = env
     out = tmp / "curve"

@@ -632,11 +632,11 @@ def cmd_explain(args) -> int:
         test = _dataset(args, "test")
         model = load_model_for(args.model, test.info, args.weights, args.allow_pickle, args.adapt)
         images, labels = data.few_shot(test, n=args.images, seed=args.seed).tensors()
-        files = []
+        files, colours = [], {"mean": test.info.mean, "std": test.info.std}
         if args.concept_masks:
-            files += concept_mask_figures(model, images.float(), staging, theta=args.theta)
+            files += concept_mask_figures(model, images.float(), staging, theta=args.theta, **colours)
         if args.lrp:
-            files += lrp_figures(model, images.float(), labels, staging, layer=args.layer)
+            files += lrp_figures(model, images.float(), labels, staging, layer=args.layer, **colours)
     print(f"wrote {len(files)} figures to {out}: " + ", ".join(f.name for f in files[-3:]))
     return 0
 

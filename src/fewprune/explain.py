@@ -19,11 +19,26 @@ from .models.features import module_io
 from .structure import find_blocks
 
 
+def picture(image: torch.Tensor, mean=None, std=None) -> tuple:
+    """A normalised ``C×H×W`` input as matplotlib draws it: ``(H×W array, "gray")`` for one channel, or
+    ``(H×W×3 array in [0, 1], None)`` for three, un-normalised with the dataset's ``mean``/``std`` when given
+    (else stretched to its own range), so a photo shows in its colours."""
+    image = image.detach().cpu().float()
+    if image.shape[0] != 3:
+        return image[0].numpy(), "gray"
+    if mean is not None and std is not None:
+        colour = image * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    else:
+        colour = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
+    return colour.clamp(0, 1).permute(1, 2, 0).numpy(), None
+
+
 def concept_mask_figures(model: nn.Module, images: torch.Tensor, out_dir: str | Path, theta: float = 0.2,
-                         blocks: list[str] | None = None) -> list[Path]:
+                         blocks: list[str] | None = None, mean=None, std=None) -> list[Path]:
     """One PNG per block (input coverage, output coverage, flipped share per image) and a divergence bar chart.
 
-    The model runs in eval mode and is left as it was. Returns the written files.
+    The model runs in eval mode and is left as it was. ``mean``/``std``: the
+    images' normalisation, to draw them in their colours. Returns the written files.
     """
     import matplotlib
 
@@ -45,15 +60,18 @@ def concept_mask_figures(model: nn.Module, images: torch.Tensor, out_dir: str | 
         # Each pixel's share of channels whose mask covers it is about θ on average: a 0–1 scale would show
         # nothing. Input and output share one scale (so they compare), up to the largest share in the figure.
         shared = max(float(coverage_in.max()), float(coverage_out.max()), 1e-6)
-        panels = (("image", images[:, 0], None), ("input: share of channels", coverage_in, shared),
+        panels = (("image", images, None), ("input: share of channels", coverage_in, shared),
                   ("output: share of channels", coverage_out, shared),
                   ("flipped: share of channels", flipped, max(float(flipped.max()), 1e-6)))
         fig, axes = plt.subplots(len(images), 4, figsize=(9, 2 * len(images)), squeeze=False)
         for row in range(len(images)):
             for col, (title, maps, top) in enumerate(panels):
                 ax = axes[row][col]
-                shown = ax.imshow(maps[row].numpy(), cmap="gray" if top is None else "magma",
-                                  vmin=None if top is None else 0, vmax=top)
+                if top is None:  # the image itself
+                    pixels, cmap = picture(maps[row], mean, std)
+                    shown = ax.imshow(pixels, cmap=cmap)
+                else:
+                    shown = ax.imshow(maps[row].numpy(), cmap="magma", vmin=0, vmax=top)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
@@ -79,12 +97,13 @@ def concept_mask_figures(model: nn.Module, images: torch.Tensor, out_dir: str | 
 
 
 def lrp_figures(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, out_dir: str | Path,
-                layer: str | None = None, shown: int = 4) -> list[Path]:
+                layer: str | None = None, shown: int = 4, mean=None, std=None) -> list[Path]:
     """``lrp-heatmaps.png`` (image and input relevance per image) and ``lrp-channels-LAYER.png``.
 
     The channel figure ranks ``layer``'s output channels by |relevance| summed over the images and
     draws the spatial relevance of the ``shown`` most and least relevant ones. ``layer`` defaults to the
-    last convolution. Relevance is seeded at ``labels`` (or the model's predictions).
+    last convolution. Relevance is seeded at ``labels`` (or the model's predictions). ``mean``/``std``: the
+    images' normalisation, to draw them in their colours.
     """
     import matplotlib
 
@@ -104,7 +123,8 @@ def lrp_figures(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | N
     fig, axes = plt.subplots(len(images), 2, figsize=(4, 2 * len(images)), squeeze=False)
     for row in range(len(images)):
         limit = float(heat[row].abs().max()) or 1.0
-        axes[row][0].imshow(images[row, 0].numpy(), cmap="gray")
+        pixels, cmap = picture(images[row], mean, std)
+        axes[row][0].imshow(pixels, cmap=cmap)
         axes[row][1].imshow(heat[row].numpy(), cmap="bwr", vmin=-limit, vmax=limit)
         for ax in axes[row]:
             ax.set_xticks([])

@@ -796,6 +796,7 @@ def test_a_variant_runs_its_method_with_its_settings_and_its_command_line_reprod
     cells = config.cells()
     assert [c.recipe.recovery_options["kd"]["temperature"] for c in cells] == [1.0, 8.0]
     assert cells[0].recipe.recovery_options["kd"]["schedule"].iterations == 4
+    assert cells[0].recipe.label == "kd-t1"  # what its messages call it
     assert len({c.key for c in cells}) == 2
     run_sweep(config, progress=False, log=lambda *_: None)
     rows = {r["cell"]["method"]: r for r in read_results(config.results) if r["kind"] == "cell"}

@@ -169,6 +169,9 @@ def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(
     assert "2.0" in printed.split("MAC speed-up / measured speed-up (b64)")[1].split("×")[0]  # MACs halved
     assert "nothing was saved" in printed and not trained and sorted(p.name for p in tmp.iterdir()) == before
     assert main(argv[:-1]) == 2 and "--out" in capsys.readouterr().err
+    # its errors name the method as typed (the preview runs it without its recovery)
+    assert main([*argv[:-3], "--blocks", "2", "--dry-run"]) == 2
+    assert "method 'l1+mir' prunes channels; a blocks= target" in capsys.readouterr().err
 
 
 def test_an_architecture_without_weights_is_said_to_have_random_weights(env, capsys):

@@ -319,7 +319,7 @@ def compress(teacher: nn.Module, samples, method: str = "l1+kd", target: Target 
         recipe = method_registry.with_options(recipe, options)
     if schedule:
         recipe = method_registry.with_schedule(recipe, **schedule)
-    method_name = method if isinstance(method, str) else recipe.name
+    method_name = method if isinstance(method, str) else (recipe.label or recipe.name)
     device = resolve_device(device, model_device(teacher))
     with eval_mode(teacher):
         # a copy on the device, made in eval mode: the caller's teacher is neither moved nor changed

@@ -496,7 +496,8 @@ def _preview_plan(args, teacher, few, target, console) -> int:
     from . import api, methods
 
     # the options first: a recovery's are checked against the method's steps, which the plan alone drops
-    recipe = replace(methods.with_options(args.method, dict(args.option)), recovery="none", augment=None)
+    recipe = replace(methods.with_options(args.method, dict(args.option)), recovery="none", augment=None,
+                     label=args.method)  # errors name the method as typed, not its recovery-less recipe
     result = api.compress(teacher, few, method=recipe, target=target, seed=args.seed, labels=not args.no_labels,
                           round_to=args.round_to, min_width=args.min_width, protect=args.protect)
     widths = Table(title=f"plan of {args.method} (widths before → after)")

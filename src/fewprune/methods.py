@@ -28,6 +28,7 @@ class Method:
     protect_features: bool = False  # keep the pre-pooling width (recoveries that mimic features need it)
     block_criterion: str = "block-residual"  # picks the blocks a depth-and-width target drops (channel methods)
     description: str = ""
+    label: str = ""  # the name a caller knows it by (a preview's, a sweep variant's): errors and reports use it
 
     @property
     def name(self) -> str:

@@ -78,7 +78,11 @@ class Cell:
     def recipe(self):
         """What :func:`fewprune.compress` runs: the method's name, or a variant's method with its options and
         schedule set."""
-        return self.method if self.variant is None else variant_recipe(self.variant)
+        if self.variant is None:
+            return self.method
+        from dataclasses import replace
+
+        return replace(variant_recipe(self.variant), label=self.method)
 
     def run(self, eval_limit: int | None, latency: bool, device=None) -> dict:
         from .runner import run_cell

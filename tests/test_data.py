@@ -201,6 +201,12 @@ def test_an_input_convention_is_checked_and_a_grey_one_reads_colour_files_as_lum
     grey = data.load(f"imagefolder:{tmp_path}", image_size=10, channels=1, mean=0, std=1, resize="fit")
     assert grey.info.classes == () and grey[0].shape == (1, 10, 10)
     torch.testing.assert_close(grey[0], torch.full((1, 10, 10), 76 / 255))  # ITU-R 601: 0.299 × 255 → 76
+    # a 16-bit grey PNG keeps its tones (PIL alone would clip every value above 255 to white)
+    (tmp_path / "red.png").unlink()
+    Image.fromarray(np.arange(100, dtype=np.uint16).reshape(10, 10) * 600).save(tmp_path / "deep.png")
+    deep = data.load(f"imagefolder:{tmp_path}", image_size=10, channels=1, mean=0, std=1, resize="fit")
+    expected = torch.round(torch.arange(100, dtype=torch.float32).reshape(1, 10, 10) * 600 / 257) / 255
+    torch.testing.assert_close(deep[0], expected)
 
 
 @pytest.mark.parametrize("spec", ["torchvision:resnet18", "torchvision:convnext_tiny", "torchvision:efficientnet_b3",

@@ -274,8 +274,12 @@ def _info(path, classes: tuple, convention: dict, split: str, root: Path, extra:
 
 
 def _open(path, channels: int):
-    """The image file decoded as RGB, or as grey (PIL's ``L``: ITU-R 601 luma) for a 1-channel model."""
+    """The image file decoded as RGB, or as grey (PIL's ``L``: ITU-R 601 luma) for a 1-channel model. A 16-bit
+    grey image is scaled to 8 bits first (PIL's own conversion clips everything above 255 to white)."""
+    import numpy as np
     from PIL import Image
 
     with Image.open(path) as img:
+        if img.mode.startswith("I;16"):
+            img = Image.fromarray(np.round(np.asarray(img, dtype=np.float32) / 257).astype(np.uint8))
         return img.convert("RGB" if channels == 3 else "L")

@@ -111,8 +111,10 @@ def test_few_shot_n_draws_distinct_samples():
     assert subset.indices == data.few_shot(ds, n=50, seed=0).indices
     with pytest.raises(ValueError):
         data.few_shot(ds, n=10, per_class=1)
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(ValueError, match=r"class '0' \(0\) of toy has only 20 images, fewer than per_class=21"):
         data.few_shot(ds, per_class=21)
+    with pytest.raises(ValueError, match=r"cannot draw 201 samples from toy, which has 200 images: ask for 1 to 200"):
+        data.few_shot(ds, n=201)
 
 
 def test_imagefolder(tmp_path):

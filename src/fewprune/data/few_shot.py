@@ -98,6 +98,8 @@ def few_shot(dataset, n: int | None = None, per_class: int | None = None, seed: 
     """
     if (n is None) == (per_class is None):
         raise ValueError("give exactly one of n= or per_class=")
+    info = getattr(dataset, "info", None)
+    what = info.name if info is not None else type(dataset).__name__
     rng = np.random.default_rng(seed)
     if getattr(dataset, "targets", None) is None:
         if per_class is not None:
@@ -116,11 +118,14 @@ def few_shot(dataset, n: int | None = None, per_class: int | None = None, seed: 
         for c in np.unique(targets):
             members = np.flatnonzero(targets == c)
             if len(members) < per_class:
-                raise ValueError(f"class {c} has only {len(members)} samples, fewer than per_class={per_class}")
+                name = f"{info.classes[int(c)]!r} ({c})" if info is not None and 0 <= c < len(info.classes) else c
+                raise ValueError(f"class {name} of {what} has only {len(members)} images, fewer than "
+                                 f"per_class={per_class} (CLI --per-class)")
             chosen.extend(rng.choice(members, size=per_class, replace=False).tolist())
         chosen.sort()
     else:
         if not 1 <= n <= len(targets):
-            raise ValueError(f"n must be between 1 and {len(targets)}, got {n}")
+            raise ValueError(f"cannot draw {n} samples from {what}, which has {len(targets)} images: ask for 1 to "
+                             f"{len(targets)} (n=, CLI --samples)")
         chosen = sorted(rng.choice(len(targets), size=n, replace=False).tolist())
     return FewShot(dataset, chosen, seed)

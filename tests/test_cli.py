@@ -430,6 +430,7 @@ def test_zoo_list_written_to_a_pipe_keeps_every_name_whole(capsys, monkeypatch):
     out = capsys.readouterr().out
     for name in zoo.list():
         assert f" {name} " in out and f" {zoo.manifest(name)['architecture']} " in out
+    assert " 1×28×28 " in out and " 1×64×64 " in out  # the input each reads (an image folder's too)
 
 
 def test_zoo_report_lists_every_teacher_against_its_accuracy_target(tmp_path, monkeypatch):

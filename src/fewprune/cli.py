@@ -344,11 +344,13 @@ def cmd_zoo(args) -> int:
     names = zoo.list()
     if args.action == "list":
         table = Table(title="fewprune zoo")
-        for col in ("teacher", "architecture", "dataset", "test accuracy", "MACs", "params", "trained"):
+        for col in ("teacher", "architecture", "dataset", "input", "test accuracy", "MACs", "params", "trained"):
             table.add_column(col)
         for name in names:
             m = zoo.manifest(name)
-            table.add_row(name, m["architecture"], m["dataset"], f"{100 * m['test_accuracy']:.2f}%",
+            channels, size = m["in_channels"], m["image_size"]  # an image folder is read so (zoo.input_convention)
+            table.add_row(name, m["architecture"], m["dataset"], f"{channels}×{size}×{size}",
+                          f"{100 * m['test_accuracy']:.2f}%",
                           f"{m['macs'] / 1e6:.1f} M", f"{m['params'] / 1e6:.3f} M", f"{m['train_seconds'] / 60:.0f} min")
         _console().print(table)
         return 0

@@ -448,6 +448,10 @@ def test_with_schedule_changes_each_training_recovery_and_keeps_its_other_defaul
     assert fp.methods.get("l1+kd").recovery_options == {}  # the registry's method is not changed
     with pytest.raises(ValueError, match="unknown schedule settings \\['epochs'\\]"):
         fp.methods.with_schedule("l1+mir", epochs=3)
+    # wrong values are named when the schedule is made, before any pruning is spent
+    with pytest.raises(ValueError, match="Schedule: lr must be above 0, not 0; decay must be 'cosine' or 'step', "
+                                         "not 'linear'"):
+        fp.methods.with_schedule("l1+mir", lr=0, decay="linear")
 
 
 def test_options_set_the_parts_options_by_name_and_unknown_ones_are_refused_with_what_a_part_takes():

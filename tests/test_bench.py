@@ -818,6 +818,7 @@ def test_a_variant_runs_its_method_with_its_settings_and_its_command_line_reprod
     ({"v": {"method": "l1+kd", "options": {"kd.temprature": 2}}}, ["v"], "variant 'v': .*did you mean 'temperature'"),
     ({"v": {"method": "l1+kd", "schedule": {"momentum": 0.5}}}, ["v"], "a schedule sets iterations, lr"),
     ({"v": {"recipe": "l1+kd"}}, ["v"], "variant 'v' is \\{method: NAME"),
+    ({"v": {"method": "l1+kd", "schedule": {"iterations": 0}}}, ["v"], "variant 'v': Schedule: iterations must be"),
     ({"v": {"method": "nonsense+kd"}}, ["v"], "variant 'v': method 'nonsense\\+kd' is not registered"),
     ({"v": {"method": "l1+kd"}}, ["l1"], "variants \\['v'\\] are not among the sweep's methods"),
 ])

@@ -76,6 +76,18 @@ class Schedule:
     step_factor: float = 0.1
     channels_last: bool = True  # train in NHWC memory format (oneDNN's fast path: ~20% per step for resnet56)
 
+    def __post_init__(self):  # a wrong setting is named when the schedule is made, not after the plan is spent
+        checks = (("iterations", self.iterations >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),
+                  ("lr", self.lr > 0, "above 0"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                  ("weight_decay", self.weight_decay >= 0, "0 or more"), ("warmup", self.warmup >= 0, "0 or more"),
+                  ("bn", self.bn in ("train", "frozen"), "'train' or 'frozen'"),
+                  ("decay", self.decay in ("cosine", "step"), "'cosine' or 'step'"),
+                  ("step_at", all(0 < f < 1 for f in self.step_at), "fractions of the iterations, each in (0, 1)"),
+                  ("step_factor", self.step_factor > 0, "above 0"))
+        wrong = [f"{name} must be {rule}, not {getattr(self, name)!r}" for name, ok, rule in checks if not ok]
+        if wrong:
+            raise ValueError(f"Schedule: {'; '.join(wrong)}")
+
 
 @contextmanager
 def memory_format(model: nn.Module, layout: torch.memory_format | None):

@@ -142,6 +142,11 @@ def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(
     assert main(["eval", "--model", str(tmp / "folder"), "--data", f"imagefolder:{tmp / 'pngs'}", "--split", "test",
                  "--quiet"]) == 0
     assert f"{100 * accuracy['idx']['student']:.2f}%" in capsys.readouterr().out
+    # a folder with no test/ split is judged on the images not drawn, and the tables say so
+    assert main(["prune", "--model", "zoo:resnet20-fmnist", "--data", f"imagefolder:{tmp / 'pngs' / 'train'}",
+                 "--samples", "10", "--method", "l1", "--macs", "0.3", "--out", str(tmp / "held")]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+    assert "- student held-out accuracy" in (tmp / "held" / "report.md").read_text()
     # the flags still win: read as RGB, the 1-channel teacher is refused with the reason
     assert main(["eval", "--model", "zoo:resnet20-fmnist", "--data", f"imagefolder:{tmp / 'pngs'}",
                  "--image-channels", "3", "--quiet"]) == 2

@@ -459,12 +459,13 @@ def _report_markdown(result: Result) -> str:
            else ""),
     ]
     if "evaluation" in r:
+        split = "test" if r["evaluation"].get("split", "test") == "test" else "held-out"
         for who in ("teacher", "student"):
             e = r["evaluation"].get(who)
             if e:
                 per = "per-pixel" if e.get("per_pixel") else "top-1"
                 figure = (f"{per} agreement with the teacher {100 * e['agreement']:.2f}%" if "agreement" in e
-                          else f"test accuracy {100 * e['accuracy']:.2f}%" + (
+                          else f"{split} accuracy {100 * e['accuracy']:.2f}%" + (
                               f", mean IoU {100 * e['mean_iou']:.2f}%" if "mean_iou" in e else ""))
                 lines.append(f"- {who} {figure} on {e['samples']} images")
     lines += ["", "| group | kind | width before | width after |", "| --- | --- | --- | --- |"]

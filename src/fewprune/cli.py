@@ -91,10 +91,11 @@ def _saved_student(directory: Path, info: data.DatasetInfo):
         adapt=teacher.get("adapt", False))).eval()
 
 
-def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False):
+def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False, split: str = "test"):
     """A rich table with one column per model (``rows`` maps a label to the output of :func:`measure`).
 
     With ``speed_up``, a last row gives the second column's MAC and measured (batch 64) speed-up over the first's.
+    ``split`` names the images the accuracy is on ("test", "train", "held-out").
     """
     from rich.table import Table
 
@@ -112,7 +113,7 @@ def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False
         line("agreement with the teacher, per pixel" if dense else "top-1 agreement with the teacher",
              lambda r: f"{100 * r['agreement']:.2f}%  ({r['samples']} images)")
     elif "accuracy" in first:
-        line("pixel accuracy" if dense else "test accuracy",
+        line("pixel accuracy" if dense else f"{split} accuracy",
              lambda r: f"{100 * r['accuracy']:.2f}%  ({r['samples']} images)")
         if "mean_iou" in first:
             line("mean IoU", lambda r: f"{100 * r['mean_iou']:.2f}%")
@@ -226,7 +227,8 @@ def cmd_eval(args) -> int:
     if args.onnx:
         result["onnxruntime"] = _onnxruntime_latency(model, example)
     result.update(model=args.model, data=args.data, split=args.split, versions=metrics.versions())
-    _console().print(metrics_table({args.model: result}, title=f"{args.model} on {args.data} ({args.split})"))
+    _console().print(metrics_table({args.model: result}, title=f"{args.model} on {args.data} ({args.split})",
+                                   split=args.split))
     if args.json:
         _write_json_atomic(Path(args.json), result)
     return 0
@@ -483,8 +485,9 @@ def cmd_prune(args) -> int:
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
     result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt, "input": input_convention_of(train.info)}
     out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
-    console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}, {len(few)} samples, "
-                                              f"seed {args.seed}", speed_up=True))
+    console.print(metrics_table(rows, split="test" if split == "test" else "held-out",
+                                title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}",
+                                speed_up=True))
     console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,6 @@ def variant_recipe(variant: dict):
 def variant_arguments(variant: dict) -> str:
     """The ``prune`` arguments that run a variant: ``METHOD [--iterations N …] [--option PART.NAME=VALUE …]``."""
     schedule = "".join(f" {SCHEDULE_FLAGS[k]} {v}" for k, v in (variant.get("schedule") or {}).items())
-    import shlex
 
     def text(value) -> str:  # as --option reads it (YAML): a string bare, anything else as compact JSON
         return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))

@@ -221,6 +221,7 @@ def test_a_library_models_folder_images_are_its_librarys_own_evaluation_inputs(s
     from fewprune.cli import model_input_convention
 
     library, name = spec.split(":")
+    timm = pytest.importorskip("timm") if library == "timm" else None
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (301, 415, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     convention = model_input_convention(spec)
     folder = data.load(f"imagefolder:{tmp_path}", **convention)
@@ -231,7 +232,6 @@ def test_a_library_models_folder_images_are_its_librarys_own_evaluation_inputs(s
 
             expected = list(get_model_weights(name))[0].transforms()(picture)
         else:
-            timm = pytest.importorskip("timm")
             from timm.data import create_transform, resolve_data_config
 
             expected = create_transform(**resolve_data_config({}, model=timm.create_model(name, pretrained=False)))(

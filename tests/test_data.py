@@ -238,3 +238,11 @@ def test_a_library_models_folder_images_are_its_librarys_own_evaluation_inputs(s
                 picture)
     assert folder[0].shape == expected.shape
     torch.testing.assert_close(folder[0], expected, rtol=0, atol=1e-5)
+
+
+def test_models_with_no_library_convention_keep_imagenets():
+    from fewprune.cli import model_input_convention
+
+    # a segmentation preset resizes without cropping; a built-in or unknown model has no recorded convention
+    for spec in ("torchvision:lraspp_mobilenet_v3_large", "resnet20", "timm:no_such_model", None):
+        assert model_input_convention(spec) is None

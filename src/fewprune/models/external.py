@@ -53,19 +53,19 @@ def torchvision_input_convention(name: str) -> dict | None:
     :func:`fewprune.data.input_convention` takes it; read offline from its weights' metadata. None for a model
     without classification weights (a segmentation model keeps ImageNet's convention)."""
     from torchvision import models as tvm
-    from torchvision.transforms._presets import ImageClassification
 
     try:
         weights = list(tvm.get_model_weights(name))
     except (KeyError, ValueError):
         return None
     preset = weights[0].transforms() if weights else None
-    if not isinstance(preset, ImageClassification):
-        return None
+    if not getattr(preset, "crop_size", None) or not getattr(preset, "resize_size", None):
+        return None  # not a classifier's resize-then-crop (a segmentation preset resizes only)
     crop, side = preset.crop_size[0], preset.resize_size[0]
+    filter_name = preset.interpolation.value
     return {"image_size": crop, "channels": 3, "mean": tuple(preset.mean), "std": tuple(preset.std),
             "resize": "imagenet" if (crop, side) == (224, 256) else crop / side,
-            "interpolation": preset.interpolation.value}
+            "interpolation": filter_name if filter_name in ("bilinear", "bicubic") else "bilinear"}
 
 
 def timm_input_convention(name: str) -> dict | None:

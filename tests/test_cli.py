@@ -29,6 +29,17 @@ def test_prune_writes_a_reloadable_result_and_refuses_to_overwrite(env, capsys):
     assert abs(report["macs_reduction"] - 0.5) <= 0.01
     assert report["evaluation"]["student"]["samples"] == 40
     assert report["command"].startswith("fewprune prune")
+    # per class, largest drop first, as the report's evaluation measured them
+    evaluation = report["evaluation"]
+    assert evaluation["classes"] == list(fp.data.load("fashion-mnist", "test").info.classes)
+    table = (out / "report.md").read_text().split("Per class (test accuracy, %), largest drop first:")[1]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:11]
+    changes = [float(row[3].rstrip(" |")) for row in rows]
+    assert len(rows) == 10 and changes == sorted(changes)
+    name, teacher_acc, student_acc = rows[0][0][2:], float(rows[0][1]), float(rows[0][2])
+    index = evaluation["classes"].index(name)
+    assert teacher_acc == round(100 * evaluation["teacher"]["per_class"][index], 2)
+    assert student_acc == round(100 * evaluation["student"]["per_class"][index], 2)
     few = json.loads((out / "few_shot.json").read_text())
     assert len(few["indices"]) == 20 and few["dataset"] == "fashion-mnist"
     student = fp.load(out, architecture=build("resnet20", num_classes=10, in_channels=1))

@@ -441,6 +441,18 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     return Result(student=student, plan=plan, report=report, few_shot=few_info)
 
 
+def per_class_changes(evaluation: dict) -> list[tuple[str, float, float]]:
+    """``(class, teacher accuracy, student accuracy)`` for each class both were judged on, largest drop first; empty
+    unless the evaluation names its ``classes`` and has per-class accuracy for both (a classifier's)."""
+    classes = evaluation.get("classes")
+    teacher, student = evaluation.get("teacher") or {}, evaluation.get("student") or {}
+    if not classes or student.get("per_pixel") or not teacher.get("per_class") or not student.get("per_class"):
+        return []
+    pairs = [(name, t, s) for name, t, s in zip(classes, teacher["per_class"], student["per_class"], strict=False)
+             if t is not None and s is not None]
+    return sorted(pairs, key=lambda pair: pair[2] - pair[1])
+
+
 def _report_markdown(result: Result) -> str:
     r = result.report
     lines = [
@@ -468,6 +480,11 @@ def _report_markdown(result: Result) -> str:
                           else f"{split} accuracy {100 * e['accuracy']:.2f}%" + (
                               f", mean IoU {100 * e['mean_iou']:.2f}%" if "mean_iou" in e else ""))
                 lines.append(f"- {who} {figure} on {e['samples']} images")
+        changes = per_class_changes(r["evaluation"])
+        if changes:
+            lines += ["", f"Per class ({split} accuracy, %), largest drop first:", "",
+                      "| class | teacher | student | change |", "| --- | --- | --- | --- |"]
+            lines += [f"| {name} | {100 * t:.2f} | {100 * s:.2f} | {100 * (s - t):+.2f} |" for name, t, s in changes]
     lines += ["", "| group | kind | width before | width after |", "| --- | --- | --- | --- |"]
     lines += [f"| {g} | {k} | {a} | {b} |" for g, k, a, b in result.plan.summary()]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())]

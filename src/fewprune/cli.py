@@ -480,7 +480,9 @@ def cmd_prune(args) -> int:
     if args.onnx:  # the deployment runtime's view: both models exported and timed under onnxruntime
         for who, model in (("teacher", teacher), ("student", result.student)):
             rows[who]["onnxruntime"] = _onnxruntime_latency(model, example)
-    result.report["evaluation"] = {**rows, "split": split, "dataset": args.data}
+    result.report["evaluation"] = {**rows, "split": split, "dataset": args.data,
+                                   **({"classes": list(test.info.classes)} if getattr(test.info, "classes", None)
+                                      else {})}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
     result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt, "input": input_convention_of(train.info)}
@@ -488,6 +490,11 @@ def cmd_prune(args) -> int:
     console.print(metrics_table(rows, split="test" if split == "test" else "held-out",
                                 title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}",
                                 speed_up=True))
+    drops = [(name, t, s) for name, t, s in api.per_class_changes(result.report["evaluation"])[:3] if s < t]
+    if drops:
+        console.print("largest per-class drops: " + ", ".join(
+            f"{name} {100 * (s - t):+.2f} ({100 * t:.2f} → {100 * s:.2f})" for name, t, s in drops)
+            + " (every class in report.md)")
     console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")
     return 0
 

@@ -158,6 +158,14 @@ def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(
                  "--samples", "10", "--method", "l1", "--macs", "0.3", "--out", str(tmp / "held")]) == 0
     assert "held-out accuracy" in capsys.readouterr().out
     assert "- student held-out accuracy" in (tmp / "held" / "report.md").read_text()
+    # eval of that result on the same folder leaves its samples out too, and gets prune's figure
+    assert main(["eval", "--model", str(tmp / "held"), "--data", f"imagefolder:{tmp / 'pngs' / 'train'}", "--quiet",
+                 "--json", str(tmp / "held.json")]) == 0
+    judged = json.loads((tmp / "held" / "report.json").read_text())["evaluation"]["student"]
+    evaluated = json.loads((tmp / "held.json").read_text())
+    assert (evaluated["split"], evaluated["samples"], evaluated["accuracy"]) == ("held-out", judged["samples"],
+                                                                                judged["accuracy"])
+    assert "the 10 images" in capsys.readouterr().err
     # the flags still win: read as RGB, the 1-channel teacher is refused with the reason
     assert main(["eval", "--model", "zoo:resnet20-fmnist", "--data", f"imagefolder:{tmp / 'pngs'}",
                  "--image-channels", "3", "--quiet"]) == 2

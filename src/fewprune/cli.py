@@ -216,9 +216,25 @@ def _evaluation_set(args, train, few) -> tuple[object, str]:
     return data.FewShot(train, held_out, few.seed), "held-out (the images not drawn as samples)"
 
 
+def _without_result_samples(args, dataset) -> tuple[object, str]:
+    """``dataset`` and its split's name; for a pruning result judged on the folder it was compressed from, when that
+    folder has no test split: its images not among the result's samples, named "held-out" (as prune judged it)."""
+    few_file = Path(args.model) / "few_shot.json"
+    if not dataset.info.extra.get("same_images_every_split") or not few_file.is_file():
+        return dataset, args.split
+    few = json.loads(few_file.read_text())
+    drawn = set(few.get("indices", []))
+    if few.get("dataset") != args.data or not drawn or max(drawn) >= len(dataset):
+        return dataset, args.split
+    print(f"fewprune: note: {args.data} has no test split; the {len(drawn)} images {args.model} was compressed with "
+          "are left out", file=sys.stderr)
+    return data.FewShot(dataset, [i for i in range(len(dataset)) if i not in drawn], few.get("seed", 0)), "held-out"
+
+
 def cmd_eval(args) -> int:
     device = resolve_device(args.device)  # a GPU that is not there is named before the data is read
-    dataset = _subset(_dataset(args, args.split), args.limit)
+    dataset, split = _without_result_samples(args, _dataset(args, args.split))
+    dataset = _subset(dataset, args.limit)
     model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt).to(device)
     item = dataset[0]  # (image, label), or an image alone from a folder of unlabelled images
     example = (item[0] if isinstance(item, tuple | list) else item).unsqueeze(0)
@@ -226,9 +242,9 @@ def cmd_eval(args) -> int:
     result = metrics.measure(model, dataset, example, progress=not args.quiet)
     if args.onnx:
         result["onnxruntime"] = _onnxruntime_latency(model, example)
-    result.update(model=args.model, data=args.data, split=args.split, versions=metrics.versions())
-    _console().print(metrics_table({args.model: result}, title=f"{args.model} on {args.data} ({args.split})",
-                                   split=args.split))
+    result.update(model=args.model, data=args.data, split=split, versions=metrics.versions())
+    _console().print(metrics_table({args.model: result}, title=f"{args.model} on {args.data} ({split})",
+                                   split=split))
     if args.json:
         _write_json_atomic(Path(args.json), result)
     return 0

@@ -18,6 +18,7 @@ from .criteria.asca import PRICES
 from .devices import resolve_device
 from .models import external, zoo
 from .models.outputs import check_samples
+from .recovery import SCHEDULE_FLAGS
 
 
 def _console():
@@ -53,7 +54,7 @@ def _method_options(method: str, as_json: bool) -> int:
         for name, value in described["options"].items():
             table.add_row(escape(f"{part}.{name}"), escape(repr(value)), escape(described["label"]))
     _console().print(table)
-    print("the training schedule: --iterations, --lr, --batch-size, --decay")
+    print(f"the training schedule: {', '.join(SCHEDULE_FLAGS.values())}")
     return 0
 
 
@@ -480,8 +481,7 @@ def cmd_prune(args) -> int:
         return _preview_plan(args, teacher, few, target, console)
     test, split = _evaluation_set(args, train, few)
     test = _subset(test, args.eval_limit)
-    schedule = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr), ("batch_size", args.batch_size),
-                                  ("decay", args.decay)) if v is not None}
+    schedule = {key: value for key in SCHEDULE_FLAGS if (value := getattr(args, key)) is not None}
     result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
                           round_to=args.round_to, min_width=args.min_width, schedule=schedule, protect=args.protect,
                           options=dict(args.option))

@@ -216,6 +216,7 @@ def with_options(method: str | Method, options: dict) -> Method:
     method's; the result's report records both (``options`` and ``recipe``).
     An unknown part or name is refused with the names it takes, before any work.
     """
+    from .recovery import SCHEDULE_FLAGS
     from .registry import did_you_mean
 
     recipe = get(method)
@@ -230,7 +231,7 @@ def with_options(method: str | Method, options: dict) -> Method:
                              f"(the parts of {recipe.criterion}@{recipe.allocation}+{recipe.recovery})")
         if name == "schedule":
             raise ValueError(f"option {key!r}: a recovery's training schedule is set with schedule= (CLI "
-                             "--iterations, --lr, --batch-size, --decay)")
+                             f"{', '.join(SCHEDULE_FLAGS.values())})")
         described = parts[part]
         takes = sorted(described["options"])
         if name not in takes and not described["open_ended"]:

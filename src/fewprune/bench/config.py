@@ -24,7 +24,6 @@ def gate_changes(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k != "models"}
 JOB_KINDS = ("cell", *TRAINING_KINDS)  # result rows of a sweep's jobs (besides teachers and latency rows)
 VARIANT_KEYS = ("method", "options", "schedule")
-SCHEDULE_FLAGS = {"iterations": "--iterations", "lr": "--lr", "batch_size": "--batch-size", "decay": "--decay"}
 
 
 def variant_recipe(variant: dict):
@@ -40,6 +39,8 @@ def variant_recipe(variant: dict):
 
 def variant_arguments(variant: dict) -> str:
     """The ``prune`` arguments that run a variant: ``METHOD [--iterations N …] [--option PART.NAME=VALUE …]``."""
+    from ..recovery import SCHEDULE_FLAGS
+
     schedule = "".join(f" {SCHEDULE_FLAGS[k]} {v}" for k, v in (variant.get("schedule") or {}).items())
 
     def text(value) -> str:  # as --option reads it (YAML): a string bare, anything else as compact JSON
@@ -210,6 +211,7 @@ class SweepConfig:
     def _check_variants(self, path: Path) -> None:
         """Each variant is a new name for a method with valid options and schedule (refused before any work)."""
         from .. import methods
+        from ..recovery import SCHEDULE_FLAGS
 
         for name, variant in (self.variants or {}).items():
             if not isinstance(variant, dict) or "method" not in variant or set(variant) - set(VARIANT_KEYS):

@@ -2,6 +2,7 @@
 
 from . import baselines, cd, fskd, lsq, mir, practise  # noqa: F401  (registration)
 from .base import (
+    SCHEDULE_FLAGS,
     RecoveryDiverged,
     Schedule,
     all_trainable,
@@ -12,5 +13,6 @@ from .base import (
 )
 
 __all__ = [
-    "RecoveryDiverged", "Schedule", "all_trainable", "augment_batch", "recoveries", "register_recovery", "train_student",
+    "SCHEDULE_FLAGS", "RecoveryDiverged", "Schedule",
+    "all_trainable", "augment_batch", "recoveries", "register_recovery", "train_student",
 ]

@@ -52,6 +52,10 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 2)
     return random_crop_flip(x, padding, generator, mode="replicate")
 
 
+# The Schedule fields a user sets by name (compress's schedule=, a sweep variant's schedule:), with prune's flags.
+SCHEDULE_FLAGS = {"iterations": "--iterations", "lr": "--lr", "batch_size": "--batch-size", "decay": "--decay"}
+
+
 @dataclass
 class Schedule:
     """An iteration-based SGD schedule (few samples make epochs meaningless).

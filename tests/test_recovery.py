@@ -360,8 +360,9 @@ def test_least_squares_picks_the_kernel_form_for_a_wide_layer_and_gets_the_same_
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "channels-last-mlp"])
 def test_least_squares_on_already_silenced_channels_reproduces_the_teacher_exactly(name):
     student, silenced, x, pruned = silenced_student(name)
-    stats = recoveries.get("lsq")(student, silenced, Batch(x, None, silenced), pruned=pruned, progress=False)
-    # The cut weights already give the teacher's outputs: the fit keeps them.
+    stats = recoveries.get("lsq")(student, silenced, Batch(x, None, silenced), pruned=pruned, views=2,
+                                  progress=False)
+    # The cut weights already give the teacher's outputs, on the samples and their shifted copies: the fit keeps them.
     assert stats["layers"] and all(s["mse_before"] < 1e-10 and s["mse_after"] < 1e-10 for s in stats["layers"])
     with torch.no_grad():
         assert torch.allclose(student(x), silenced(x), atol=1e-4)
@@ -372,7 +373,9 @@ def test_least_squares_fits_every_pruned_layer_and_beats_fskd_through_compress(n
     teacher, batch = model_and_batch(name, n=48)
     errors = {}
     for method in ("l1", "l1+fskd", "l1+lsq"):
-        result = fp.compress(teacher, batch.images, method=method, target=fp.Target(macs=0.5), progress=False)
+        # lsq on the samples alone (views=1), so that both fits saw exactly the images the error is taken on
+        recipe = fp.methods.with_options(method, {"lsq.views": 1}) if method == "l1+lsq" else method
+        result = fp.compress(teacher, batch.images, method=recipe, target=fp.Target(macs=0.5), progress=False)
         with torch.no_grad():
             errors[method] = (result.student(batch.images) - teacher(batch.images)).pow(2).mean().item()
         if method == "l1+lsq":
@@ -383,6 +386,53 @@ def test_least_squares_fits_every_pruned_layer_and_beats_fskd_through_compress(n
             assert sum(s["mse_after"] < 0.9 * s["mse_before"] for s in layers) > len(layers) // 2
     # the whole kernel refitted does more than FSKD's 1×1 output mixing, on the samples it saw
     assert errors["l1+lsq"] < errors["l1+fskd"] < errors["l1"]
+
+
+def test_least_squares_views_per_sample():
+    from fewprune.recovery.lsq import views_per_sample
+
+    assert [views_per_sample("auto", n) for n in (1, 10, 50, 100, 256, 500)] == [8, 8, 6, 3, 1, 1]
+    assert views_per_sample(3, 10) == 3 and views_per_sample(1, 10) == 1
+    for bad in (0, -2, 2.5, "many", True, None):
+        with pytest.raises(ValueError, match="lsq views=.*whole number of views per sample"):
+            views_per_sample(bad, 10)
+
+
+def test_least_squares_views_are_the_samples_then_shifted_and_flipped_copies():
+    from fewprune.recovery.lsq import with_views
+
+    images = torch.randn(4, 2, 12, 12)
+    views = with_views(images, 3, seed=0)
+    assert views.shape == (12, 2, 12, 12) and torch.equal(views[:4], images)
+    assert torch.equal(with_views(images, 3, seed=0), views) and not torch.equal(with_views(images, 3, seed=1), views)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="replicate")
+    for i, view in enumerate(views[4:]):
+        source = padded[i % 4]
+        candidates = [c for dy in range(5) for dx in range(5) for c in (source[:, dy:dy + 12, dx:dx + 12],)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(view, c) for c in candidates)  # each copy is its sample, shifted ≤ 2 px, maybe flipped
+    assert not all(torch.equal(view, images[i % 4]) for i, view in enumerate(views[4:]))
+
+
+def test_least_squares_fits_on_views_of_the_samples_reproducibly():
+    teacher, batch = model_and_batch("resnet20", n=16)
+
+    def run(seed, **options):
+        method = fp.methods.with_options("l1+lsq", {f"lsq.{k}": v for k, v in options.items()})
+        return fp.compress(teacher, batch.images, method=method, target=fp.Target(macs=0.5), seed=seed,
+                           progress=False)
+
+    auto, again, alone = run(0), run(0), run(0, views=1)
+    stats = auto.report["recovery"]["lsq"]
+    assert (stats["views"], stats["images"]) == (8, 128)  # 256 images would need 16 views of 16: capped at 8
+    assert alone.report["recovery"]["lsq"]["images"] == 16
+    first = stats["layers"][0]["layer"]
+    rows = {s["layer"]: s["patches"] for s in alone.report["recovery"]["lsq"]["layers"]}
+    assert stats["layers"][0]["patches"] == 8 * rows[first]
+    state = auto.student.state_dict()
+    assert all(torch.equal(v, again.student.state_dict()[k]) for k, v in state.items())  # same seed, same student
+    assert any(not torch.equal(v, alone.student.state_dict()[k]) for k, v in state.items())
+    assert any(not torch.equal(v, run(1).student.state_dict()[k]) for k, v in state.items())
 
 
 def test_bf16_recovery_runs_its_forwards_in_bf16_and_stays_close_to_fp32():

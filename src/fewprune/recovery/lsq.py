@@ -32,7 +32,7 @@ in all four settings (and of 1e-1 at 10 samples). Not every recovery gains
 from it as a start: before CMa's block-wise mimicking (``cma`` allocation,
 ``lsq+mir-blocks``, 10 samples, 70%) it left 78.2% against 91.11% without,
 its fit to ten images' deep features being a worse start than the teacher's
-own weights.
+own weights; with the views below 86.61% (and 93.42 against 93.96 at 50%).
 
 A grouped convolution's groups are independent systems, so a depthwise conv
 is refitted channel by channel (its k·k taps). On mobilenetv2-fmnist (seed 0,

@@ -220,6 +220,8 @@ def views_per_sample(views: int | str, samples: int) -> int:
 
 def with_views(images: torch.Tensor, views: int, seed: int) -> torch.Tensor:
     """The images, then ``views − 1`` randomly shifted and flipped copies of them (drawn from ``seed``)."""
+    if views == 1:
+        return images  # no copy of what may be hundreds of large images
     generator = torch.Generator().manual_seed(seed)
     return torch.cat([images] + [augment_batch(images, generator) for _ in range(views - 1)])
 

@@ -416,6 +416,47 @@ def test_shards_keep_each_cell_family_together_in_target_order(sweep):
             assert [c.target.get("macs") for c in family] == sorted(c.target.get("macs") for c in family)
 
 
+def test_a_sweep_stops_before_the_next_job_when_the_fewprune_source_changed_under_it(sweep, monkeypatch):
+    """A process keeps the code it loaded: a job it ran after an edit would be filed under the new code's key."""
+    from fewprune.metrics import loaded_source
+
+    config = sweep(["l1", "l1+bn", "random"])
+    original = runner_module.run_cell
+    on_disk = [loaded_source()]
+
+    def edited_meanwhile(cell, *args):  # the source is edited while the first cell is being measured
+        on_disk[0] = "0123456789ab"
+        return original(cell, *args)
+
+    monkeypatch.setattr("fewprune.bench.runner.run_cell", edited_meanwhile)
+    monkeypatch.setattr("fewprune.bench.sweep.source_digest", lambda: on_disk[0])
+    messages = []
+    summary = run_sweep(config, progress=False, log=messages.append)
+    cells = [r for r in read_results(config.results) if r["kind"] == "cell"]
+    assert [r["cell"]["method"] for r in cells] == ["l1"] and summary["stopped"]
+    assert cells[0]["versions"]["fewprune_source"] == loaded_source()  # the row names the code that measured it
+    assert any(f"it runs {loaded_source()}, the files are 0123456789ab" in m for m in messages)
+    assert any("stopped for the new code after 1 of 3 jobs" in m for m in messages)
+
+
+def test_the_source_digest_follows_the_files(tmp_path):
+    from fewprune.metrics import source_digest
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("not code")
+    first = source_digest(tmp_path)
+    assert len(first) == 12 and source_digest(tmp_path) == first
+    (tmp_path / "notes.txt").write_text("changed, still not code")
+    assert source_digest(tmp_path) == first
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert source_digest(tmp_path) != first
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "sub" / "b.py").rename(tmp_path / "b2.py")  # a file moved is other code too
+    assert source_digest(tmp_path) != first
+
+
 def test_a_larger_target_after_the_method_stopped_short_is_inferred_not_run(sweep, monkeypatch):
     from fewprune.allocation import StoppedShort
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..allocation.paths import shared_paths
 from ..devices import resolve_device
+from ..metrics import loaded_source, source_digest
 from .ceiling import CeilingJob
 from .claims import family_id, try_claim
 from .config import JOB_KINDS, Cell, SweepConfig, gate_changes
@@ -208,12 +209,30 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
             return measured
         return job.run(config.eval_limit, config.latency, device)
 
+    why_stopped = "as asked"
+
+    def source_changed() -> bool:
+        """Whether fewprune's files changed on disk since this process loaded them: a job run now would be
+        measured by the old code, under the same key as the new code's."""
+        nonlocal why_stopped
+        if source_digest() == loaded_source():
+            return False
+        why_stopped = "for the new code"
+        log(f"{config.name}: fewprune's source changed on disk since this sweep started (it runs "
+            f"{loaded_source()}, the files are {source_digest()}): stopping before the next job; run it again to "
+            f"go on with the new code")
+        return True
+
+    loaded_source()
     bar = _progress(len(todo), progress)
     if executor == "local":
         # One process runs a family's targets in turn: step-wise allocators share their common path.
         with stop_between_jobs(log) as stop, shared_paths():
             if bar is None:
                 for job in claimed_jobs(lambda: None):
+                    if source_changed():
+                        stop[0] = True
+                        break
                     log(job.describe())
                     record(run_locally(job))
                     if stop[0]:
@@ -222,12 +241,15 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
                 with bar:
                     task = bar.add_task(config.name, total=len(todo))
                     for job in claimed_jobs(lambda: bar.update(task, total=total[0])):
+                        if source_changed():
+                            stop[0] = True
+                            break
                         record(run_locally(job))
                         bar.advance(task)
                         if stop[0]:
                             break
         if stop[0]:
-            log(f"{config.name}: stopped as asked after {finished} of {total[0]} jobs; run again to go on")
+            log(f"{config.name}: stopped {why_stopped} after {finished} of {total[0]} jobs; run again to go on")
             return {**write_report(config), "stopped": True}
     elif executor == "ray":
         from .executors import run_on_ray

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import platform
+from pathlib import Path
 
 from .accuracy import agreement, evaluate, mean_iou, predict
 from .complexity import macs, params
@@ -30,7 +33,27 @@ def versions() -> dict:
     from .. import __version__
 
     out["fewprune"] = __version__
+    out["fewprune_source"] = loaded_source()
     return out
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_digest(root: Path = PACKAGE_ROOT) -> str:
+    """A digest of fewprune's source files as they are on disk now (each ``.py`` file's path and bytes, sha256, 12
+    hex digits): equal digests, the same code, whether it runs from a checkout or an installed wheel."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+@functools.cache
+def loaded_source() -> str:
+    """:func:`source_digest` the first time this process asked: the code it runs (a file edited later is not
+    reloaded), which every result records as ``versions["fewprune_source"]``."""
+    return source_digest()
 
 
 def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = True,

@@ -211,28 +211,27 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
 
     why_stopped = "as asked"
 
-    def source_changed() -> bool:
-        """Whether fewprune's files changed on disk since this process loaded them: a job run now would be
-        measured by the old code, under the same key as the new code's."""
+    def until_source_changes(jobs, stop):
+        """The jobs, until fewprune's files change on disk since this process loaded them: a job run then would be
+        measured by the old code under the same key as the new code's, so the sweep stops before it."""
         nonlocal why_stopped
-        if source_digest() == loaded_source():
-            return False
-        why_stopped = "for the new code"
-        log(f"{config.name}: fewprune's source changed on disk since this sweep started (it runs "
-            f"{loaded_source()}, the files are {source_digest()}): stopping before the next job; run it again to "
-            f"go on with the new code")
-        return True
+        for job in jobs:
+            now = source_digest()
+            if now != loaded_source():
+                log(f"{config.name}: fewprune's source changed on disk since this sweep started (it runs "
+                    f"{loaded_source()}, the files are {now}): stopping before the next job; run it again to go on "
+                    f"with the new code")
+                why_stopped, stop[0] = "for the new code", True
+                return
+            yield job
 
-    loaded_source()
+    loaded_source()  # the digest of the code this process runs, taken before any job
     bar = _progress(len(todo), progress)
     if executor == "local":
         # One process runs a family's targets in turn: step-wise allocators share their common path.
         with stop_between_jobs(log) as stop, shared_paths():
             if bar is None:
-                for job in claimed_jobs(lambda: None):
-                    if source_changed():
-                        stop[0] = True
-                        break
+                for job in until_source_changes(claimed_jobs(lambda: None), stop):
                     log(job.describe())
                     record(run_locally(job))
                     if stop[0]:
@@ -240,10 +239,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
             else:
                 with bar:
                     task = bar.add_task(config.name, total=len(todo))
-                    for job in claimed_jobs(lambda: bar.update(task, total=total[0])):
-                        if source_changed():
-                            stop[0] = True
-                            break
+                    for job in until_source_changes(claimed_jobs(lambda: bar.update(task, total=total[0])), stop):
                         record(run_locally(job))
                         bar.advance(task)
                         if stop[0]:

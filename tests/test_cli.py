@@ -542,3 +542,14 @@ def test_demo_is_the_embedded_default_job_and_passes_on_its_options(monkeypatch)
     value = lambda flag: argv[argv.index(flag) + 1]  # noqa: E731
     assert value("--method") == "cma+mir-blocks" and value("--samples") == "50" and value("--macs") == "0.5"
     assert value("--blocks") == "auto" and value("--eval-limit") == "100" and value("--device") == "cpu"
+
+
+def test_held_out_images_are_those_not_drawn_and_none_left_is_refused(tiny_fmnist, monkeypatch):
+    from fewprune.cli import _held_out
+
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    dataset = fp.data.load("fashion-mnist", "test")
+    kept = _held_out("fashion-mnist", dataset, set(range(1, len(dataset))), seed=0)
+    assert len(kept) == 1 and torch.equal(kept[0][0], dataset[0][0])
+    with pytest.raises(ValueError, match="fashion-mnist has no test split and every image is among the samples"):
+        _held_out("fashion-mnist", dataset, set(range(len(dataset))), seed=0)

@@ -202,19 +202,23 @@ def input_convention_of(info: data.DatasetInfo) -> dict:
             **({"classes": list(info.classes)} if info.classes else {})}
 
 
-def _evaluation_set(args, train, few) -> tuple[object, str]:
-    """The images the result is judged on, and how to name them: the test split, or, where the dataset has
-    none (a folder with no test/ folder), its images that are not among the few samples."""
-    name = args.data
-    test = _dataset(args, "test")
-    if not test.info.extra.get("same_images_every_split"):
-        return test, "test"
-    drawn = set(few.indices)
-    held_out = [i for i in range(len(train)) if i not in drawn]
+def _held_out(name: str, dataset, drawn: set[int], seed: int):
+    """The images of ``dataset`` not among the ``drawn`` samples (for a dataset with no test split); refused with
+    the reason when none is left."""
+    held_out = [i for i in range(len(dataset)) if i not in drawn]
     if not held_out:
         raise ValueError(f"{name} has no test split and every image is among the samples: nothing is left to "
                          "evaluate on (add a test/ folder or draw fewer samples)")
-    return data.FewShot(train, held_out, few.seed), "held-out (the images not drawn as samples)"
+    return data.FewShot(dataset, held_out, seed)
+
+
+def _evaluation_set(args, train, few) -> tuple[object, str]:
+    """The images the result is judged on, and how to name them: the test split, or, where the dataset has
+    none (a folder with no test/ folder), its images that are not among the few samples."""
+    test = _dataset(args, "test")
+    if not test.info.extra.get("same_images_every_split"):
+        return test, "test"
+    return _held_out(args.data, train, set(few.indices), few.seed), "held-out (the images not drawn as samples)"
 
 
 def _without_result_samples(args, dataset) -> tuple[object, str]:
@@ -229,7 +233,7 @@ def _without_result_samples(args, dataset) -> tuple[object, str]:
         return dataset, args.split
     print(f"fewprune: note: {args.data} has no test split; the {len(drawn)} images {args.model} was compressed with "
           "are left out", file=sys.stderr)
-    return data.FewShot(dataset, [i for i in range(len(dataset)) if i not in drawn], few.get("seed", 0)), "held-out"
+    return _held_out(args.data, dataset, drawn, few.get("seed", 0)), "held-out"
 
 
 def cmd_eval(args) -> int:

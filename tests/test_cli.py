@@ -106,6 +106,64 @@ def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_t
     assert "has no labels" in capsys.readouterr().err
 
 
+def test_a_result_made_with_relative_paths_evaluates_from_any_folder(tmp_path, tiny_fmnist, monkeypatch, capsys,
+                                                                      untimed):
+    """A result records its model file and dataset as absolute paths (and the --data-root it was read from), so
+    `eval --model RESULT` finds them, and leaves its samples out, wherever it is run."""
+    import numpy as np
+    from PIL import Image
+
+    from fewprune.cli import portable
+
+    work = tmp_path / "work"
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (work / "photos" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(work / "photos" / label / f"{i}.png")
+    (work / "net.py").write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=2, in_channels=3):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))\n")
+    monkeypatch.chdir(work)
+    assert main(["prune", "--model", "net.py:make", "--data", "imagefolder:photos", "--image-size", "16",
+                 "--samples", "4", "--method", "l1", "--channels", "0.25", "--out", "run"]) == 0
+    report = json.loads((work / "run" / "report.json").read_text())
+    assert report["teacher_model"]["spec"] == f"{work / 'net.py'}:make"
+    assert report["evaluation"]["dataset"] == f"imagefolder:{work / 'photos'}" == portable("imagefolder:photos/")
+    assert json.loads((work / "run" / "few_shot.json").read_text())["dataset"] == f"imagefolder:{work / 'photos'}"
+    assert report["working_directory"] == str(work) and "--data imagefolder:photos" in report["command"]
+    judged = report["evaluation"]["student"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    for data in ([], ["--data", "imagefolder:../work/photos"]):  # the recorded dataset, or the same one named anew
+        assert main(["eval", "--model", "../work/run", *data, "--quiet", "--json", "eval.json"]) == 0
+        evaluated = json.loads((elsewhere / "eval.json").read_text())
+        assert (evaluated["split"], evaluated["samples"], evaluated["accuracy"]) == ("held-out", 8, judged["accuracy"])
+        assert judged["samples"] == 8 and "the 4 images" in capsys.readouterr().err
+    # in Python too, the result names its architecture: fp.load needs no architecture for it
+    x = torch.randn(2, 3, 16, 16)
+    given = fp.load("../work/run", architecture=lambda: build(f"{work / 'net.py'}:make", num_classes=2))
+    assert torch.equal(fp.load("../work/run")(x), given(x))
+    (work / "run" / "report.json").unlink()
+    with pytest.raises(ValueError, match="pass the architecture"):
+        fp.load("../work/run")
+    # a built-in dataset read from --data-root: the result reads it from there again unless told otherwise
+    monkeypatch.delenv("FEWPRUNE_FASHION_MNIST", raising=False)
+    monkeypatch.chdir(tiny_fmnist)
+    assert main(["prune", "--model", "resnet20", "--data", "fashion-mnist", "--data-root", ".", "--samples", "10",
+                 "--method", "l1", "--macs", "0.3", "--out", str(tmp_path / "idx")]) == 0
+    assert json.loads((tmp_path / "idx" / "report.json").read_text())["evaluation"]["data_root"] == str(tiny_fmnist)
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tmp_path / "idx"), "--quiet", "--json", "idx.json"]) == 0
+    assert json.loads((elsewhere / "idx.json").read_text())["samples"] == 40  # the tiny set's test split
+    assert f"reading fashion-mnist from {tiny_fmnist}" in capsys.readouterr().err
+
+
 def test_image_size_sizes_an_image_folder_for_the_model_and_is_refused_for_other_data(tmp_path, capsys, untimed):
     import numpy as np
     from PIL import Image
@@ -511,13 +569,15 @@ def test_a_model_spec_brings_its_own_dataset_when_none_is_named(tmp_path, monkey
     monkeypatch.setattr(zoo, "list", lambda: ["resnet20-fmnist", "segmenter"])
     monkeypatch.setattr(zoo, "manifest", lambda name: {"dataset": "fashion-mnist-scenes"} if name == "segmenter"
                         else real(name))
-    assert default_dataset("zoo:segmenter") == "fashion-mnist-scenes"
-    assert default_dataset("zoo:resnet20-fmnist") == "fashion-mnist"
+    assert default_dataset("zoo:segmenter") == ("fashion-mnist-scenes", None)
+    assert default_dataset("zoo:resnet20-fmnist") == ("fashion-mnist", None)
     result = tmp_path / "run"
     result.mkdir()
     (result / "report.json").write_text(json.dumps({"evaluation": {"dataset": "imagefolder:/data/roads"}}))
-    assert default_dataset(str(result)) == "imagefolder:/data/roads"
-    assert default_dataset("torchvision:resnet18") == default_dataset(None) == "fashion-mnist"
+    assert default_dataset(str(result)) == ("imagefolder:/data/roads", None)
+    (result / "report.json").write_text(json.dumps({"evaluation": {"dataset": "cifar10", "data_root": "/data/c"}}))
+    assert default_dataset(str(result)) == ("cifar10", "/data/c")
+    assert default_dataset("torchvision:resnet18") == default_dataset(None) == ("fashion-mnist", None)
 
 
 def test_python_dash_m_fewprune_is_the_command_line():

@@ -539,13 +539,33 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
     return target
 
 
-def load(directory: str | Path, architecture: nn.Module | str | Callable[[], nn.Module]) -> nn.Module:
+def recorded_architecture(directory: str | Path, num_classes: int | None = None, in_channels: int | None = None,
+                          image_size: int | None = None) -> Callable[[], nn.Module]:
+    """A builder of the architecture a ``fewprune prune`` result names (its report's ``teacher_model``): the
+    teacher's spec, shaped for the input it was pruned with unless ``num_classes`` / ``in_channels`` /
+    ``image_size`` say otherwise."""
+    from .models import build
+
+    report = Path(directory) / "report.json"
+    teacher = (json.loads(report.read_text()).get("teacher_model") if report.is_file() else None) or {}
+    if not teacher.get("spec"):
+        raise ValueError(f"{directory} does not say which architecture it pruned (written by Python, or by an older "
+                         "fewprune): pass the architecture, e.g. fewprune.load(directory, architecture=...)")
+    recorded = teacher.get("input") or {}
+    classes = recorded.get("classes")
+    return lambda: build(teacher["spec"], num_classes=num_classes or (len(classes) if classes else None),
+                         in_channels=in_channels or recorded.get("channels", 3),
+                         image_size=image_size or recorded.get("image_size", 32), adapt=teacher.get("adapt", False))
+
+
+def load(directory: str | Path, architecture: nn.Module | str | Callable[[], nn.Module] | None = None) -> nn.Module:
     """Rebuild a saved student: the untrained ``architecture`` + plan + weights.
 
     ``architecture`` is a module (copied: the caller's stays as it was), a
     zoo/model spec, or a function that builds a fresh module (pruned in place:
-    for the largest models, one full-size copy fewer). No pickle is involved:
-    the plan is JSON and the weights are safetensors.
+    for the largest models, one full-size copy fewer); by default, the one a
+    ``fewprune prune`` result names (:func:`recorded_architecture`). No
+    pickle is involved: the plan is JSON and the weights are safetensors.
     """
     from safetensors.torch import load_file
 
@@ -556,6 +576,8 @@ def load(directory: str | Path, architecture: nn.Module | str | Callable[[], nn.
     if not (directory / "plan.json").is_file() or not (directory / "student.safetensors").is_file():
         raise FileNotFoundError(f"{directory} is not a fewprune result (it needs plan.json and student.safetensors, "
                                 "as fewprune.save and `fewprune prune --out` write them)")
+    if architecture is None:
+        architecture = recorded_architecture(directory)
     if isinstance(architecture, str):
         name = architecture.removeprefix("zoo:")
         model = (zoo.architecture(name) if name in zoo.list() else build(architecture)).eval()

@@ -81,15 +81,9 @@ def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None
 def _saved_student(directory: Path, info: data.DatasetInfo):
     from . import api
 
-    report = json.loads((directory / "report.json").read_text()) if (directory / "report.json").is_file() else {}
-    teacher = report.get("teacher_model")
-    if teacher is None:
-        raise ValueError(f"{directory} does not say which architecture it pruned (written by Python, or by an older "
-                         "fewprune): load it with fewprune.load(directory, architecture=...)")
-    return api.load(directory, lambda: models.build(
-        teacher["spec"], num_classes=info.num_classes or None, in_channels=info.input_shape[0],
-        image_size=info.input_shape[1],
-        adapt=teacher.get("adapt", False))).eval()
+    return api.load(directory, api.recorded_architecture(directory, num_classes=info.num_classes or None,
+                                                         in_channels=info.input_shape[0],
+                                                         image_size=info.input_shape[1]))
 
 
 def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False, split: str = "test"):
@@ -202,6 +196,17 @@ def input_convention_of(info: data.DatasetInfo) -> dict:
             **({"classes": list(info.classes)} if info.classes else {})}
 
 
+def portable(spec: str) -> str:
+    """``spec`` as it reads from any folder: an ``imagefolder:`` dataset's or a model file's path made absolute. A
+    result records its dataset and teacher this way, so ``--model RESULT`` works wherever it is run."""
+    if spec.startswith("imagefolder:"):
+        return "imagefolder:" + str(Path(spec.removeprefix("imagefolder:")).resolve())
+    if spec.endswith(".py") or ".py:" in spec:
+        path, colon, factory = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
+        return str(Path(path).resolve()) + colon + factory
+    return spec
+
+
 def _held_out(name: str, dataset, drawn: set[int], seed: int):
     """The images of ``dataset`` not among the ``drawn`` samples (for a dataset with no test split); refused with
     the reason when none is left."""
@@ -229,7 +234,7 @@ def _without_result_samples(args, dataset) -> tuple[object, str]:
         return dataset, args.split
     few = json.loads(few_file.read_text())
     drawn = set(few.get("indices", []))
-    if few.get("dataset") != args.data or not drawn or max(drawn) >= len(dataset):
+    if portable(few.get("dataset") or "") != portable(args.data) or not drawn or max(drawn) >= len(dataset):
         return dataset, args.split
     print(f"fewprune: note: {args.data} has no test split; the {len(drawn)} images {args.model} was compressed with "
           "are left out", file=sys.stderr)
@@ -500,12 +505,18 @@ def cmd_prune(args) -> int:
     if args.onnx:  # the deployment runtime's view: both models exported and timed under onnxruntime
         for who, model in (("teacher", teacher), ("student", result.student)):
             rows[who]["onnxruntime"] = _onnxruntime_latency(model, example)
-    result.report["evaluation"] = {**rows, "split": split, "dataset": args.data,
+    # Paths as absolute ones, so that `--model OUT` finds its dataset and rebuilds the student from any folder
+    # (the architecture comes from the teacher's spec; the weights from OUT).
+    result.report["evaluation"] = {**rows, "split": split, "dataset": portable(args.data),
+                                   **({"data_root": str(Path(args.data_root).resolve())} if args.data_root else {}),
                                    **({"classes": list(test.info.classes)} if getattr(test.info, "classes", None)
                                       else {})}
     result.report["command"] = "fewprune " + " ".join(args.argv)
-    # so `--model OUT` rebuilds the student (the architecture comes from the spec; its weights from OUT)
-    result.report["teacher_model"] = {"spec": args.model, "adapt": args.adapt, "input": input_convention_of(train.info)}
+    result.report["working_directory"] = str(Path.cwd())  # where the command's relative paths pointed
+    result.report["teacher_model"] = {"spec": portable(args.model), "adapt": args.adapt,
+                                      "input": input_convention_of(train.info)}
+    if "dataset" in result.few_shot:  # the samples were drawn from --data
+        result.few_shot["dataset"] = portable(args.data)
     out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
     console.print(metrics_table(rows, split="test" if split == "test" else "held-out",
                                 title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}",
@@ -1017,17 +1028,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_dataset(model: str | None) -> str:
+def default_dataset(model: str | None) -> tuple[str, str | None]:
     """The dataset a model spec comes with: a zoo teacher's (its manifest names it), a pruning result's (the one
-    its report was evaluated on); else fashion-mnist."""
+    its report was evaluated on, with the ``--data-root`` it was read from, if one was given); else fashion-mnist."""
     if model and model.startswith("zoo:") and model[4:] in zoo.list():
-        return zoo.manifest(model[4:])["dataset"]
+        return zoo.manifest(model[4:])["dataset"], None
     report = Path(model or "") / "report.json"
     if model and report.is_file():
-        dataset = json.loads(report.read_text()).get("evaluation", {}).get("dataset")
-        if dataset:
-            return dataset
-    return "fashion-mnist"
+        evaluation = json.loads(report.read_text()).get("evaluation", {})
+        if evaluation.get("dataset"):
+            return evaluation["dataset"], evaluation.get("data_root")
+    return "fashion-mnist", None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1035,7 +1046,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     if hasattr(args, "data") and args.data is None:
-        args.data = default_dataset(getattr(args, "model", None))
+        args.data, recorded_root = default_dataset(getattr(args, "model", None))
+        if recorded_root and getattr(args, "data_root", "unset") is None:
+            args.data_root = recorded_root
+            print(f"fewprune: note: reading {args.data} from {recorded_root}, as {args.model} was "
+                  "(--data-root changes it)", file=sys.stderr)
     from . import plugins
 
     try:

@@ -103,17 +103,17 @@ def few_shot(dataset, n: int | None = None, per_class: int | None = None, seed: 
     rng = np.random.default_rng(seed)
     if getattr(dataset, "targets", None) is None:
         if per_class is not None:
-            raise ValueError(f"per_class= needs the dataset's labels as .targets, which {type(dataset).__name__} "
-                             "does not have; draw n= samples instead")
+            raise ValueError(f"per_class= needs the dataset's labels as .targets, which {what} does not have (its "
+                             "images are unlabelled): draw n= samples instead (CLI --per-class, --samples)")
         targets = np.zeros(len(dataset))  # n= needs only the count
     else:
         targets = np.asarray(dataset.targets)
     if per_class is not None:
         if targets.ndim > 1:
-            raise ValueError("per_class= needs one class per image; this dataset's labels are masks (a class per "
-                             "pixel): draw n= samples instead")
+            raise ValueError(f"per_class= needs one class per image; {what}'s labels are masks (a class per "
+                             "pixel): draw n= samples instead (CLI --per-class, --samples)")
         if per_class < 1:
-            raise ValueError("per_class must be at least 1")
+            raise ValueError(f"per_class must be at least 1, not {per_class} (CLI --per-class)")
         chosen = []
         for c in np.unique(targets):
             members = np.flatnonzero(targets == c)

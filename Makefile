@@ -43,7 +43,8 @@ zoo: setup
 # Run (or resume) every committed sweep in order, regenerating its report; hours on 2 CPU cores.
 # Each finished cell is kept, so this can be stopped and restarted at any time (Ctrl-C: after the cells in
 # progress). SHARDS=N runs N single-thread processes that share each sweep (--shard I/N); a sweep measured
-# beside another reuses the other's matching cells, even ones finished while it runs.
+# beside another reuses the other's matching cells, even ones finished while it runs. With shards, the reports
+# are regenerated once all have ended, and the exit status is a failed shard's (130: stopped for new code).
 SWEEPS ?= headline aligned hybrid hybrid-aligned baselines asca asca-scratch cma-ablation cma recovery explainability
 SHARDS ?= 1
 # SEEDS=0 / MODELS=zoo:a,zoo:b: run only those seeds' / models' jobs this time (the reports cover every row)
@@ -52,11 +53,12 @@ bench: setup
 	@if [ "$(SHARDS)" = 1 ]; then \
 	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml $(ONLY) || exit 1; done; \
 	else \
-	  for i in $$(seq 0 $$(($(SHARDS) - 1))); do \
+	  pids=; for i in $$(seq 0 $$(($(SHARDS) - 1))); do \
 	    ( for s in $(SWEEPS); do OMP_NUM_THREADS=1 $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --threads 1 \
-	        --shard $$i/$(SHARDS) $(ONLY) || exit 1; done ) & \
-	  done; wait; \
+	        --shard $$i/$(SHARDS) $(ONLY) || exit $$?; done ) & pids="$$pids $$!"; \
+	  done; rc=0; for p in $$pids; do wait $$p || rc=$$?; done; \
 	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --report-only > /dev/null || exit 1; done; \
+	  exit $$rc; \
 	fi
 
 # What each sweep has done and left, with the CPU time left (runs nothing).

@@ -605,15 +605,15 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: torch.Tensor,
     if not on_device(model, torch.device("cpu")):  # ONNX is exported and checked on the CPU: a copy goes there
         model = copy.deepcopy(model).cpu()
     model, example_input = model.eval(), example_input.cpu()
-    tmp = path.with_name(path.name + ".tmp")
     import warnings
 
-    with warnings.catch_warnings():
+    from .files import atomic_path
+
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
         # The TorchScript exporter needs no onnxscript and handles every model fewprune prunes.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (example_input,), str(tmp), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-    os.replace(tmp, path)
     if check:
         import numpy as np
         import onnxruntime as ort

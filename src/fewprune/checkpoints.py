@@ -9,19 +9,17 @@ with the same result an uninterrupted run gives. Loading is
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from .files import atomic_path
+
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write ``state`` through a temporary file, so an interrupted write leaves the previous checkpoint whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path | None, run: str) -> dict | None:

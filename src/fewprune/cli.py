@@ -273,13 +273,9 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a sibling temporary file and rename it into place, so no reader sees half of it."""
-    import os
+    from .files import write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def cmd_train(args) -> int:

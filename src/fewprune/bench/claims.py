@@ -16,6 +16,7 @@ import os
 import socket
 from pathlib import Path
 
+from ..files import write_text_atomic
 from .runner import read_results
 
 
@@ -77,8 +78,5 @@ def try_claim(results: str | Path, family: str) -> bool:
         return False
     if not any(c["family"] == family for c in live):
         live.append({"family": family, "owner": me})
-    path = claims_path(results)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(c, sort_keys=True) + "\n" for c in live))
-    tmp.replace(path)
+    write_text_atomic(claims_path(results), "".join(json.dumps(c, sort_keys=True) + "\n" for c in live))
     return True

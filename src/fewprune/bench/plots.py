@@ -7,6 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
+from ..files import atomic_path
 from .config import METRICS, TRAINING_KINDS, SweepConfig
 from .report import speedup, summarise
 from .scratch import scratch_label
@@ -150,7 +151,8 @@ def _save(fig, out_dir: Path, config: SweepConfig, model: str) -> Path:
 
     fig.tight_layout()
     path = out_dir / f"{config.name}-{model.replace(':', '-').replace('/', '-')}.png"
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # shards finishing together may both write it
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 

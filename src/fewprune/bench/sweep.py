@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..allocation.paths import shared_paths
 from ..devices import resolve_device
+from ..files import write_text_atomic
 from ..metrics import loaded_source, source_digest
 from .ceiling import CeilingJob
 from .claims import family_id, try_claim
@@ -474,7 +475,5 @@ def write_report(config: SweepConfig) -> dict:
     plots = plot(config, rows, report_path.parent / "plots", methods)
     text = render(config, rows, methods)
     text += "\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(report_path)
+    write_text_atomic(report_path, text)  # shards finishing together may both write it
     return {"report": str(report_path), "plots": [str(p) for p in plots], "rows": len(rows)}

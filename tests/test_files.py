@@ -1,0 +1,36 @@
+"""Atomic writes: whole files or none, also with several processes writing one file (two sweep shards
+regenerating one report)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fewprune.files import atomic_path, write_text_atomic
+
+WRITER = """
+import sys
+from fewprune.files import write_text_atomic
+path, mark = sys.argv[1], sys.argv[2]
+for i in range(300):
+    write_text_atomic(path, mark * 20000 + "\\n")
+"""
+
+
+def test_processes_writing_one_file_at_once_never_fail_and_leave_one_whole_file(tmp_path):
+    target = tmp_path / "report.md"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(target), mark], stderr=subprocess.PIPE, text=True)
+               for mark in "ab"]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()
+    assert target.read_text() in ("a" * 20000 + "\n", "b" * 20000 + "\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary file left behind
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    target = tmp_path / "sub" / "state.json"
+    write_text_atomic(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["state.json"]

@@ -113,7 +113,7 @@ def test_a_result_made_with_relative_paths_evaluates_from_any_folder(tmp_path, t
     import numpy as np
     from PIL import Image
 
-    from fewprune.cli import portable
+    from fewprune.files import absolute_spec
 
     work = tmp_path / "work"
     rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def test_a_result_made_with_relative_paths_evaluates_from_any_folder(tmp_path, t
                  "--samples", "4", "--method", "l1", "--channels", "0.25", "--out", "run"]) == 0
     report = json.loads((work / "run" / "report.json").read_text())
     assert report["teacher_model"]["spec"] == f"{work / 'net.py'}:make"
-    assert report["evaluation"]["dataset"] == f"imagefolder:{work / 'photos'}" == portable("imagefolder:photos/")
+    assert report["evaluation"]["dataset"] == f"imagefolder:{work / 'photos'}" == absolute_spec("imagefolder:photos/")
     assert json.loads((work / "run" / "few_shot.json").read_text())["dataset"] == f"imagefolder:{work / 'photos'}"
     assert report["working_directory"] == str(work) and "--data imagefolder:photos" in report["command"]
     judged = report["evaluation"]["student"]

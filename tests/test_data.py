@@ -117,6 +117,19 @@ def test_few_shot_n_draws_distinct_samples():
         data.few_shot(ds, n=201)
 
 
+def test_split_off_holds_out_a_fixed_part_and_samples_drawn_from_the_rest_read_through_it():
+    ds = _labelled()
+    rest, held = data.split_off(ds, 0.2, seed=0)
+    assert len(held) == 40 and len(rest) == 160 and not set(held.indices) & set(rest.indices)
+    assert held.indices == data.split_off(ds, 0.2, seed=0)[1].indices != data.split_off(ds, 0.2, seed=1)[1].indices
+    few = data.few_shot(rest, n=5, seed=3)  # positions in the rest: each image is the dataset's at rest.indices[p]
+    x, y = few.tensors()
+    expected = ds.batch([rest.indices[p] for p in few.indices])
+    assert torch.equal(x, expected[0]) and torch.equal(y, expected[1]) and torch.equal(y, few.targets)
+    with pytest.raises(ValueError, match="cannot hold out"):
+        data.split_off(ds, 1.0)
+
+
 def test_imagefolder(tmp_path):
     from PIL import Image
 

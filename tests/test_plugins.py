@@ -89,3 +89,39 @@ def test_the_readmes_plugin_example_runs_as_the_readme_says(tmp_path, capsys):
     images = torch.randn(8, 1, 28, 28)
     result = fp.compress(teacher, images, method="read-strength+bn", target=fp.Target(macs=0.4), progress=False)
     assert abs(result.report["macs_reduction"] - 0.4) <= 0.01 and result.report["recipe"]["criterion"] == "read-strength"
+
+
+def test_a_sweep_config_reads_its_model_file_and_image_folder_from_its_own_folder(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from fewprune.files import absolute_spec
+
+    folder = tmp_path / "sweeps"
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (folder / "photos" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / "photos" / label / f"{i}.png")
+    (folder / "net.py").write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=2, in_channels=3):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 16, 3, stride=4), nn.BatchNorm2d(16), nn.ReLU(),\n"
+        "                         nn.Conv2d(16, 32, 3, stride=4), nn.BatchNorm2d(32), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
+    config = {"name": "mine", "dataset": "imagefolder:photos", "models": ["net.py:make", "resnet20"],
+              "methods": ["l1+bn"], "samples": [4], "targets": [{"channels": 0.25}], "seeds": [0], "latency": False}
+    (folder / "mine.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)  # neither path is here: both are read from the config's folder
+    sweep = SweepConfig.read(folder / "mine.yaml")
+    assert sweep.models == [f"{folder / 'net.py'}:make", "resnet20"]  # a registered name stays as it is
+    assert sweep.dataset == f"imagefolder:{folder / 'photos'}"
+    assert absolute_spec("zoo:resnet56-fmnist", folder) == "zoo:resnet56-fmnist"
+    assert absolute_spec("fashion-mnist", folder) == "fashion-mnist"
+    run_sweep(sweep, progress=False, log=lambda *_: None, models=["net.py:make"])  # named as the config names it
+    cells = [r for r in read_results(sweep.results) if r.get("kind") == "cell"]
+    assert [(c["cell"]["model"], c["status"]) for c in cells] == [(sweep.models[0], "ok")]
+    # the folder has no test split: every job is judged on one fixed fifth of it, and draws its samples from the rest
+    teacher = next(r for r in read_results(sweep.results) if r.get("kind") == "teacher")
+    assert cells[0]["test_samples"] == teacher["test_samples"] == 2  # a fifth of 12 images
+    assert "held-out part (the folder has no test/ split" in Path(sweep.report).read_text()

@@ -16,6 +16,7 @@ import torch
 from . import data, metrics, models
 from .criteria.asca import PRICES
 from .devices import resolve_device
+from .files import absolute_spec
 from .models import external, zoo
 from .models.outputs import check_samples
 from .recovery import SCHEDULE_FLAGS
@@ -196,17 +197,6 @@ def input_convention_of(info: data.DatasetInfo) -> dict:
             **({"classes": list(info.classes)} if info.classes else {})}
 
 
-def portable(spec: str) -> str:
-    """``spec`` as it reads from any folder: an ``imagefolder:`` dataset's or a model file's path made absolute. A
-    result records its dataset and teacher this way, so ``--model RESULT`` works wherever it is run."""
-    if spec.startswith("imagefolder:"):
-        return "imagefolder:" + str(Path(spec.removeprefix("imagefolder:")).resolve())
-    if spec.endswith(".py") or ".py:" in spec:
-        path, colon, factory = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
-        return str(Path(path).resolve()) + colon + factory
-    return spec
-
-
 def _held_out(name: str, dataset, drawn: set[int], seed: int):
     """The images of ``dataset`` not among the ``drawn`` samples (for a dataset with no test split); refused with
     the reason when none is left."""
@@ -234,7 +224,8 @@ def _without_result_samples(args, dataset) -> tuple[object, str]:
         return dataset, args.split
     few = json.loads(few_file.read_text())
     drawn = set(few.get("indices", []))
-    if portable(few.get("dataset") or "") != portable(args.data) or not drawn or max(drawn) >= len(dataset):
+    same_folder = absolute_spec(few.get("dataset") or "") == absolute_spec(args.data)
+    if not same_folder or not drawn or max(drawn) >= len(dataset):
         return dataset, args.split
     print(f"fewprune: note: {args.data} has no test split; the {len(drawn)} images {args.model} was compressed with "
           "are left out", file=sys.stderr)
@@ -503,16 +494,16 @@ def cmd_prune(args) -> int:
             rows[who]["onnxruntime"] = _onnxruntime_latency(model, example)
     # Paths as absolute ones, so that `--model OUT` finds its dataset and rebuilds the student from any folder
     # (the architecture comes from the teacher's spec; the weights from OUT).
-    result.report["evaluation"] = {**rows, "split": split, "dataset": portable(args.data),
+    result.report["evaluation"] = {**rows, "split": split, "dataset": absolute_spec(args.data),
                                    **({"data_root": str(Path(args.data_root).resolve())} if args.data_root else {}),
                                    **({"classes": list(test.info.classes)} if getattr(test.info, "classes", None)
                                       else {})}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     result.report["working_directory"] = str(Path.cwd())  # where the command's relative paths pointed
-    result.report["teacher_model"] = {"spec": portable(args.model), "adapt": args.adapt,
+    result.report["teacher_model"] = {"spec": absolute_spec(args.model), "adapt": args.adapt,
                                       "input": input_convention_of(train.info)}
     if "dataset" in result.few_shot:  # the samples were drawn from --data
-        result.few_shot["dataset"] = portable(args.data)
+        result.few_shot["dataset"] = absolute_spec(args.data)
     out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
     console.print(metrics_table(rows, split="test" if split == "test" else "held-out",
                                 title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}",

@@ -30,6 +30,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def absolute_spec(spec: str, base: str | Path | None = None) -> str:
+    """A model or dataset spec with its file path made absolute (a relative one read from ``base``, by default
+    the working directory): ``path/to/file.py[:factory]`` and ``imagefolder:PATH``; other specs as they are.
+
+    A result records its teacher and dataset this way, so ``--model RESULT`` works from any folder; a sweep config's
+    paths, like its plugins', are read from the config's folder.
+    """
+    base = Path(base) if base is not None else Path.cwd()
+    if spec.startswith("imagefolder:"):
+        return "imagefolder:" + str((base / spec.removeprefix("imagefolder:")).resolve())
+    if spec.endswith(".py") or ".py:" in spec:
+        path, colon, factory = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
+        return str((base / path).resolve()) + colon + factory
+    return spec
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from ..files import absolute_spec
 from ..registry import did_you_mean
 
 TRAINING_KINDS = ("ceiling", "scratch")  # result rows of full-data training jobs (ceilings, asca-scratch)
@@ -156,6 +157,13 @@ class SweepConfig:
             config.results = str(base / "results" / f"{config.name}.jsonl")
         if not config.report:
             config.report = str(base / f"{config.name}.md")
+        # Paths in models: and dataset: are read from the config's folder, as plugins: are (zoo:, torchvision:, timm:
+        # names and built-in datasets stay as they are, and so do the jobs' keys of sweeps that use only those).
+        config.dataset = absolute_spec(config.dataset, base)
+        config.models = [absolute_spec(model, base) for model in config.models]
+        for entry in (config.scratch or {}).get("gates", []):
+            if isinstance(entry, dict) and isinstance(entry.get("models"), list):
+                entry["models"] = [absolute_spec(model, base) for model in entry["models"]]
         if config.alongside and not Path(config.alongside).is_absolute():
             config.alongside = str(base / config.alongside)  # like results and report: next to the config
         if config.plugins:

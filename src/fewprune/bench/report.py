@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from ..allocation import Target
 from ..metrics import threads_text
 from .config import JOB_KINDS, METRICS, TRAINING_KINDS, Cell, SweepConfig
+from .runner import HELD_OUT
 from .scratch import scratch_label
 
 
@@ -43,6 +45,10 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
     trained_errors = [r for r in trained if r.get("status") == "error"]
     n_ok = sum(len(v) for v in groups.values())
     test_split = 'the full test split' if config.eval_limit is None else f'{config.eval_limit} test images'
+    folder = config.dataset.removeprefix("imagefolder:")
+    if folder != config.dataset and not (Path(folder) / "test").is_dir():
+        test_split = (f"{test_split.replace('test split', 'held-out part')} (the folder has no test/ split: a fixed "
+                      f"{HELD_OUT:.0%} of its images, the same for every job, the samples drawn from the rest)")
     from .sweep import sweep_jobs
 
     n_training = sum(not isinstance(job, Cell) for job in sweep_jobs(config))

@@ -82,15 +82,21 @@ def measure_model(model, test_set, example, latency: bool) -> dict:
     return measured
 
 
+HELD_OUT = 0.2  # of an image folder with no test split: the fixed part every job of a sweep is judged on
+
+
 def _load_data(dataset: str, eval_limit: int | None, model: str | None = None):
     """The train and test splits (the test split cut to ``eval_limit`` images); an image folder's images read as
-    ``model`` takes its input (``fewprune prune`` does the same)."""
+    ``model`` takes its input (``fewprune prune`` does the same). A folder with no test split is cut once (seed 0)
+    into a held-out fifth, the test set of every job and teacher, and the rest, which the samples come from."""
     from .. import data
     from ..cli import model_input_convention
 
     options = (model_input_convention(model) or {}) if dataset.startswith("imagefolder:") else {}
     train = data.load(dataset, "train", **options)
     test = data.load(dataset, "test", **options)
+    if test.info.extra.get("same_images_every_split"):
+        train, test = data.split_off(train, HELD_OUT, seed=0)
     if eval_limit is not None and eval_limit < len(test):
         test = data.few_shot(test, n=eval_limit, seed=0)
     return train, test

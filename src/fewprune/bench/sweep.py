@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..allocation.paths import shared_paths
 from ..devices import resolve_device
-from ..files import write_text_atomic
+from ..files import absolute_spec, write_text_atomic
 from ..metrics import loaded_source, source_digest
 from .ceiling import CeilingJob
 from .claims import family_id, try_claim
@@ -281,7 +281,10 @@ def _measure_teachers(config: SweepConfig, models, done: dict, log) -> dict[str,
 
 def selected_jobs(config: SweepConfig, seeds: Sequence[int] | None = None,
                   models: Sequence[str] | None = None) -> list:
-    """The sweep's jobs of ``seeds`` and ``models`` (None: all); a seed or model the config lacks is an error."""
+    """The sweep's jobs of ``seeds`` and ``models`` (None: all, named as the config names them); a seed or model
+    the config lacks is an error."""
+    if models is not None:  # a model file's path as in the config, read from its folder
+        models = [absolute_spec(model, Path(config.source).parent) for model in models]
     for name, chosen, known in (("seed", seeds, config.seeds), ("model", models, config.models)):
         unknown = [value for value in chosen or () if value not in known]
         if unknown:

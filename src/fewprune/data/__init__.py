@@ -8,7 +8,7 @@ from ..registry import Registry
 from .base import DatasetInfo, ImageTensorDataset
 from .cifar import load_cifar
 from .errors import DatasetNotFound
-from .few_shot import FewShot, few_shot
+from .few_shot import FewShot, few_shot, split_off
 from .idx import load_fashion_mnist, read_idx
 from .imagefolder import INTERPOLATIONS, RESIZE_MODES, input_convention, load_image_folder
 from .scenes import load_fashion_mnist_scenes
@@ -38,7 +38,7 @@ def load(name: str, split: str = "train", root: str | None = None, **options):
 
 
 __all__ = [
-    "DatasetInfo", "DatasetNotFound", "FewShot", "ImageTensorDataset", "few_shot", "load",
+    "DatasetInfo", "DatasetNotFound", "FewShot", "ImageTensorDataset", "few_shot", "split_off", "load",
     "read_idx", "register_dataset", "datasets", "input_convention", "load_image_folder", "RESIZE_MODES",
     "INTERPOLATIONS",
 ]

@@ -81,13 +81,28 @@ class FewShot(Dataset):
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All images and labels as two tensors (labels None for a dataset of images alone)."""
+        return self.batch(range(len(self)))
+
+    def batch(self, positions) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images and labels at ``positions`` of this subset, as a fewprune dataset's ``batch`` gives them."""
+        indices = [self.indices[i] for i in positions]
         if hasattr(self.dataset, "batch"):
-            return self.dataset.batch(self.indices)
-        return read_samples(self)
+            return self.dataset.batch(indices)
+        return read_samples([self.dataset[i] for i in indices])
 
     def indices_hash(self) -> str:
         """A short fingerprint of the chosen indices, for reports and result caches."""
         return hashlib.sha256(",".join(map(str, self.indices)).encode()).hexdigest()[:16]
+
+
+def split_off(dataset, fraction: float, seed: int = 0) -> tuple[FewShot, FewShot]:
+    """``dataset`` cut in two at random (deterministically from ``seed``): the rest, and ``fraction`` of its images
+    (at least one) held out, e.g. as the test set of a folder that has no test split."""
+    if not 0 < fraction < 1 or len(dataset) < 2:
+        raise ValueError(f"cannot hold out {fraction} of {len(dataset)} images")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    held = max(1, round(fraction * len(dataset)))
+    return FewShot(dataset, sorted(order[held:].tolist()), seed), FewShot(dataset, sorted(order[:held].tolist()), seed)
 
 
 def few_shot(dataset, n: int | None = None, per_class: int | None = None, seed: int = 0) -> FewShot:

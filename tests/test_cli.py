@@ -110,22 +110,11 @@ def test_a_result_made_with_relative_paths_evaluates_from_any_folder(tmp_path, t
                                                                       untimed):
     """A result records its model file and dataset as absolute paths (and the --data-root it was read from), so
     `eval --model RESULT` finds them, and leaves its samples out, wherever it is run."""
-    import numpy as np
-    from PIL import Image
-
     from fewprune.files import absolute_spec
+    from user_files import write_photos_and_net
 
     work = tmp_path / "work"
-    rng = np.random.default_rng(0)
-    for label in ("cat", "dog"):
-        (work / "photos" / label).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(work / "photos" / label / f"{i}.png")
-    (work / "net.py").write_text(
-        "import torch.nn as nn\n"
-        "def make(num_classes=2, in_channels=3):\n"
-        "    return nn.Sequential(nn.Conv2d(in_channels, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU(),\n"
-        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))\n")
+    write_photos_and_net(work)
     monkeypatch.chdir(work)
     assert main(["prune", "--model", "net.py:make", "--data", "imagefolder:photos", "--image-size", "16",
                  "--samples", "4", "--method", "l1", "--channels", "0.25", "--out", "run"]) == 0

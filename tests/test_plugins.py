@@ -92,23 +92,11 @@ def test_the_readmes_plugin_example_runs_as_the_readme_says(tmp_path, capsys):
 
 
 def test_a_sweep_config_reads_its_model_file_and_image_folder_from_its_own_folder(tmp_path, monkeypatch):
-    import numpy as np
-    from PIL import Image
-
     from fewprune.files import absolute_spec
+    from user_files import write_photos_and_net
 
     folder = tmp_path / "sweeps"
-    rng = np.random.default_rng(0)
-    for label in ("cat", "dog"):
-        (folder / "photos" / label).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / "photos" / label / f"{i}.png")
-    (folder / "net.py").write_text(
-        "import torch.nn as nn\n"
-        "def make(num_classes=2, in_channels=3):\n"
-        "    return nn.Sequential(nn.Conv2d(in_channels, 16, 3, stride=4), nn.BatchNorm2d(16), nn.ReLU(),\n"
-        "                         nn.Conv2d(16, 32, 3, stride=4), nn.BatchNorm2d(32), nn.ReLU(),\n"
-        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
+    write_photos_and_net(folder)
     config = {"name": "mine", "dataset": "imagefolder:photos", "models": ["net.py:make", "resnet20"],
               "methods": ["l1+bn"], "samples": [4], "targets": [{"channels": 0.25}], "seeds": [0], "latency": False}
     (folder / "mine.yaml").write_text(yaml.safe_dump(config))

@@ -150,7 +150,8 @@ def _save(fig, out_dir: Path, config: SweepConfig, model: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    path = out_dir / f"{config.name}-{model.replace(':', '-').replace('/', '-')}.png"
+    name = model.rsplit("/", 1)[-1]  # a model file's name, not its folders
+    path = out_dir / f"{config.name}-{name.replace(':', '-')}.png"
     with atomic_path(path) as tmp:  # shards finishing together may both write it
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -83,6 +83,30 @@ def test_round_keep_snaps_to_whole_channel_blocks_above_one_block():
     assert round_keep(64, 20, None) == 20
 
 
+class _ChannelScale(torch.nn.Module):
+    """A user's layer with a per-channel parameter that no supported layer owns."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x * self.gain.view(1, -1, 1, 1)
+
+
+def test_a_layer_fewprune_cannot_slice_keeps_its_channels_and_a_coarse_target_names_it():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                _ChannelScale(16), torch.nn.Conv2d(16, 32, 3), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10)).eval()
+    x = torch.randn(4, 1, 12, 12)
+    result = fp.compress(model, x, method="l1", target=fp.Target(channels=0.25), progress=False)
+    assert list(result.plan.removed) == ["4"] and result.student[3].gain.shape == (16,)  # conv 0's channels kept
+    with pytest.raises(fp.TargetUnreachable, match=r"step from 23\.84% to 2[4-9]\.\d\d% .*too coarse: 1 may be "
+                                                   r"pruned; .*0: couples 3\.gain, a parameter no supported layer "
+                                                   r"owns.*ask for a nearby target"):
+        fp.compress(model, x, method="l1", target=fp.Target(macs=0.25), progress=False)
+
+
 def test_round_to_auto_is_this_cpus_channel_block_and_bad_values_are_refused():
     from fewprune.allocation import channel_block, resolve_round_to
 

@@ -254,14 +254,12 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
         return removal(target.value / max_ratio if max_ratio else 0.0)
     most = reduction(space, removal(1.0), target.kind)
     if most + 1e-9 < target.value - target.tolerance:
-        protected = [g for g in space.groups if g.protected]
         floor = max((g.min_keep for g in space.prunable if g.kind == "channels"), default=1)
         keeps = "one unit" if floor <= 1 else f"min(width, {floor}) channels (min_width)"
-        why = "; ".join(f"{g.id}: {g.reason}" for g in protected[:4]) or "no protected groups"
         raise TargetUnreachable(
             f"cannot remove {100 * target.value:.1f}% of {target.kind}: removing up to {100 * max_ratio:.0f}% of every "
-            f"prunable group (keeping at least {keeps}) reaches only {100 * most:.1f}%. Protected groups keep their "
-            f"width ({why}{'…' if len(protected) > 4 else ''}). Lower the target, drop whole blocks as well "
+            f"prunable group (keeping at least {keeps}) reaches only {100 * most:.1f}%. "
+            f"{_protected_note(space, sentence=True)}. Lower the target, drop whole blocks as well "
             f"(blocks=, CLI --blocks), or let each group lose more (options={{'allocation.max_ratio': 0.95}}, "
             f"CLI --option allocation.max_ratio=0.95)."
         )
@@ -281,12 +279,24 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
     below = removal(lo)
     if round_to and abs(reduction(space, best, target.kind) - target.value) > target.tolerance:
         below = _refine_rounded(space, scores, below, target, round_to, max_ratio)
+    steps = sorted(reduction(space, r, target.kind) for r in (below, best))
     if abs(reduction(space, below, target.kind) - target.value) < abs(reduction(space, best, target.kind) - target.value):
         best = below
     return _checked(space, best, target, lambda achieved: (
-        f"{target.kind} reduction can only step from {100 * reduction(space, removal(lo), target.kind):.2f}% to "
-        f"{100 * achieved:.2f}% with {allocator} allocation (groups are too coarse); "
-        f"the {100 * target.value:.1f}% target is not met within {100 * target.tolerance:.1f} points"))
+        f"{target.kind} reduction can only step from {100 * steps[0]:.2f}% to "
+        f"{100 * steps[1]:.2f}% with {allocator} allocation (groups are too coarse: {len(space.prunable)} may be "
+        f"pruned; {_protected_note(space)}); the {100 * target.value:.1f}% target is not met within "
+        f"{100 * target.tolerance:.1f} points: ask for a nearby target"))
+
+
+def _protected_note(space: PruningSpace, sentence: bool = False) -> str:
+    """Which groups keep their width and why (the first four), for a target that cannot be met; ``sentence``:
+    capitalised, to start one."""
+    protected = [g for g in space.groups if g.protected]
+    why = "; ".join(f"{g.id}: {g.reason}" for g in protected[:4])
+    note = (f"protected groups keep their width ({why}{'…' if len(protected) > 4 else ''})" if protected
+            else "no group is protected")
+    return note[0].upper() + note[1:] if sentence else note
 
 
 def _checked(space: PruningSpace, removed: dict[str, list[int]], target: Target, why) -> dict[str, list[int]]:

@@ -199,6 +199,20 @@ def test_ray_executor_matches_in_process(sweep):
     assert pick(local) == pick(remote) and len(pick(local)) == 2
 
 
+def test_ray_rows_measured_by_other_code_are_not_recorded(sweep, monkeypatch):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'fewprune[ray]')")
+    from fewprune import metrics
+
+    config = sweep(["l1", "random"], name="elsewhere")
+    monkeypatch.setattr(metrics, "loaded_source", lambda: "0123456789ab")  # this process runs other code than its workers
+    said = []
+    summary = run_sweep(config, executor="ray", progress=False, log=said.append)
+    assert summary["stopped"] and not ray.is_initialized()
+    assert not [r for r in read_results(config.results) if r["kind"] == "cell"]
+    assert any("a worker ran fewprune source" in line and "0123456789ab: its row is not recorded" in line
+               for line in said)
+
+
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("benchmarks/*.yaml")), ids=lambda p: p.name)
 def test_committed_sweep_configs_resolve(path):
     import fewprune as fp

@@ -252,11 +252,13 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
         from .executors import run_on_ray
 
         if bar is None:
-            run_on_ray(todo, config, record, address)
+            stopped = run_on_ray(todo, config, record, address, log=log)
         else:
             with bar:
                 task = bar.add_task(config.name, total=len(todo))
-                run_on_ray(todo, config, lambda row: (record(row), bar.advance(task)), address)
+                stopped = run_on_ray(todo, config, lambda row: (record(row), bar.advance(task)), address, log=log)
+        if stopped:
+            return {**write_report(config), "stopped": True}
     else:
         raise ValueError(f"unknown executor {executor!r} (local or ray)")
     return write_report(config)

@@ -106,6 +106,20 @@ def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_t
     assert "has no labels" in capsys.readouterr().err
 
 
+def test_an_output_below_a_file_is_refused_before_any_work(env, capsys, monkeypatch):
+    from fewprune import api
+
+    tmp, weights = env
+    (tmp / "notes.txt").write_text("a file")
+    monkeypatch.setattr(api, "compress", lambda *a, **k: pytest.fail("work was spent before the output was checked"))
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--macs", "0.5",
+                 "--out", str(tmp / "notes.txt" / "run")]) == 2
+    assert "notes.txt is a file, not a folder" in capsys.readouterr().err
+    assert main(["eval", "--model", "resnet20", "--weights", str(weights), "--json",
+                 str(tmp / "notes.txt" / "eval.json")]) == 2
+    assert "--json" in capsys.readouterr().err and (tmp / "notes.txt").read_text() == "a file"
+
+
 def test_a_result_made_with_relative_paths_evaluates_from_any_folder(tmp_path, tiny_fmnist, monkeypatch, capsys,
                                                                       untimed):
     """A result records its model file and dataset as absolute paths (and the --data-root it was read from), so

@@ -34,3 +34,20 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["state.json"]
+
+
+def test_an_output_that_could_not_be_written_is_refused_before_any_work_and_nothing_is_created(tmp_path):
+    import os
+
+    from fewprune.files import check_writable
+
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ValueError, match=r"--out .*notes.txt/run cannot be written: .*notes.txt is a file, not a folder"):
+        check_writable(tmp_path / "notes.txt" / "run")
+    check_writable(tmp_path / "new" / "deeper" / "run")  # folders still to be made are fine
+    assert not (tmp_path / "new").exists()
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="may not write in"):
+            check_writable(locked / "run.json", "--json")

@@ -16,7 +16,7 @@ import torch
 from . import data, metrics, models
 from .criteria.asca import PRICES
 from .devices import resolve_device
-from .files import absolute_spec
+from .files import absolute_spec, check_writable
 from .models import external, zoo
 from .models.outputs import check_samples
 from .recovery import SCHEDULE_FLAGS
@@ -234,6 +234,8 @@ def _without_result_samples(args, dataset) -> tuple[object, str]:
 
 def cmd_eval(args) -> int:
     device = resolve_device(args.device)  # a GPU that is not there is named before the data is read
+    if args.json:
+        check_writable(args.json, "--json")
     dataset, split = _without_result_samples(args, _dataset(args, args.split))
     dataset = _subset(dataset, args.limit)
     model = load_model_for(args.model, dataset.info, args.weights, args.allow_pickle, args.adapt).to(device)
@@ -278,6 +280,7 @@ def cmd_train(args) -> int:
                              "on the CPU")
         return _train_asca(args)
     out = Path(args.out or f"runs/train/{args.recipe}")
+    check_writable(out)
     manifest = train_teacher(args.recipe, out, epochs=args.epochs, device=args.device)
     if args.install:
         import shutil
@@ -302,6 +305,7 @@ def _train_asca(args) -> int:
     out = Path(args.out or f"runs/asca-scratch/{args.recipe}-{kind}{value}")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_writable(out)
     checkpoint = out.with_name(out.name + ".partial.pt")  # hours of training survive an interruption
     result = train_asca_scratch(args.recipe, target, epochs=args.epochs, checkpoint=checkpoint,
                                 gates={"price": args.gate_price} if args.gate_price != "target" else None)
@@ -370,6 +374,8 @@ def cmd_zoo(args) -> int:
         _console().print(table)
         return 0
     # report: a markdown page with freshly measured latency
+    if args.out:
+        check_writable(args.out)
     lines = [
         "# Zoo: the shipped teachers",
         "",
@@ -427,7 +433,7 @@ def cmd_zoo(args) -> int:
               + ", ".join(f"{k} {val}" for k, val in v.items()) + "."]
     text = "\n".join(lines) + "\n"
     if args.out:
-        Path(args.out).write_text(text)
+        _write_text_atomic(Path(args.out), text)
     print(text)
     return 0
 
@@ -456,8 +462,10 @@ def cmd_prune(args) -> int:
 
     if args.out is None and not args.dry_run:
         raise ValueError("prune needs --out (where the result goes), or --dry-run to preview the plan alone")
-    if not args.dry_run and Path(args.out).exists() and not args.force:  # fail before any work is spent
-        raise FileExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
+    if not args.dry_run:  # fail before any work is spent
+        if Path(args.out).exists() and not args.force:
+            raise FileExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
+        check_writable(args.out)
     if (Path(args.model) / "plan.json").is_file():  # a result's plan is relative to its teacher's architecture
         raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
                          "one plan against its teacher): prune the teacher to the larger target instead")
@@ -641,6 +649,7 @@ def _output_folder(out: Path, force: bool):
     """Yield a staging folder that replaces ``out`` only when the block succeeds (never half-written)."""
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -754,6 +763,8 @@ def cmd_check(args) -> int:
     from .bench import read_results
     from .bench.coverage import check_model, check_torchvision, coverage_markdown, latest_rows, torchvision_models
 
+    if args.out:
+        check_writable(args.out)  # before the models are checked, which can take a while
     if args.methods:
         return _check_methods(args)
     shape = _shape(args.input_shape or "3,224,224")

@@ -30,6 +30,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def check_writable(path: str | Path, flag: str = "--out") -> None:
+    """Refuse now, before any work is spent, a ``path`` that could not be written at the end: one below a file, or
+    in a folder this process may not write to (``flag`` names the option in the message). Nothing is created."""
+    path = Path(path).absolute()
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{flag} {path} cannot be written: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path} cannot be written: this user may not write in {ancestor}")
+
+
 def absolute_spec(spec: str, base: str | Path | None = None) -> str:
     """A model or dataset spec with its file path made absolute (a relative one read from ``base``, by default
     the working directory): ``path/to/file.py[:factory]`` and ``imagefolder:PATH``; other specs as they are.

@@ -253,6 +253,12 @@ def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(
     assert "plan of l1+mir" in printed and "layer1.0.conv1" in printed and "student (no recovery)" in printed
     assert "2.0" in printed.split("MAC speed-up / measured speed-up (b64)")[1].split("×")[0]  # MACs halved
     assert "nothing was saved" in printed and not trained and sorted(p.name for p in tmp.iterdir()) == before
+    # what the recovery would cost: its steps, each timed here (10 samples: mini-batches of 10)
+    assert "recovery (mir: 800 steps of 10 images, " in printed and " min of training" in printed
+    assert main([*argv[:-1], "--iterations", "40", "--dry-run"]) == 0
+    assert "mir: 40 steps of 10 images" in capsys.readouterr().out
+    assert main([*argv[:8], "l1+lsq", *argv[9:]]) == 0
+    assert "recovery (" not in capsys.readouterr().out  # a closed-form recovery: no training to time
     assert main(argv[:-1]) == 2 and "--out" in capsys.readouterr().err
     # its errors name the method as typed (the preview runs it without its recovery)
     assert main([*argv[:-3], "--blocks", "2", "--dry-run"]) == 2

@@ -532,3 +532,20 @@ def test_mir_keeps_a_head_of_several_layers_whole_and_frozen():
     for name in ("classifier.0", "classifier.3"):
         assert torch.equal(result.student.get_submodule(name).weight, teacher.get_submodule(name).weight), name
     assert result.report["macs_reduction"] > 0.25
+
+
+def test_a_methods_training_steps_are_listed_with_their_schedules_and_timed_on_a_copy():
+    from fewprune import methods
+    from fewprune.recovery import training_step_seconds
+    from fewprune.recovery.mir import MIR_SCHEDULE
+    from model_state import same, snapshot
+
+    assert methods.training_schedules("l1+lsq") == []
+    assert methods.training_schedules("l1+lsq+mir") == [("mir", MIR_SCHEDULE)]
+    [(name, schedule)] = methods.training_schedules(methods.with_schedule("l1+kd", iterations=40))
+    assert name == "kd" and schedule.iterations == 40
+    teacher = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
+    student = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
+    before = snapshot(student)
+    assert training_step_seconds(student, teacher, torch.randn(6, 1, 28, 28), MIR_SCHEDULE) > 0
+    same(before, snapshot(student))  # timed on a copy: weights, grads, flags and modes as they were

@@ -534,7 +534,8 @@ def _preview_plan(args, teacher, few, target, console) -> int:
     from . import api, methods
 
     # the options first: a recovery's are checked against the method's steps, which the plan alone drops
-    recipe = replace(methods.with_options(args.method, dict(args.option)), recovery="none", augment=None,
+    recipe_of_args = methods.with_options(args.method, dict(args.option))
+    recipe = replace(recipe_of_args, recovery="none", augment=None,
                      label=args.method)  # errors name the method as typed, not its recovery-less recipe
     result = api.compress(teacher, few, method=recipe, target=target, seed=args.seed, labels=not args.no_labels,
                           round_to=args.round_to, min_width=args.min_width, protect=args.protect)
@@ -550,6 +551,20 @@ def _preview_plan(args, teacher, few, target, console) -> int:
     console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}: the structure alone", speed_up=True))
     seconds = sum(v for k, v in result.report["timings"].items() if k != "recover_s")
     console.print(f"dry run: the plan took {seconds:.1f} s to decide; no recovery was trained and nothing was saved")
+    schedule = {key: value for key in SCHEDULE_FLAGS if (value := getattr(args, key)) is not None}
+    steps = methods.training_schedules(methods.with_schedule(recipe_of_args, **schedule) if schedule
+                                       else recipe_of_args)
+    if steps:  # what the recovery would cost: its training steps, timed here on this student
+        from .recovery import training_step_seconds
+
+        images = few.tensors()[0].to(example.device)
+        seconds = {s.batch_size: training_step_seconds(result.student, teacher, images, s) for _, s in steps}
+        parts = [f"{name}: {s.iterations} steps of {min(s.batch_size, len(images))} images, "
+                 f"{seconds[s.batch_size]:.2f} s each" for name, s in steps]
+        total = sum(s.iterations * seconds[s.batch_size] for _, s in steps)
+        console.print(f"recovery ({'; '.join(parts)}; a step timed here: the student's forward and backward, the "
+                      f"teacher's forward): about {total / 60:.1f} min of training, without closed-form steps and "
+                      "per-step extras such as mixing")
     return 0
 
 

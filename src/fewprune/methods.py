@@ -166,6 +166,24 @@ def with_schedule(method: str | Method, **changes) -> Method:
     return replace(recipe, recovery_options=options)
 
 
+def training_schedules(method: str | Method) -> list[tuple[str, object]]:
+    """The method's recovery steps that train on a :class:`~fewprune.recovery.Schedule`, each with the schedule it
+    will run (its own default, or the one ``with_schedule`` set); closed-form steps (``lsq``, ``fskd``) are not
+    listed."""
+    import inspect
+
+    from .recovery import Schedule, recoveries
+
+    recipe = get(method)
+    steps = []
+    for step in recipe.recovery.split("+"):
+        function = recoveries.get(step)
+        if "schedule" in inspect.signature(function).parameters:
+            steps.append((step, recipe.recovery_options.get(step, {}).get("schedule")
+                          or getattr(function, "default_schedule", None) or Schedule()))
+    return steps
+
+
 # Arguments compress passes to each part itself, and the training schedule (set by with_schedule): not options.
 _SUPPLIED = {"model", "space", "batch", "target_kind", "fraction", "scores", "target", "allocator", "level", "seed",
              "round_to", "probe", "student", "teacher", "progress", "pruned", "mix", "schedule"}

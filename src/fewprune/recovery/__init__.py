@@ -10,9 +10,11 @@ from .base import (
     recoveries,
     register_recovery,
     train_student,
+    training_step_seconds,
 )
 
 __all__ = [
     "SCHEDULE_FLAGS", "RecoveryDiverged", "Schedule",
     "all_trainable", "augment_batch", "recoveries", "register_recovery", "train_student",
+    "training_step_seconds",
 ]

@@ -281,7 +281,9 @@ def test_save_load_reproduces_outputs_exactly(tmp_path, spec):
     result = fp.compress(model, (x, y), method=fast("l1+kd"), target=fp.Target(macs=0.4), progress=False)
     out = fp.save(result, tmp_path / "run")
     assert sorted(p.name for p in out.iterdir()) == [
-        "few_shot.json", "plan.json", "report.json", "report.md", "student.safetensors"]
+        "few_shot.json", "plan.json", "report.json", "report.md", "result.png", "student.safetensors"]
+    # widths and the recovery's loss curve as a figure, shown in the report
+    assert (out / "result.png").read_bytes()[:4] == b"\x89PNG" and "](result.png)" in (out / "report.md").read_text()
     architecture = build(spec, num_classes=10, in_channels=1, image_size=28)
     before = {k: v.clone() for k, v in architecture.state_dict().items()}
     loaded = fp.load(out, architecture=architecture)

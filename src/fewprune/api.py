@@ -485,6 +485,7 @@ def _report_markdown(result: Result) -> str:
             lines += ["", f"Per class ({split} accuracy, %), largest drop first:", "",
                       "| class | teacher | student | change |", "| --- | --- | --- | --- |"]
             lines += [f"| {name} | {100 * t:.2f} | {100 * s:.2f} | {100 * (s - t):+.2f} |" for name, t, s in changes]
+    lines += ["", "![widths and recovery](result.png)"]
     lines += ["", "| group | kind | width before | width after |", "| --- | --- | --- | --- |"]
     lines += [f"| {g} | {k} | {a} | {b} |" for g, k, a, b in result.plan.summary()]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())]
@@ -492,7 +493,8 @@ def _report_markdown(result: Result) -> str:
 
 
 def save(result: Result, directory: str | Path, force: bool = False, onnx_input: torch.Tensor | None = None) -> Path:
-    """Write plan.json, student.safetensors, report.json, report.md and few_shot.json atomically.
+    """Write plan.json, student.safetensors, report.json, report.md, result.png (widths before and after, the
+    recovery's loss curves) and few_shot.json atomically.
 
     With ``onnx_input`` (an example batch) the student is also exported to
     student.onnx and checked against onnxruntime. A method that learned gates
@@ -519,10 +521,11 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
         (staging / "report.json").write_text(json.dumps(result.report, indent=2, default=str) + "\n")
         (staging / "report.md").write_text(_report_markdown(result))
         (staging / "few_shot.json").write_text(json.dumps(result.few_shot, indent=1) + "\n")
+        from .bench.plots import plot_gate_learning, plot_result
+
+        plot_result(result.plan, result.report.get("recovery"), staging / "result.png")
         gates = result.report.get("criterion", {}).get("gates")
         if gates:  # learned-gate methods (ASCA): how the gates closed
-            from .bench.plots import plot_gate_learning
-
             plot_gate_learning(gates, staging / "gates.png")
         if onnx_input is not None:
             export_onnx(result.student, staging / "student.onnx", onnx_input)

@@ -211,3 +211,42 @@ def plot_gate_learning(log: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_result(plan, recovery: dict, path: str | Path) -> Path:
+    """A compression result as one PNG: every channel group's width before and after (dropped blocks named), and
+    each training recovery's loss over its iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {step: stats for step, stats in (recovery or {}).items()
+              if isinstance(stats, dict) and stats.get("loss_curve")}
+    fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(15 if curves else 10, 4.5), squeeze=False)
+    ax = axes[0][0]
+    import re
+
+    # names in natural order (layer2 before layer10): close to the model's own order for the usual naming
+    names = sorted(plan.sizes, key=lambda g: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", g)])
+    before = [plan.sizes[g] for g in names]
+    after = [plan.sizes[g] - len(plan.removed.get(g, [])) for g in names]
+    ax.bar(range(len(names)), before, color="lightgray", label="teacher")
+    ax.bar(range(len(names)), after, color="tab:blue", label="student")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=max(3, min(7, 400 // max(1, len(names)))))
+    dropped = f"; blocks dropped: {', '.join(plan.dropped_blocks)}" if plan.dropped_blocks else ""
+    ax.set(ylabel="width (channels or heads)", title=f"widths per group{dropped}")
+    ax.title.set_fontsize(8 if dropped else 10)
+    ax.legend(fontsize=7)
+    if curves:
+        ax = axes[0][1]
+        for step, stats in curves.items():
+            every = max(1, stats["iterations"] // 50)  # the curve keeps every (iterations // 50)-th loss
+            ax.plot([i * every for i in range(len(stats["loss_curve"]))], stats["loss_curve"], label=step)
+        ax.set(xlabel="iteration", ylabel="training loss", title="recovery", yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -106,6 +106,26 @@ def test_prune_on_a_folder_of_unlabelled_images_judges_the_student_against_the_t
     assert "has no labels" in capsys.readouterr().err
 
 
+def test_compare_puts_saved_results_side_by_side_as_they_recorded_them(env, capsys, untimed):
+    tmp, weights = env
+    common = ["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--method", "l1+bn"]
+    assert main([*common, "--macs", "0.5", "--out", str(tmp / "half")]) == 0
+    assert main([*common, "--macs", "0.7", "--eval-limit", "20", "--out", str(tmp / "most")]) == 0
+    capsys.readouterr()
+    out = tmp / "compare.md"
+    assert main(["compare", str(tmp / "half"), str(tmp / "most"), "--out", str(out)]) == 0
+    table = out.read_text()
+    for name in ("half", "most"):
+        report = json.loads((tmp / name / "report.json").read_text())
+        student, teacher = report["evaluation"]["student"], report["evaluation"]["teacher"]
+        row = next(line for line in table.splitlines() if line.startswith(f"| {tmp / name} |"))
+        assert f"| {100 * student['accuracy']:.2f} |" in row and f"| {100 * teacher['accuracy']:.2f} |" in row
+        assert f"| {100 * report['macs_reduction']:.1f}% |" in row and f", {student['samples']} images)" in row
+    assert "evaluated on different images" in table  # 40 test images against 20
+    assert "evaluated on different images" in capsys.readouterr().out
+    assert main(["compare", str(tmp)]) == 2 and "is not a fewprune result" in capsys.readouterr().err
+
+
 def test_an_output_below_a_file_is_refused_before_any_work(env, capsys, monkeypatch):
     from fewprune import api
 

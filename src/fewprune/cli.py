@@ -718,6 +718,29 @@ def _fractions(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
+def cmd_compare(args) -> int:
+    """Saved results side by side, as each recorded its figures (nothing is measured again)."""
+    from rich.table import Table
+
+    from . import results
+
+    if args.out:
+        check_writable(args.out)
+    summaries = [results.summary(r) for r in args.results]
+    table = Table(title="results side by side (as each recorded them)")
+    for column in results.COLUMNS:
+        table.add_column(column, justify="left" if column in ("result", "method", "target", "score") else "right")
+    for s in summaries:
+        table.add_row(*results.row_cells(s))
+    _console().print(table)
+    for note in results.caveats(summaries):
+        print(f"note: {note}")
+    if args.out:
+        _write_text_atomic(Path(args.out), results.markdown(summaries, "fewprune " + " ".join(args.argv)))
+        print(f"written to {args.out}")
+    return 0
+
+
 def cmd_curve(args) -> int:
     from .bench.curve import accuracy_curves, write_curves
 
@@ -962,6 +985,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "temporary file; CPU, the same threads)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="saved results (prune --out folders) side by side: method, target, samples, "
+                                       "scores, MACs, params, speed-up and time, as each recorded them")
+    p.add_argument("results", nargs="+", metavar="RESULT", help="folders written by fewprune prune")
+    p.add_argument("--out", help="also write the table as markdown to this file")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("train", help="train a zoo teacher from its recipe (resumable)")
     p.add_argument("recipe", help="e.g. resnet56-fmnist")

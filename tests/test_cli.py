@@ -124,6 +124,12 @@ def test_compare_puts_saved_results_side_by_side_as_they_recorded_them(env, caps
     assert "evaluated on different images" in table  # 40 test images against 20
     assert "evaluated on different images" in capsys.readouterr().out
     assert main(["compare", str(tmp)]) == 2 and "is not a fewprune result" in capsys.readouterr().err
+    # a result whose teacher was not evaluated (train --asca trains from scratch): its teacher columns stay empty
+    report = json.loads((tmp / "half" / "report.json").read_text())
+    del report["evaluation"]["teacher"]
+    (tmp / "half" / "report.json").write_text(json.dumps(report))
+    assert main(["compare", str(tmp / "half"), "--out", str(out)]) == 0
+    assert "| – | " in out.read_text() and "2.00× / –" in out.read_text()
 
 
 def test_an_output_below_a_file_is_refused_before_any_work(env, capsys, monkeypatch):

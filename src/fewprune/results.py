@@ -22,7 +22,7 @@ def summary(directory: str | Path) -> dict:
     if not evaluation:
         raise ValueError(f"{directory} has no evaluation (written by fewprune.save from Python): "
                          "fewprune eval --model DIRECTORY measures it")
-    teacher, student = evaluation["teacher"], evaluation["student"]
+    teacher, student = evaluation.get("teacher", {}), evaluation["student"]  # train --asca evaluates no teacher
     score = next(k for k in ("mean_iou", "accuracy", "agreement") if k in student)
     timed = lambda who: who.get("latency", {}).get("batch64", {}).get("median_ms")  # noqa: E731
     samples = report.get("samples", {})
@@ -33,9 +33,9 @@ def summary(directory: str | Path) -> dict:
         "samples": samples.get("count"), "labels": bool(samples.get("labelled")),
         "seed": report.get("seed"), "dataset": evaluation.get("dataset"), "split": evaluation.get("split"),
         "evaluated_on": student.get("samples"), "score": score,
-        "teacher": teacher.get(score, 1.0 if score == "agreement" else None), "student": student[score],
+        "teacher": teacher.get(score, 1.0 if score == "agreement" and teacher else None), "student": student[score],
         "macs_removed": report.get("macs_reduction"), "params_removed": report.get("params_reduction"),
-        "mac_speedup": teacher["macs"] / student["macs"],
+        "mac_speedup": report["teacher"]["macs"] / report["student"]["macs"],
         "measured_speedup": timed(teacher) / timed(student) if timed(teacher) and timed(student) else None,
         "compress_seconds": report.get("wall_seconds"),
     }

@@ -214,8 +214,8 @@ def plot_gate_learning(log: dict, path: str | Path) -> Path:
 
 
 def plot_result(plan, recovery: dict, path: str | Path) -> Path:
-    """A compression result as one PNG: every channel group's width before and after (dropped blocks named), and
-    each training recovery's loss over its iterations."""
+    """A compression result as one PNG: the fraction of every channel group's width the student keeps (dropped
+    blocks named), and each training recovery's loss over its iterations."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,13 +229,13 @@ def plot_result(plan, recovery: dict, path: str | Path) -> Path:
 
     # names in natural order (layer2 before layer10): close to the model's own order for the usual naming
     names = sorted(plan.sizes, key=lambda g: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", g)])
-    before = [plan.sizes[g] for g in names]
-    after = [plan.sizes[g] - len(plan.removed.get(g, [])) for g in names]
-    ax.bar(range(len(names)), before, color="lightgray", label="teacher")
-    ax.bar(range(len(names)), after, color="tab:blue", label="student")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=max(3, min(7, 400 // max(1, len(names)))))
+    kept = [1 - len(plan.removed.get(g, [])) / plan.sizes[g] for g in names]  # widths differ 100-fold: fractions
+    ax.bar(range(len(names)), [1.0] * len(names), color="lightgray", label="teacher")
+    ax.bar(range(len(names)), kept, color="tab:blue", label="student")
+    labels = [f"{g} ({plan.sizes[g]})" for g in names]
+    ax.set_xticks(range(len(names)), labels, rotation=90, fontsize=max(3, min(7, 400 // max(1, len(names)))))
     dropped = f"; blocks dropped: {', '.join(plan.dropped_blocks)}" if plan.dropped_blocks else ""
-    ax.set(ylabel="width (channels or heads)", title=f"widths per group{dropped}")
+    ax.set(ylabel="fraction kept", ylim=(0, 1.05), title=f"widths per channel group (the teacher's){dropped}")
     ax.title.set_fontsize(8 if dropped else 10)
     ax.legend(fontsize=7)
     if curves:

@@ -125,6 +125,8 @@ def training_step_seconds(student: nn.Module, teacher: nn.Module, images: torch.
     student; an estimate for a recovery's ``schedule.iterations`` steps."""
     import time
 
+    from ..models.outputs import main_output
+
     student = copy.deepcopy(student).train()
     x = images[: min(schedule.batch_size, len(images))]
     layout = torch.channels_last if schedule.channels_last and x.ndim == 4 else None
@@ -138,19 +140,10 @@ def training_step_seconds(student: nn.Module, teacher: nn.Module, images: torch.
                 target = teacher(x)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
                 out = student(x)
-            loss = sum(((o.float() - t.float()) ** 2).mean() for o, t in zip(_tensors(out), _tensors(target),
-                                                                            strict=False))
+            loss = ((main_output(out).float() - main_output(target).float()) ** 2).mean()
             loss.backward()
             times.append(time.perf_counter() - started)
     return sorted(times[1:])[len(times[1:]) // 2]
-
-
-def _tensors(output) -> list[torch.Tensor]:
-    """A model's output as a list of tensors (a tensor, a dict of them, or a tuple led by them)."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    values = output.values() if isinstance(output, dict) else output
-    return [v for v in values if isinstance(v, torch.Tensor)]
 
 
 def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],

@@ -147,12 +147,18 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
 
 def _save(fig, out_dir: Path, config: SweepConfig, model: str) -> Path:
     """The model's figure of the sweep as PNG, named after both."""
+    name = model.rsplit("/", 1)[-1]  # a model file's name, not its folders
+    return _write_figure(fig, out_dir / f"{config.name}-{name.replace(':', '-')}.png")
+
+
+def _write_figure(fig, path: str | Path) -> Path:
+    """``fig`` laid out and written whole to ``path`` as PNG (shards finishing together may both write one), then
+    closed."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    name = model.rsplit("/", 1)[-1]  # a model file's name, not its folders
-    path = out_dir / f"{config.name}-{name.replace(':', '-')}.png"
-    with atomic_path(path) as tmp:  # shards finishing together may both write it
+    path = Path(path)
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
@@ -206,11 +212,7 @@ def plot_gate_learning(log: dict, path: str | Path) -> Path:
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
     ax.set(ylabel="width", title="per-layer widths")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _write_figure(fig, path)
 
 
 def plot_result(plan, recovery: dict, path: str | Path) -> Path:
@@ -245,8 +247,4 @@ def plot_result(plan, recovery: dict, path: str | Path) -> Path:
             ax.plot([i * every for i in range(len(stats["loss_curve"]))], stats["loss_curve"], label=step)
         ax.set(xlabel="iteration", ylabel="training loss", title="recovery", yscale="log")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _write_figure(fig, path)

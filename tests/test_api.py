@@ -281,7 +281,8 @@ def test_save_load_reproduces_outputs_exactly(tmp_path, spec):
     result = fp.compress(model, (x, y), method=fast("l1+kd"), target=fp.Target(macs=0.4), progress=False)
     out = fp.save(result, tmp_path / "run")
     assert sorted(p.name for p in out.iterdir()) == [
-        "few_shot.json", "plan.json", "report.json", "report.md", "result.png", "student.safetensors"]
+        ".fewprune-output", "few_shot.json", "plan.json", "report.json", "report.md", "result.png",
+        "student.safetensors"]
     # widths and the recovery's loss curve as a figure, shown in the report
     assert (out / "result.png").read_bytes()[:4] == b"\x89PNG" and "](result.png)" in (out / "report.md").read_text()
     architecture = build(spec, num_classes=10, in_channels=1, image_size=28)
@@ -296,6 +297,16 @@ def test_save_load_reproduces_outputs_exactly(tmp_path, spec):
     with pytest.raises(FileExistsError, match="--force"):
         fp.save(result, out)
     fp.save(result, out, force=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # force replaces a folder fewprune wrote, never a user's folder or file
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    (tmp_path / "notes.txt").write_text("a file")
+    for target, why in ((mine, "holds files fewprune did not write"), (tmp_path / "notes.txt", "is a file")):
+        with pytest.raises(ValueError, match=why):
+            fp.save(result, target, force=True)
+    assert (mine / "thesis.tex").read_text() == "years of work" and (tmp_path / "notes.txt").read_text() == "a file"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -138,6 +138,13 @@ def test_an_output_below_a_file_is_refused_before_any_work(env, capsys, monkeypa
     tmp, weights = env
     (tmp / "notes.txt").write_text("a file")
     monkeypatch.setattr(api, "compress", lambda *a, **k: pytest.fail("work was spent before the output was checked"))
+    # --force replaces a folder fewprune wrote, not one of the user's
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "data.csv").write_text("1,2")
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--macs", "0.5",
+                 "--out", str(tmp / "mine"), "--force"]) == 2
+    assert "holds files fewprune did not write" in capsys.readouterr().err
+    assert (tmp / "mine" / "data.csv").read_text() == "1,2"
     assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--macs", "0.5",
                  "--out", str(tmp / "notes.txt" / "run")]) == 2
     assert "notes.txt is a file, not a folder" in capsys.readouterr().err
@@ -341,7 +348,7 @@ def test_explain_concept_masks_writes_one_figure_per_block(env, capsys):
             "--out", str(out)]
     assert main(argv) == 0
     blocks = fp.structure.find_blocks(build("resnet20", num_classes=10, in_channels=1), torch.randn(1, 1, 28, 28))
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if p.name != ".fewprune-output")
     assert names == sorted([f"concept-masks-{b.replace('.', '_')}.png" for b in blocks]
                            + ["concept-mask-divergence.png"])
     assert all((out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
@@ -354,7 +361,8 @@ def test_explain_lrp_writes_heatmaps_and_channel_ranking(env):
     out = tmp / "lrp"
     assert main(["explain", "--lrp", "--layer", "layer3.2.conv2", "--model", "resnet20", "--weights", str(weights),
                  "--images", "3", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["lrp-channels-layer3_2_conv2.png", "lrp-heatmaps.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".fewprune-output", "lrp-channels-layer3_2_conv2.png",
+                                                     "lrp-heatmaps.png"]
     assert main(["explain", "--lrp", "--layer", "nope", "--model", "resnet20", "--weights", str(weights),
                  "--out", str(tmp / "bad")]) == 2
     assert not (tmp / "bad").exists()

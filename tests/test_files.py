@@ -51,3 +51,20 @@ def test_an_output_that_could_not_be_written_is_refused_before_any_work_and_noth
         locked.mkdir(mode=0o500)
         with pytest.raises(ValueError, match="may not write in"):
             check_writable(locked / "run.json", "--json")
+
+
+def test_force_may_replace_only_what_fewprune_wrote(tmp_path):
+    from fewprune.files import check_replaceable, mark_output
+
+    for name, files in (("marked", []), ("result-before-marks", ["plan.json"]), ("empty", []), ("mine", ["a.txt"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in files:
+            (folder / file).write_text("{}")
+    mark_output(tmp_path / "marked")
+    for name in ("marked", "result-before-marks", "empty", "missing"):
+        check_replaceable(tmp_path / name)
+    with pytest.raises(ValueError, match="holds files fewprune did not write"):
+        check_replaceable(tmp_path / "mine")
+    with pytest.raises(ValueError, match="is a file"):
+        check_replaceable(tmp_path / "mine" / "a.txt")

@@ -502,19 +502,23 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
 
     The files are written into a temporary sibling folder that is renamed into
     place only when complete, so an interruption leaves no half-written result.
-    An existing ``directory`` is replaced only with ``force``.
+    An existing ``directory`` is replaced only with ``force``, and only if fewprune wrote it (or it is empty).
     """
     from safetensors.torch import save_file
+
+    from .files import check_replaceable, mark_output
 
     target = Path(directory)
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; choose another output or pass --force / force=True")
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
     try:
+        mark_output(staging)
         (staging / "plan.json").write_text(result.plan.to_json() + "\n")
         state = {k: v.detach().cpu().contiguous().clone() for k, v in result.student.state_dict().items()}
         save_file(state, str(staging / "student.safetensors"))

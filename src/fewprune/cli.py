@@ -16,7 +16,7 @@ import torch
 from . import data, metrics, models
 from .criteria.asca import PRICES
 from .devices import resolve_device
-from .files import absolute_spec, check_writable
+from .files import absolute_spec, check_replaceable, check_writable, mark_output
 from .models import external, zoo
 from .models.outputs import check_samples
 from .recovery import SCHEDULE_FLAGS
@@ -305,6 +305,7 @@ def _train_asca(args) -> int:
     out = Path(args.out or f"runs/asca-scratch/{args.recipe}-{kind}{value}")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_replaceable(out)
     check_writable(out)
     checkpoint = out.with_name(out.name + ".partial.pt")  # hours of training survive an interruption
     result = train_asca_scratch(args.recipe, target, epochs=args.epochs, checkpoint=checkpoint,
@@ -465,6 +466,7 @@ def cmd_prune(args) -> int:
     if not args.dry_run:  # fail before any work is spent
         if Path(args.out).exists() and not args.force:
             raise FileExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
+        check_replaceable(args.out)
         check_writable(args.out)
     if (Path(args.model) / "plan.json").is_file():  # a result's plan is relative to its teacher's architecture
         raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
@@ -664,10 +666,12 @@ def _output_folder(out: Path, force: bool):
     """Yield a staging folder that replaces ``out`` only when the block succeeds (never half-written)."""
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_replaceable(out)
     check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        mark_output(staging)
         yield staging
         if out.exists():
             shutil.rmtree(out)

@@ -30,6 +30,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+OUTPUT_MARK = ".fewprune-output"  # in every folder fewprune writes whole, so --force knows what it may replace
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse to replace ``path`` (``--force``) unless it is a folder fewprune wrote (its mark, or a result's
+    ``plan.json``) or an empty one: a typo must never delete a user's files or folder."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not an output folder: --force replaces only a folder fewprune wrote; "
+                         "choose another --out")
+    if (path / OUTPUT_MARK).exists() or (path / "plan.json").is_file() or not any(path.iterdir()):
+        return
+    raise ValueError(f"{path} holds files fewprune did not write: --force replaces only a folder fewprune wrote "
+                     "(a result, or figures), so nothing of yours is deleted; choose another --out")
+
+
+def mark_output(folder: str | Path) -> None:
+    """Mark ``folder`` as fewprune's output (what :func:`check_replaceable` looks for)."""
+    (Path(folder) / OUTPUT_MARK).write_text("written by fewprune; `--force` may replace this folder\n")
+
+
 def check_writable(path: str | Path, flag: str = "--out") -> None:
     """Refuse now, before any work is spent, a ``path`` that could not be written at the end: one below a file, or
     in a folder this process may not write to (``flag`` names the option in the message). Nothing is created."""

@@ -16,7 +16,7 @@ import torch
 from . import data, metrics, models
 from .criteria.asca import PRICES
 from .devices import resolve_device
-from .files import absolute_spec, check_replaceable, check_writable, mark_output
+from .files import absolute_spec, check_output, check_writable, mark_output, write_text_atomic
 from .models import external, zoo
 from .models.outputs import check_samples
 from .recovery import SCHEDULE_FLAGS
@@ -262,13 +262,7 @@ def _onnxruntime_latency(model, example) -> dict:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    _write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    from .files import write_text_atomic
-
-    write_text_atomic(path, text)
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def cmd_train(args) -> int:
@@ -303,10 +297,7 @@ def _train_asca(args) -> int:
         raise ValueError(f"--asca takes macs=F, params=F or channels=F (a fraction to remove), not {args.asca!r}")
     target = Target(**{kind: float(value)})
     out = Path(args.out or f"runs/asca-scratch/{args.recipe}-{kind}{value}")
-    if out.exists() and not args.force:
-        raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
-    check_replaceable(out)
-    check_writable(out)
+    check_output(out, args.force)
     checkpoint = out.with_name(out.name + ".partial.pt")  # hours of training survive an interruption
     result = train_asca_scratch(args.recipe, target, epochs=args.epochs, checkpoint=checkpoint,
                                 gates={"price": args.gate_price} if args.gate_price != "target" else None)
@@ -434,7 +425,7 @@ def cmd_zoo(args) -> int:
               + ", ".join(f"{k} {val}" for k, val in v.items()) + "."]
     text = "\n".join(lines) + "\n"
     if args.out:
-        _write_text_atomic(Path(args.out), text)
+        write_text_atomic(Path(args.out), text)
     print(text)
     return 0
 
@@ -464,10 +455,7 @@ def cmd_prune(args) -> int:
     if args.out is None and not args.dry_run:
         raise ValueError("prune needs --out (where the result goes), or --dry-run to preview the plan alone")
     if not args.dry_run:  # fail before any work is spent
-        if Path(args.out).exists() and not args.force:
-            raise FileExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
-        check_replaceable(args.out)
-        check_writable(args.out)
+        check_output(args.out, args.force)
     if (Path(args.model) / "plan.json").is_file():  # a result's plan is relative to its teacher's architecture
         raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
                          "one plan against its teacher): prune the teacher to the larger target instead")
@@ -560,10 +548,10 @@ def _preview_plan(args, teacher, few, target, console) -> int:
         from .recovery import training_step_seconds
 
         images = few.tensors()[0].to(example.device)
-        seconds = {s.batch_size: training_step_seconds(result.student, teacher, images, s) for _, s in steps}
+        step_seconds = {s.batch_size: training_step_seconds(result.student, teacher, images, s) for _, s in steps}
         parts = [f"{name}: {s.iterations} steps of {min(s.batch_size, len(images))} images, "
-                 f"{seconds[s.batch_size]:.2f} s each" for name, s in steps]
-        total = sum(s.iterations * seconds[s.batch_size] for _, s in steps)
+                 f"{step_seconds[s.batch_size]:.2f} s each" for name, s in steps]
+        total = sum(s.iterations * step_seconds[s.batch_size] for _, s in steps)
         console.print(f"recovery ({'; '.join(parts)}; a step timed here: the student's forward and backward, the "
                       f"teacher's forward): about {total / 60:.1f} min of training, without closed-form steps and "
                       "per-step extras such as mixing")
@@ -664,10 +652,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @contextmanager
 def _output_folder(out: Path, force: bool):
     """Yield a staging folder that replaces ``out`` only when the block succeeds (never half-written)."""
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
-    check_replaceable(out)
-    check_writable(out)
+    check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -740,7 +725,7 @@ def cmd_compare(args) -> int:
     for note in results.caveats(summaries):
         print(f"note: {note}")
     if args.out:
-        _write_text_atomic(Path(args.out), results.markdown(summaries, "fewprune " + " ".join(args.argv)))
+        write_text_atomic(Path(args.out), results.markdown(summaries, "fewprune " + " ".join(args.argv)))
         print(f"written to {args.out}")
     return 0
 
@@ -792,7 +777,7 @@ def _check_methods(args) -> int:
         command = "fewprune " + " ".join(a for a in args.argv if a != "--report-only")
         wanted = {(m, n) for m in args.models or MODELS for n in args.method or method_names()}
         unchecked = len(wanted - {(r["model"], r["method"]) for r in rows})
-        _write_text_atomic(Path(args.out), method_coverage_markdown(rows, command, unchecked))
+        write_text_atomic(Path(args.out), method_coverage_markdown(rows, command, unchecked))
         print(f"report written to {args.out}")
     failed = [r for r in rows if r["status"] == "failed"]
     print(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} method × model pairs run, "
@@ -821,7 +806,7 @@ def cmd_check(args) -> int:
             checked = {r["model"].removeprefix("torchvision:") for r in rows}
             unchecked = [n for n in (args.models or torchvision_models()) if n not in checked]
             command = "fewprune " + " ".join(a for a in args.argv if a != "--report-only")
-            _write_text_atomic(Path(args.out), coverage_markdown(rows, command, unchecked))
+            write_text_atomic(Path(args.out), coverage_markdown(rows, command, unchecked))
             print(f"report written to {args.out}")
     else:
         if not args.models:
@@ -829,7 +814,7 @@ def cmd_check(args) -> int:
         rows = [check_model(m, shape, args.macs) for m in args.models]
         if args.out:
             command = "fewprune " + " ".join(args.argv)
-            _write_text_atomic(Path(args.out), coverage_markdown(rows, command, what="the models named"))
+            write_text_atomic(Path(args.out), coverage_markdown(rows, command, what="the models named"))
             print(f"report written to {args.out}")
     failed = [r for r in rows if r["status"] != "ok"]
     for r in rows:

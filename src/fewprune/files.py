@@ -48,6 +48,16 @@ def check_replaceable(path: str | Path) -> None:
                      "(a result, or figures), so nothing of yours is deleted; choose another --out")
 
 
+def check_output(path: str | Path, force: bool) -> None:
+    """Refuse now, before any work, an output folder the command could not write at its end: one that exists
+    without ``--force``, one ``--force`` may not replace (:func:`check_replaceable`), or one below a file or in a
+    folder this user may not write to (:func:`check_writable`)."""
+    if Path(path).exists() and not force:
+        raise FileExistsError(f"{path} already exists; choose another --out or pass --force to replace it")
+    check_replaceable(path)
+    check_writable(path)
+
+
 def mark_output(folder: str | Path) -> None:
     """Mark ``folder`` as fewprune's output (what :func:`check_replaceable` looks for)."""
     (Path(folder) / OUTPUT_MARK).write_text("written by fewprune; `--force` may replace this folder\n")

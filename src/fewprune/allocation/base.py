@@ -279,8 +279,9 @@ def allocate(space: PruningSpace, scores: Scores, target: Target, allocator: str
     below = removal(lo)
     if round_to and abs(reduction(space, best, target.kind) - target.value) > target.tolerance:
         below = _refine_rounded(space, scores, below, target, round_to, max_ratio)
-    steps = sorted(reduction(space, r, target.kind) for r in (below, best))
-    if abs(reduction(space, below, target.kind) - target.value) < abs(reduction(space, best, target.kind) - target.value):
+    reached_below, reached_best = reduction(space, below, target.kind), reduction(space, best, target.kind)
+    steps = sorted((reached_below, reached_best))
+    if abs(reached_below - target.value) < abs(reached_best - target.value):
         best = below
     return _checked(space, best, target, lambda achieved: (
         f"{target.kind} reduction can only step from {100 * steps[0]:.2f}% to "

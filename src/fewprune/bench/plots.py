@@ -215,9 +215,11 @@ def plot_gate_learning(log: dict, path: str | Path) -> Path:
     return _write_figure(fig, path)
 
 
-def plot_result(plan, recovery: dict, path: str | Path) -> Path:
+def plot_result(plan, recovery: dict | None, path: str | Path) -> Path:
     """A compression result as one PNG: the fraction of every channel group's width the student keeps (dropped
     blocks named), and each training recovery's loss over its iterations."""
+    import re
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,8 +229,6 @@ def plot_result(plan, recovery: dict, path: str | Path) -> Path:
               if isinstance(stats, dict) and stats.get("loss_curve")}
     fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(15 if curves else 10, 4.5), squeeze=False)
     ax = axes[0][0]
-    import re
-
     # names in natural order (layer2 before layer10): close to the model's own order for the usual naming
     names = sorted(plan.sizes, key=lambda g: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", g)])
     kept = [1 - len(plan.removed.get(g, [])) / plan.sizes[g] for g in names]  # widths differ 100-fold: fractions

@@ -908,3 +908,12 @@ def test_a_sweep_reads_an_image_folder_as_its_zoo_teacher_takes_its_input(tiny_f
         assert all(r["status"] == "ok" for r in rows)
         scores[name] = sorted((r["kind"], r["accuracy"], r["test_samples"]) for r in rows)
     assert scores["folder"] == scores["idx"]
+
+
+def test_figure_names_tell_same_named_model_files_apart_and_keep_the_usual_names_otherwise():
+    from fewprune.bench.plots import figure_name
+
+    models = ["zoo:resnet56-fmnist", "/work/a/nets/net.py:make", "/work/b/nets/net.py:make", "/work/c/small.py:build"]
+    names = [figure_name(m, models) for m in models]
+    assert names == ["zoo-resnet56-fmnist", "a-nets-net.py-make", "b-nets-net.py-make", "small.py-build"]
+    assert figure_name("/work/a/nets/net.py:make", models[1:2]) == "net.py-make"  # alone: its file name

@@ -605,7 +605,7 @@ def test_train_asca_saves_a_reloadable_student_leaves_no_checkpoint_and_refuses_
 
 
 def test_a_model_spec_brings_its_own_dataset_when_none_is_named(tmp_path, monkeypatch):
-    from fewprune.cli import default_dataset
+    from fewprune.cli.inputs import default_dataset
     from fewprune.models import zoo
 
     real = zoo.manifest
@@ -648,11 +648,11 @@ def test_demo_is_the_embedded_default_job_and_passes_on_its_options(monkeypatch)
 
 
 def test_held_out_images_are_those_not_drawn_and_none_left_is_refused(tiny_fmnist, monkeypatch):
-    from fewprune.cli import _held_out
+    from fewprune.cli.inputs import held_out_images
 
     monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
     dataset = fp.data.load("fashion-mnist", "test")
-    kept = _held_out("fashion-mnist", dataset, set(range(1, len(dataset))), seed=0)
+    kept = held_out_images("fashion-mnist", dataset, set(range(1, len(dataset))), seed=0)
     assert len(kept) == 1 and torch.equal(kept[0][0], dataset[0][0])
     with pytest.raises(ValueError, match="fashion-mnist has no test split and every image is among the samples"):
-        _held_out("fashion-mnist", dataset, set(range(len(dataset))), seed=0)
+        held_out_images("fashion-mnist", dataset, set(range(len(dataset))), seed=0)

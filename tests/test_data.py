@@ -231,7 +231,7 @@ def test_a_library_models_folder_images_are_its_librarys_own_evaluation_inputs(s
     folder reads for the model (the resize share, filter and normalisation are taken from the library, offline)."""
     from PIL import Image
 
-    from fewprune.cli import model_input_convention
+    from fewprune.cli.inputs import model_input_convention
 
     library, name = spec.split(":")
     timm = pytest.importorskip("timm") if library == "timm" else None
@@ -254,7 +254,7 @@ def test_a_library_models_folder_images_are_its_librarys_own_evaluation_inputs(s
 
 
 def test_models_with_no_library_convention_keep_imagenets():
-    from fewprune.cli import model_input_convention
+    from fewprune.cli.inputs import model_input_convention
 
     # a segmentation preset resizes without cropping; a built-in or unknown model has no recorded convention
     for spec in ("torchvision:lraspp_mobilenet_v3_large", "resnet20", "timm:no_such_model", None):

@@ -68,3 +68,29 @@ def test_force_may_replace_only_what_fewprune_wrote(tmp_path):
         check_replaceable(tmp_path / "mine")
     with pytest.raises(ValueError, match="is a file"):
         check_replaceable(tmp_path / "mine" / "a.txt")
+
+
+def test_an_output_folder_appears_whole_replaces_only_on_success_and_has_the_usual_mode(tmp_path):
+    import os
+
+    from fewprune.files import OUTPUT_MARK, output_folder
+
+    out = tmp_path / "figures"
+    with output_folder(out, force=False) as staging:
+        (staging / "a.png").write_text("first")
+        assert not out.exists()  # nothing at the output until the block ends
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARK, "a.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes folders, not a temporary folder's 0700
+
+    with pytest.raises(FileExistsError, match="already exists"), output_folder(out, force=False):
+        pass
+    with pytest.raises(KeyboardInterrupt), output_folder(out, force=True) as staging:
+        (staging / "b.png").write_text("half")
+        raise KeyboardInterrupt
+    assert (out / "a.png").read_text() == "first" and not (out / "b.png").exists()
+    with output_folder(out, force=True) as staging:
+        (staging / "b.png").write_text("second")
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARK, "b.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["figures"]  # no staging or swapped-out folder left

@@ -139,7 +139,7 @@ def test_mir_mimics_what_the_frozen_head_reads_through_a_skip_connection_too():
 def test_agreement_on_a_dense_prediction_is_per_pixel_and_tables_say_so():
     from rich.console import Console
 
-    from fewprune.cli import metrics_table
+    from fewprune.cli.outputs import metrics_table
     from fewprune.metrics import agreement, predict
 
     model = build(SEGMENTER, num_classes=3).eval()

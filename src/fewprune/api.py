@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -506,19 +504,10 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
     """
     from safetensors.torch import save_file
 
-    from .files import check_replaceable, mark_output
+    from .files import output_folder
 
     target = Path(directory)
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; choose another output or pass --force / force=True")
-    check_replaceable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
-        mark_output(staging)
+    with output_folder(target, force, flag="--force / force=True") as staging:
         (staging / "plan.json").write_text(result.plan.to_json() + "\n")
         state = {k: v.detach().cpu().contiguous().clone() for k, v in result.student.state_dict().items()}
         save_file(state, str(staging / "student.safetensors"))
@@ -533,16 +522,6 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
             plot_gate_learning(gates, staging / "gates.png")
         if onnx_input is not None:
             export_onnx(result.student, staging / "student.onnx", onnx_input)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,35 @@ def check_output(path: str | Path, force: bool) -> None:
 def mark_output(folder: str | Path) -> None:
     """Mark ``folder`` as fewprune's output (what :func:`check_replaceable` looks for)."""
     (Path(folder) / OUTPUT_MARK).write_text("written by fewprune; `--force` may replace this folder\n")
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path, force: bool, flag: str = "--force") -> Iterator[Path]:
+    """A marked staging folder beside ``path`` to write a whole output into; when the block ends without error it
+    takes ``path``'s place (an old folder is swapped out, then deleted), when it raises (or is interrupted) it is
+    removed and ``path`` is as it was. ``path`` is checked first as :func:`check_output` does; ``flag`` names the
+    way to allow replacing it."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists; choose another output or pass {flag} to replace it")
+    check_replaceable(path)
+    check_writable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    staging.mkdir()
+    try:
+        mark_output(staging)
+        yield staging
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:12]}")
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def check_writable(path: str | Path, flag: str = "--out") -> None:

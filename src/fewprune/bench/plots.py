@@ -4,6 +4,7 @@ measured vs MAC speed-up."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -147,8 +148,20 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
 
 def _save(fig, out_dir: Path, config: SweepConfig, model: str) -> Path:
     """The model's figure of the sweep as PNG, named after both."""
-    name = model.rsplit("/", 1)[-1]  # a model file's name, not its folders
-    return _write_figure(fig, out_dir / f"{config.name}-{name.replace(':', '-')}.png")
+    return _write_figure(fig, out_dir / f"{config.name}-{figure_name(model, config.models)}.png")
+
+
+def figure_name(model: str, models: list[str]) -> str:
+    """A file-name-safe name for ``model`` among the sweep's ``models``: a model file's name without its folders
+    (``nets/small.py:make`` → ``small.py-make``), or as many of its last folders as tell it from another model
+    file of that name (``a/net.py:make`` and ``b/net.py:make`` → ``a-net.py-make``, ``b-net.py-make``)."""
+    def tail(spec: str, parts: int) -> str:
+        return "/".join(spec.strip("/").split("/")[-parts:])
+
+    parts = 1
+    while parts < model.count("/") + 1 and sum(tail(m, parts) == tail(model, parts) for m in models) > 1:
+        parts += 1
+    return re.sub(r"[/\\:]+", "-", tail(model, parts)).strip("-.")
 
 
 def _write_figure(fig, path: str | Path) -> Path:

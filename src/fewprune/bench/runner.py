@@ -90,7 +90,7 @@ def _load_data(dataset: str, eval_limit: int | None, model: str | None = None):
     ``model`` takes its input (``fewprune prune`` does the same). A folder with no test split is cut once (seed 0)
     into a held-out fifth, the test set of every job and teacher, and the rest, which the samples come from."""
     from .. import data
-    from ..cli import model_input_convention
+    from ..cli.inputs import model_input_convention
 
     options = (model_input_convention(model) or {}) if dataset.startswith("imagefolder:") else {}
     train = data.load(dataset, "train", **options)
@@ -103,7 +103,7 @@ def _load_data(dataset: str, eval_limit: int | None, model: str | None = None):
 
 
 def _teacher(spec: str, info):
-    from ..cli import load_model_for
+    from ..cli.inputs import load_model_for
 
     return load_model_for(spec, info)
 

@@ -1,0 +1,50 @@
+"""``fewprune bench``: run a sweep, report on it, re-time it or merge its shards."""
+
+from __future__ import annotations
+
+from .arguments import shard_spec
+
+
+def cmd_bench(args) -> int:
+    """``fewprune bench CONFIG``: run the sweep's missing jobs (or only report, give its status, re-time its
+    structures or merge shards' results), then write its report and plots."""
+    import torch as _torch
+
+    from ..bench import SweepConfig, run_sweep, write_report
+
+    if args.again and not args.remeasure_latency:
+        raise SystemExit("fewprune: error: --again goes with --remeasure-latency (it times the cells again)")
+    if args.device and (args.status or args.report_only or args.remeasure_latency or args.merge):
+        raise SystemExit("fewprune: error: --device says where jobs run; --status, --report-only, --merge and "
+                         "--remeasure-latency (CPU timings) run none")
+    if args.merge and (args.status or args.report_only or args.remeasure_latency or args.seeds or args.models):
+        raise SystemExit("fewprune: error: --merge copies finished jobs in and writes the report; it goes alone")
+    if (args.seeds or args.models) and (args.status or args.report_only or args.remeasure_latency):
+        raise SystemExit("fewprune: error: --seeds / --models choose which jobs run; --status, --report-only and "
+                         "--remeasure-latency cover the whole sweep")
+    config = SweepConfig.read(args.config)
+    if args.status:
+        from ..bench.status import status_markdown, sweep_status
+
+        print(status_markdown(config, sweep_status(config)), end="")
+        return 0
+    if args.threads:
+        _torch.set_num_threads(args.threads)
+    if args.merge:
+        from ..bench.sweep import merge_results
+
+        merge_results(config, args.merge)
+        summary = write_report(config)
+        print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
+        return 0
+    if args.remeasure_latency:
+        from ..bench.relatency import remeasure
+
+        remeasure(config, threads=args.threads, again=args.again)
+        summary = write_report(config)
+    else:
+        summary = write_report(config) if args.report_only else run_sweep(
+            config, executor=args.executor, address=args.address, retry_failed=args.retry_failed,
+            shard=shard_spec(args.shard), seeds=args.seeds, models=args.models, device=args.device)
+    print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
+    return 130 if summary.get("stopped") else 0  # stopped on Ctrl-C / SIGTERM: a script running sweeps stops too

@@ -1,0 +1,153 @@
+"""``fewprune prune`` (and its ``--dry-run`` preview) and ``fewprune demo``, the embedded default job."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import data, metrics
+from ..devices import resolve_device
+from ..files import absolute_spec, check_output
+from ..models import zoo
+from ..recovery import SCHEDULE_FLAGS
+from .inputs import evaluation_set, fixed_subset, input_convention_of, load_model_for, read_dataset
+from .outputs import metrics_table, onnxruntime_latency, rich_console
+
+
+def target_from(args):
+    """The compression target the flags name (``--macs``, ``--params``, ``--channels``, ``--blocks``); by default
+    half of the MACs."""
+    from ..allocation import Target
+
+    given = {k: getattr(args, k) for k in ("macs", "params", "channels", "blocks") if getattr(args, k) is not None}
+    return Target(**(given or {"macs": 0.5}))
+
+
+def cmd_prune(args) -> int:
+    """``fewprune prune``: compress the model with a few samples, judge student and teacher side by side, save
+    the result (or, with ``--dry-run``, only preview the plan)."""
+    from .. import api
+
+    if args.out is None and not args.dry_run:
+        raise ValueError("prune needs --out (where the result goes), or --dry-run to preview the plan alone")
+    if not args.dry_run:  # fail before any work is spent
+        check_output(args.out, args.force)
+    if (Path(args.model) / "plan.json").is_file():  # a result's plan is relative to its teacher's architecture
+        raise ValueError(f"{args.model} is a pruning result; pruning it again is not supported (a saved result holds "
+                         "one plan against its teacher): prune the teacher to the larger target instead")
+    target = target_from(args)
+    device = resolve_device(args.device)  # a GPU that is not there is named before any work
+    train = read_dataset(args, "train")
+    few = data.few_shot(train, n=args.samples if args.per_class is None else None, per_class=args.per_class,
+                        seed=args.seed)
+    # our own copy of the user's model: it moves to the device, and the teacher and student are measured there
+    teacher = load_model_for(args.model, train.info, args.weights, args.allow_pickle, args.adapt).to(device)
+    console = rich_console()
+    labels = "no labels" if few.targets is None else "labels hidden" if args.no_labels else ""
+    console.print(f"[bold]{args.method}[/bold] on {args.model}: {target.describe()}, {len(few)} samples "
+                  f"(seed {args.seed}{', ' + labels if labels else ''})" + (f", on {device}" if device.type != "cpu"
+                                                                             else ""))
+    if args.dry_run:
+        return _preview_plan(args, teacher, few, target, console)
+    test, split = evaluation_set(args, train, few)
+    test = fixed_subset(test, args.eval_limit)
+    schedule = {key: value for key in SCHEDULE_FLAGS if (value := getattr(args, key)) is not None}
+    result = api.compress(teacher, few, method=args.method, target=target, seed=args.seed, labels=not args.no_labels,
+                          round_to=args.round_to, min_width=args.min_width, schedule=schedule, protect=args.protect,
+                          options=dict(args.option))
+    example = few.tensors()[0][:1]
+    if test.targets is None:  # unlabelled images: the student is judged by how often it predicts the teacher's class
+        reference = metrics.predict(teacher, test, description="teacher")[0]
+        rows = {"teacher": {**metrics.measure(teacher, None, example), "agreement": 1.0, "samples": len(reference)},
+                "student": metrics.measure(result.student, test, example, reference=reference)}
+    else:
+        rows = {who: metrics.measure(model, test, example) for who, model in (("teacher", teacher),
+                                                                              ("student", result.student))}
+    if args.onnx:  # the deployment runtime's view: both models exported and timed under onnxruntime
+        for who, model in (("teacher", teacher), ("student", result.student)):
+            rows[who]["onnxruntime"] = onnxruntime_latency(model, example)
+    # Paths as absolute ones, so that `--model OUT` finds its dataset and rebuilds the student from any folder
+    # (the architecture comes from the teacher's spec; the weights from OUT).
+    result.report["evaluation"] = {**rows, "split": split, "dataset": absolute_spec(args.data),
+                                   **({"data_root": str(Path(args.data_root).resolve())} if args.data_root else {}),
+                                   **({"classes": list(test.info.classes)} if getattr(test.info, "classes", None)
+                                      else {})}
+    result.report["command"] = "fewprune " + " ".join(args.argv)
+    result.report["working_directory"] = str(Path.cwd())  # where the command's relative paths pointed
+    result.report["teacher_model"] = {"spec": absolute_spec(args.model), "adapt": args.adapt,
+                                      "input": input_convention_of(train.info)}
+    if "dataset" in result.few_shot:  # the samples were drawn from --data
+        result.few_shot["dataset"] = absolute_spec(args.data)
+    out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
+    console.print(metrics_table(rows, split="test" if split == "test" else "held-out",
+                                title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}",
+                                speed_up=True))
+    drops = [(name, t, s) for name, t, s in api.per_class_changes(result.report["evaluation"])[:3] if s < t]
+    if drops:
+        console.print("largest per-class drops: " + ", ".join(
+            f"{name} {100 * (s - t):+.2f} ({100 * t:.2f} → {100 * s:.2f})" for name, t, s in drops)
+            + " (every class in report.md)")
+    console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")
+    return 0
+
+
+def _preview_plan(args, teacher, few, target, console) -> int:
+    """``prune --dry-run``: the method's plan without its recovery, timed against the teacher; nothing saved."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from .. import api, methods
+
+    # the options first: a recovery's are checked against the method's steps, which the plan alone drops
+    recipe_of_args = methods.with_options(args.method, dict(args.option))
+    recipe = replace(recipe_of_args, recovery="none", augment=None,
+                     label=args.method)  # errors name the method as typed, not its recovery-less recipe
+    result = api.compress(teacher, few, method=recipe, target=target, seed=args.seed, labels=not args.no_labels,
+                          round_to=args.round_to, min_width=args.min_width, protect=args.protect)
+    widths = Table(title=f"plan of {args.method} (widths before → after)")
+    for column in ("group or block", "kind", "before", "after"):
+        widths.add_column(column, justify="left" if column in ("group or block", "kind") else "right")
+    for group, kind, before, after in result.plan.summary():
+        widths.add_row(group, kind, str(before), str(after))
+    console.print(widths)
+    example = few.tensors()[0][:1]
+    rows = {who: metrics.measure(model, None, example)
+            for who, model in (("teacher", teacher), ("student (no recovery)", result.student))}
+    console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}: the structure alone", speed_up=True))
+    seconds = sum(v for k, v in result.report["timings"].items() if k != "recover_s")
+    console.print(f"dry run: the plan took {seconds:.1f} s to decide; no recovery was trained and nothing was saved")
+    schedule = {key: value for key in SCHEDULE_FLAGS if (value := getattr(args, key)) is not None}
+    steps = methods.training_schedules(methods.with_schedule(recipe_of_args, **schedule) if schedule
+                                       else recipe_of_args)
+    if steps:  # what the recovery would cost: its training steps, timed here on this student
+        from ..recovery import training_step_seconds
+
+        images = few.tensors()[0].to(example.device)
+        step_seconds = {s.batch_size: training_step_seconds(result.student, teacher, images, s) for _, s in steps}
+        parts = [f"{name}: {s.iterations} steps of {min(s.batch_size, len(images))} images, "
+                 f"{step_seconds[s.batch_size]:.2f} s each" for name, s in steps]
+        total = sum(s.iterations * step_seconds[s.batch_size] for _, s in steps)
+        console.print(f"recovery ({'; '.join(parts)}; a step timed here: the student's forward and backward, the "
+                      f"teacher's forward): about {total / 60:.1f} min of training, without closed-form steps and "
+                      "per-step extras such as mixing")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """``fewprune demo``: the embedded default job, run as the ``prune`` command it spells out."""
+    from . import main  # the package's, looked up when called
+
+    names = zoo.list()
+    if not names:
+        print("no teacher is shipped yet", file=sys.stderr)
+        return 1
+    name = args.teacher or ("resnet56-fmnist" if "resnet56-fmnist" in names else names[0])
+    argv = ["prune", "--model", f"zoo:{name}", "--data", zoo.manifest(name)["dataset"], "--samples", "50",
+            "--method", "cma+mir-blocks", "--macs", "0.5", "--blocks", "auto", "--min-width", "auto",
+            "--round-to", "auto", "--out", args.out, "--force"]
+    if args.eval_limit:
+        argv += ["--eval-limit", str(args.eval_limit)]
+    if args.device:
+        argv += ["--device", args.device]
+    return main(argv)

@@ -507,7 +507,7 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
     from .files import output_folder
 
     target = Path(directory)
-    with output_folder(target, force, flag="--force / force=True") as staging:
+    with output_folder(target, force, out_flag="output", force_flag="--force / force=True") as staging:
         (staging / "plan.json").write_text(result.plan.to_json() + "\n")
         state = {k: v.detach().cpu().contiguous().clone() for k, v in result.student.state_dict().items()}
         save_file(state, str(staging / "student.safetensors"))

@@ -49,12 +49,13 @@ def check_replaceable(path: str | Path) -> None:
                      "(a result, or figures), so nothing of yours is deleted; choose another --out")
 
 
-def check_output(path: str | Path, force: bool) -> None:
+def check_output(path: str | Path, force: bool, out_flag: str = "--out", force_flag: str = "--force") -> None:
     """Refuse now, before any work, an output folder the command could not write at its end: one that exists
     without ``--force``, one ``--force`` may not replace (:func:`check_replaceable`), or one below a file or in a
-    folder this user may not write to (:func:`check_writable`)."""
+    folder this user may not write to (:func:`check_writable`). The flags name, in the message, how the caller
+    chooses the output and allows replacing it."""
     if Path(path).exists() and not force:
-        raise FileExistsError(f"{path} already exists; choose another --out or pass --force to replace it")
+        raise FileExistsError(f"{path} already exists; choose another {out_flag} or pass {force_flag} to replace it")
     check_replaceable(path)
     check_writable(path)
 
@@ -65,16 +66,12 @@ def mark_output(folder: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def output_folder(path: str | Path, force: bool, flag: str = "--force") -> Iterator[Path]:
+def output_folder(path: str | Path, force: bool, out_flag: str = "--out", force_flag: str = "--force") -> Iterator[Path]:
     """A marked staging folder beside ``path`` to write a whole output into; when the block ends without error it
     takes ``path``'s place (an old folder is swapped out, then deleted), when it raises (or is interrupted) it is
-    removed and ``path`` is as it was. ``path`` is checked first as :func:`check_output` does; ``flag`` names the
-    way to allow replacing it."""
+    removed and ``path`` is as it was. ``path`` is checked first by :func:`check_output` (with the flags)."""
     path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; choose another output or pass {flag} to replace it")
-    check_replaceable(path)
-    check_writable(path)
+    check_output(path, force, out_flag, force_flag)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
     staging.mkdir()

@@ -231,8 +231,6 @@ def plot_gate_learning(log: dict, path: str | Path) -> Path:
 def plot_result(plan, recovery: dict | None, path: str | Path) -> Path:
     """A compression result as one PNG: the fraction of every channel group's width the student keeps (dropped
     blocks named), and each training recovery's loss over its iterations."""
-    import re
-
     import matplotlib
 
     matplotlib.use("Agg")

@@ -45,7 +45,7 @@ zoo: setup
 # progress). SHARDS=N runs N single-thread processes that share each sweep (--shard I/N); a sweep measured
 # beside another reuses the other's matching cells, even ones finished while it runs. With shards, the reports
 # are regenerated once all have ended, and the exit status is a failed shard's (130: stopped for new code).
-SWEEPS ?= headline aligned hybrid hybrid-aligned baselines asca asca-scratch cma-ablation cma recipes recovery explainability
+SWEEPS ?= headline aligned hybrid hybrid-aligned baselines asca asca-scratch cma-ablation cma recipes blocks-vs-filters recovery explainability
 SHARDS ?= 1
 # SEEDS=0 / MODELS=zoo:a,zoo:b: run only those seeds' / models' jobs this time (the reports cover every row)
 ONLY = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(MODELS),--models $(MODELS))

@@ -712,15 +712,51 @@ def test_paired_differences_pair_each_seed_with_itself_and_skip_seeds_one_method
     assert "- mir − kd: the paper expects MiR ahead" in text
 
 
+def test_block_dropping_is_compared_with_filter_pruning_at_the_speed_up_each_of_its_cells_measured():
+    from fewprune.bench.report import render
+
+    config = SweepConfig(name="x", dataset="fashion-mnist", models=["m"], methods=["block-random", "l1"],
+                         samples=[10], targets=[{"macs": 0.2}, {"macs": 0.5}, {"blocks": 2}, {"blocks": 4}],
+                         seeds=[0, 1, 2], source="x.yaml",
+                         compare=[{"methods": ["block-random", "l1"], "at": "speed-up", "note": "equal latency"}])
+    rows = [{"kind": "teacher", "status": "ok", "model": "m", "accuracy": 0.95,
+             "latency": {"batch64": {"median_ms": 100.0}}}]
+    for method, seed, target, milliseconds, accuracy in [
+            ("l1", 0, {"macs": 0.2}, 80.0, 0.93), ("l1", 0, {"macs": 0.5}, 50.0, 0.90),
+            ("l1", 1, {"macs": 0.2}, 80.0, 0.92), ("l1", 1, {"macs": 0.5}, 50.0, 0.90),
+            ("block-random", 0, {"blocks": 2}, 90.0, 0.94), ("block-random", 1, {"blocks": 2}, 90.0, 0.945),
+            ("block-random", 2, {"blocks": 2}, 90.0, 0.945),  # l1 never ran seed 2: not paired
+            ("block-random", 0, {"blocks": 4}, 40.0, 0.80), ("block-random", 1, {"blocks": 4}, 40.0, 0.80)]:
+        rows.append({"kind": "cell", "status": "ok", "accuracy": accuracy, "macs_reduction": 0.3,
+                     "params_reduction": 0.3, "compress_seconds": 1.0, "latency": {"batch64": {"median_ms": milliseconds}},
+                     "cell": {"model": "m", "method": method, "samples": 10, "seed": seed, "target": target}})
+    text = render(config, rows)
+    # 1.11×: between the teacher (1.00×, 95) and l1 at 20% (1.25×; 93 / 92): 94.11 / 93.67, so −0.11 and +0.83
+    assert "| block-random − l1 | 2 blocks | +0.36 ± 0.67 at 1.11× [ahead 1 of 2] |" in text
+    assert "| block-random − l1 | 4 blocks | – [outside 2] |" in text  # 2.50×: faster than any l1 structure
+    assert "- block-random − l1 (at equal speed-up): equal latency" in text
+    assert "| block-random − l1 | 20% macs" not in text  # block-random never ran there
+
+
 @pytest.mark.parametrize("compare, error", [
     ([{"methods": ["l1", "taylor"]}], "not among the sweep's methods"),
     ([{"methods": ["l1"]}], "two different methods"),
     ([["l1", "block-random"]], "each compare entry is"),
     ([{"methods": ["l1", "block-random"]}], "never run at the same target"),
+    ([{"methods": ["l1", "block-random"], "at": "latency"}], "at is one of"),
 ])
 def test_comparisons_are_checked_when_the_config_is_read(sweep, compare, error):
     with pytest.raises(ValueError, match=error):
         sweep(["l1", "block-random"], targets=[{"macs": 0.4}, {"blocks": 1}], compare=compare)
+
+
+def test_methods_that_never_share_a_target_compare_at_equal_speed_up(sweep):
+    config = sweep(["l1", "block-random"], targets=[{"macs": 0.4}, {"blocks": 1}], latency=True,
+                   compare=[{"methods": ["block-random", "l1"], "at": "speed-up"}])
+    assert config.compare[0]["at"] == "speed-up"
+    with pytest.raises(ValueError, match="needs the cells timed"):  # the fixture's sweeps are not timed
+        sweep(["l1", "block-random"], targets=[{"macs": 0.4}, {"blocks": 1}],
+              compare=[{"methods": ["block-random", "l1"], "at": "speed-up"}])
 
 
 def test_methods_with_equal_figures_share_their_rank():

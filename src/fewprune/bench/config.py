@@ -24,6 +24,8 @@ def gate_changes(entry: dict) -> dict:
     """A scratch ``gates`` entry's changes to the gate schedule, without the ``models`` it may be limited to."""
     return {k: v for k, v in entry.items() if k != "models"}
 JOB_KINDS = ("cell", *TRAINING_KINDS)  # result rows of a sweep's jobs (besides teachers and latency rows)
+# How a compare entry pairs two methods' cells: at the same target, or at the speed-up the first's cells measured
+COMPARE_AT = ("target", "speed-up")
 VARIANT_KEYS = ("method", "options", "schedule")
 
 
@@ -130,7 +132,8 @@ class SweepConfig:
     #                                options: {PART.NAME: value}, schedule: {iterations: .., lr: .., batch_size: ..,
     #                                decay: ..}}}, as prune --method .. --option .. --iterations ..
     compare: list[dict] | None = None  # paired differences in the report: [{methods: [a, b], note: ".."}], a − b
-    #                                    per seed (a seed fixes the few samples), where both ran at a setting
+    #                                    per seed (a seed fixes the few samples), where both ran at a setting;
+    #                                    with at: speed-up, at each speed-up a's cells measured (b interpolated)
     plugins: list[str] | None = None  # the user's parts to import first (.py paths relative to this config, or
     #                                   module names), so methods: can name them; see fewprune.plugins
     alongside: str | None = None  # another sweep's config (path relative to this one): its matching cells are
@@ -244,25 +247,32 @@ class SweepConfig:
             raise ValueError(f"{path}: variants {unused} are not among the sweep's methods {self.methods}")
 
     def _check_comparisons(self, path: Path) -> None:
-        """Each ``compare`` entry names two of the sweep's methods that run at some common target."""
+        """Each ``compare`` entry names two of the sweep's methods that run at some common target, or, with
+        ``at: speed-up``, that are timed (the second's accuracy is then read at the first's measured speed-ups)."""
         if not self.compare:
             return
         targets: dict[str, set[str]] = {}
         for cell in self.cells():
             targets.setdefault(cell.method, set()).add(json.dumps(cell.target, sort_keys=True))
         for entry in self.compare:
-            if not isinstance(entry, dict) or set(entry) - {"methods", "note"} or "methods" not in entry:
-                raise ValueError(f"{path}: each compare entry is {{methods: [first, second], note: ...}} (note "
-                                 f"optional), not {entry!r}")
+            if not isinstance(entry, dict) or set(entry) - {"methods", "note", "at"} or "methods" not in entry:
+                raise ValueError(f"{path}: each compare entry is {{methods: [first, second], note: ..., at: ...}} "
+                                 f"(note and at optional), not {entry!r}")
+            at = entry.get("at", "target")
+            if at not in COMPARE_AT:
+                raise ValueError(f"{path}: compare {entry['methods']!r}: at is one of {list(COMPARE_AT)}, not {at!r}")
             pair = entry["methods"]
             if not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"{path}: compare methods must be two different methods, not {pair!r}")
             unknown = [m for m in pair if m not in self.methods]
             if unknown:
                 raise ValueError(f"{path}: compare names {unknown}, not among the sweep's methods {self.methods}")
-            if not targets.get(pair[0], set()) & targets.get(pair[1], set()):
+            if at == "speed-up" and not self.latency:
+                raise ValueError(f"{path}: compare {pair} at speed-up needs the cells timed (latency: true)")
+            if at == "target" and not targets.get(pair[0], set()) & targets.get(pair[1], set()):
                 raise ValueError(f"{path}: compare {pair}: the two never run at the same target (one prunes "
-                                 "channels, the other drops blocks), so no seed pairs them")
+                                 "channels, the other drops blocks), so no seed pairs them; 'at: speed-up' "
+                                 "compares them at equal measured speed-up")
 
     def cells(self) -> list[Cell]:
         """Every combination, except a block-level method with a width target or vice versa.

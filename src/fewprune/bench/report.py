@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -124,7 +125,10 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
         lines += _curve_areas(config, rows, model, methods, teacher)
-        lines += _paired_differences(config.compare or [], groups, model, settings, metric)
+        at_target = [e for e in config.compare or [] if e.get("at", "target") == "target"]
+        at_speedup = [e for e in config.compare or [] if e.get("at") == "speed-up"]
+        lines += _paired_differences(at_target, groups, model, settings, metric)
+        lines += _speedup_differences(at_speedup, groups, model, config, teacher, metric)
         shared = any(r.get("shared_path_seconds") for (mm, *_), rs in groups.items() if mm == model for r in rs)
         lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells"
                   + ("; a cell that resumed a step-wise walk shared with a smaller target counts that walk too"
@@ -265,6 +269,75 @@ def _paired_differences(comparisons: list[dict], groups: dict, model: str,
         lines.append(f"| {first} − {second} | " + " | ".join(cells) + " |")
         if entry.get("note"):
             notes.append(f"- {first} − {second}: {entry['note']}")
+    return lines + ([""] + notes if notes else [])
+
+
+def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """The value at ``x`` on the line through the two ``(x, value)`` points on either side of it (None: ``x``
+    lies outside them all)."""
+    points = sorted(points)
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def _speedup_differences(comparisons: list[dict], groups: dict, model: str, config: SweepConfig,
+                         teacher: dict | None, metric: str = "accuracy") -> list[str]:
+    """Per ``compare`` entry with ``at: speed-up``, per target of the first method and sample count: first − second
+    at the speed-up each of the first's cells measured, paired by seed.
+
+    The second method's value there is interpolated linearly between its two structures of the same seed and
+    sample count whose measured speed-ups lie on either side (the teacher, unpruned, counts as 1.00× with its
+    own accuracy): block dropping against filter pruning at equal latency, when the two never share a target.
+    A cell measured faster (or slower) than every structure of the second method is left out and counted.
+    """
+    if not comparisons or teacher is None:
+        return []
+    reference = (1.0, 100 * teacher[metric])
+    lines = ["", "At equal measured speed-up (batch 64): first − second, the second's accuracy interpolated linearly "
+                 "at each of the first's cells' measured speed-up between the second's two structures of the same "
+                 "seed on either side of it (the teacher counts as 1.00×); mean ± std over seeds, the first's mean "
+                 "speed-up, [ahead: seeds where the first is higher; outside: cells beyond the second's measured "
+                 "range].", "", "| comparison | first's target | " + " | ".join(f"{n} samples" for n in config.samples)
+             + " |", "|" + " --- |" * (len(config.samples) + 2)]
+    notes = []
+    for entry in comparisons:
+        first, second = entry["methods"]
+        for target in map(_target_label, config.targets):
+            if not any(groups.get((model, target, n, first)) for n in config.samples):
+                continue
+            cells = []
+            for n in config.samples:
+                curves: dict[int, list[tuple[float, float]]] = defaultdict(lambda: [reference])
+                for (m, _t, samples, method), rows in groups.items():
+                    if m == model and samples == n and method == second:
+                        for r in rows:
+                            if (speed := speedup(r, teacher)) is not None:
+                                curves[r["cell"]["seed"]].append((speed, 100 * r[metric]))
+                speeds, differences, outside = [], [], 0
+                for r in groups.get((model, target, n, first), ()):
+                    speed, seed = speedup(r, teacher), r["cell"]["seed"]
+                    if speed is None or seed not in curves:  # not timed, or a seed the second has not run
+                        continue
+                    other = _interpolate(curves[seed], speed)
+                    if other is None:
+                        outside += 1
+                        continue
+                    speeds.append(speed)
+                    differences.append(100 * r[metric] - other)
+                beyond = f"; outside {outside}" if outside else ""
+                if not differences:
+                    cells.append(f"– [outside {outside}]" if outside else "–")
+                    continue
+                mean, std = _mean_std(differences)
+                spread = f" ± {std:.2f}" if len(differences) > 1 else ""
+                ahead = sum(d > 0 for d in differences)
+                cells.append(f"{mean:+.2f}{spread} at {statistics.fmean(speeds):.2f}× "
+                             f"[ahead {ahead} of {len(differences)}{beyond}]")
+            lines.append(f"| {first} − {second} | {target} | " + " | ".join(cells) + " |")
+        if entry.get("note"):
+            notes.append(f"- {first} − {second} (at equal speed-up): {entry['note']}")
     return lines + ([""] + notes if notes else [])
 
 

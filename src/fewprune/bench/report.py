@@ -304,23 +304,24 @@ def _speedup_differences(comparisons: list[dict], groups: dict, model: str, conf
     notes = []
     for entry in comparisons:
         first, second = entry["methods"]
+        # the second's timed structures per (sample count, seed), each curve starting at the teacher
+        curves: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(lambda: [reference])
+        for (m, _t, samples, method), rows in groups.items():
+            if m == model and method == second:
+                for r in rows:
+                    if (speed := speedup(r, teacher)) is not None:
+                        curves[(samples, r["cell"]["seed"])].append((speed, 100 * r[metric]))
         for target in map(_target_label, config.targets):
             if not any(groups.get((model, target, n, first)) for n in config.samples):
                 continue
             cells = []
             for n in config.samples:
-                curves: dict[int, list[tuple[float, float]]] = defaultdict(lambda: [reference])
-                for (m, _t, samples, method), rows in groups.items():
-                    if m == model and samples == n and method == second:
-                        for r in rows:
-                            if (speed := speedup(r, teacher)) is not None:
-                                curves[r["cell"]["seed"]].append((speed, 100 * r[metric]))
                 speeds, differences, outside = [], [], 0
                 for r in groups.get((model, target, n, first), ()):
-                    speed, seed = speedup(r, teacher), r["cell"]["seed"]
-                    if speed is None or seed not in curves:  # not timed, or a seed the second has not run
+                    speed, curve = speedup(r, teacher), (n, r["cell"]["seed"])
+                    if speed is None or curve not in curves:  # not timed, or a seed the second has not run
                         continue
-                    other = _interpolate(curves[seed], speed)
+                    other = _interpolate(curves[curve], speed)
                     if other is None:
                         outside += 1
                         continue

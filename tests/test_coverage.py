@@ -100,8 +100,7 @@ def test_method_coverage_tells_runs_refusals_and_failures_apart(tmp_path):
     composed = quick("l1+fskd+mir", iterations=3)  # an unregistered composition, every loop cut short
     assert composed.recovery == "fskd+mir" and composed.recovery_options["mir"]["schedule"].iterations == 3
     assert quick("asca", iterations=3).criterion_options == {"iterations": 3}  # not its **schedule keywords
-    scoring = quick("practise", iterations=3).criterion_options["schedule"]  # cut short, otherwise PRACTISE's own
-    assert (scoring.iterations, scoring.bn, scoring.weight_decay) == (3, "frozen", 0.0)
+    assert quick("practise", iterations=3).criterion_options == {"iterations": 3}  # its scoring, otherwise its own
     report = method_coverage_markdown(rows, "fewprune check --methods")
     assert "**3 of 4 pairs run**, 1 are refused" in report and "refused [1]" in report and "Partial" not in report
     assert "**Partial: 2 pairs not checked yet**" in method_coverage_markdown(rows, "fewprune check", unchecked=2)

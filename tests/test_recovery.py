@@ -222,6 +222,27 @@ def test_practise_drops_a_zero_residual_block_first_without_changing_any_output(
         assert torch.allclose(result.student(batch.images), teacher(batch.images), atol=1e-5)
 
 
+def test_practise_scoring_length_is_an_option_of_the_method(monkeypatch):
+    from fewprune.recovery import practise
+    from fewprune.structure import PruningSpace
+
+    trained = []
+    real = practise.train_student
+    monkeypatch.setattr(practise, "train_student", lambda *a, **k: trained.append(a[3].iterations) or real(*a, **k))
+    described = fp.methods.part_options("practise")["criterion"]["options"]
+    assert "iterations" in described and "schedule" not in described  # what `fewprune methods practise` lists
+    teacher, batch = model_and_batch()
+    recipe = dataclasses.replace(fp.methods.with_options("practise", {"criterion.iterations": 2}),
+                                 recovery="none", augment=None)
+    fp.compress(teacher, batch.images, method=recipe, target=fp.Target(blocks=1), progress=False)
+    candidates = PruningSpace(teacher, batch.images[:1]).blocks
+    assert len(trained) == len(candidates) > 1 and set(trained) == {2}  # one short run per candidate block
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="whole number of steps"):
+            fp.compress(teacher, batch.images, target=fp.Target(blocks=1), progress=False,
+                        method=fp.methods.with_options("practise", {"criterion.iterations": bad}))
+
+
 def _pruned_keeping_features():
     """A resnet20 teacher, its few samples, and the L1 student at 50% MACs with the feature width kept (as MiR needs)."""
     teacher, batch = model_and_batch("resnet20")

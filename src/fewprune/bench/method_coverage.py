@@ -45,21 +45,21 @@ def method_names() -> list[str]:
 
 
 def _shortened(options: dict, function, iterations: int) -> dict:
-    """``options`` with the function's training loop (a ``schedule`` or an ``iterations`` count) cut short.
+    """``options`` with the function's training loop (an ``iterations`` count, else a ``schedule``) cut short.
 
-    A schedule keeps the rest of its settings (the recipe's, or the function's visible default, e.g.
-    PRACTISE's frozen BN); a function that picks its schedule inside gets ``Schedule()``'s.
+    A schedule keeps the rest of its settings (the recipe's, or the function's visible default); a function that
+    picks its schedule inside gets ``Schedule()``'s.
     """
     from ..recovery import Schedule
 
     parameters = {name: p for name, p in inspect.signature(function).parameters.items()
                   if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}  # asca's **schedule is not a Schedule
+    if "iterations" in parameters and "schedule" not in options:  # practise's length; asca's **schedule's
+        return {**options, "iterations": iterations}
     if "schedule" in parameters:
         default = parameters["schedule"].default
         base = options.get("schedule") or (default if isinstance(default, Schedule) else Schedule())
         return {**options, "schedule": replace(base, iterations=iterations, batch_size=8)}
-    if "iterations" in parameters:
-        return {**options, "iterations": iterations}
     return options
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 from torch import nn
@@ -81,9 +81,19 @@ def recoverability(model: nn.Module, teacher: nn.Module, block: str, blocks: lis
 
 
 @register_criterion("practise")
-def practise_scores(model: nn.Module, space: PruningSpace, batch: Batch,
-                    schedule: Schedule = SCORING_SCHEDULE) -> dict[str, float]:
-    """Recoverability ÷ measured latency saving per block (lower = drop first)."""
+def practise_scores(model: nn.Module, space: PruningSpace, batch: Batch, iterations: int = SCORING_SCHEDULE.iterations,
+                    schedule: Schedule | None = None) -> dict[str, float]:
+    """Recoverability ÷ measured latency saving per block (lower = drop first).
+
+    ``iterations``: adaptor training steps per candidate block (CLI ``--option criterion.iterations=N``). The
+    authors train 1000–2000 per block on a GPU: more steps rank the blocks by what adaptors can really recover,
+    at a cost proportional to steps × blocks. ``schedule`` (Python only) replaces the whole scoring schedule,
+    its iterations included.
+    """
+    if schedule is None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"practise: iterations must be a whole number of steps ≥ 1, not {iterations!r}")
+        schedule = replace(SCORING_SCHEDULE, iterations=iterations)
     images = batch.images[:64]
     targets = teacher_features(batch.teacher, mimicked_layers(batch.teacher, images[:1]))
     scores = {}

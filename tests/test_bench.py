@@ -806,6 +806,17 @@ def test_status_counts_each_kind_of_job_and_estimates_the_time_left(sweep, monke
     assert lines["l2"].estimated_from == "other methods at 20 samples"
     text = status_markdown(config, list(lines.values()))
     assert "1 of 5 jobs done" in text and "| l2 | 20 | 0 | 0 | 0 | 0 | 1 | 1 min (≈ other methods at 20 samples) |" in text
+    assert "With the 1 process running it now: about 1 min of wall time at best." in text  # this one, claiming
+
+
+def test_the_wall_time_left_shares_the_jobs_out_but_never_below_the_longest_one():
+    from fewprune.bench.status import StatusLine, wall_seconds_left
+
+    lines = [StatusLine("m", "a", 10, to_run=3, seconds_each=100.0, left=3.0),
+             StatusLine("m", "b", 10, running=1, seconds_each=500.0, left=0.5),  # a checkpoint: half of it left
+             StatusLine("m", "c", 10, to_run=2),  # nothing to estimate it from: not counted
+             StatusLine("m", "d", 10, done=4, seconds_each=9000.0)]  # done: nothing left
+    assert [wall_seconds_left(lines, n) for n in (1, 2, 4)] == [550.0, 275.0, 250.0]
 
 
 def test_status_counts_only_the_part_a_checkpointed_training_job_has_left(sweep):

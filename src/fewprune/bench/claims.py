@@ -66,6 +66,11 @@ def live_families(results: str | Path) -> set[str]:
     return {c["family"] for c in read_claims(results) if _alive(c["owner"])}
 
 
+def live_processes(results: str | Path) -> int:
+    """How many live processes hold claims on the sweep's families now."""
+    return len({json.dumps(c["owner"], sort_keys=True) for c in read_claims(results) if _alive(c["owner"])})
+
+
 def try_claim(results: str | Path, family: str) -> bool:
     """Claim ``family`` for this process unless another live process holds it. Call under the results lock.
 

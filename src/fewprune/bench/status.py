@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints import checkpoint_progress, job_checkpoint
-from .claims import family_id, live_families
+from .claims import family_id, live_families, live_processes
 from .config import TRAINING_KINDS, Cell, SweepConfig
 from .runner import read_results
 from .scratch import scratch_label
@@ -161,6 +161,14 @@ def sweep_status(config: SweepConfig) -> list[StatusLine]:
     return list(lines.values())
 
 
+def wall_seconds_left(lines: list[StatusLine], processes: int) -> float:
+    """The least wall time the estimated jobs left need on ``processes`` processes: their CPU time shared out
+    evenly, but never less than the longest single job left (a job runs on one process)."""
+    known = sum(line.left_seconds or 0 for line in lines)
+    longest = max((line.seconds_each * min(1.0, line.left) for line in lines if line.left_seconds), default=0.0)
+    return max(known / processes, longest)
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
 
@@ -186,4 +194,8 @@ def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
             f"the wall times of jobs measured in {Path(config.results).parent}; a training job with a checkpoint counts "
             "the part it has left)" + (f", plus {without} jobs of kinds with nothing measured yet"
                                                           if without else "") + "."]
+    processes = live_processes(config.results)
+    if processes and known:
+        out.append(f"With the {processes} process{'es' if processes > 1 else ''} running it now: about "
+                   f"{_duration(wall_seconds_left(lines, processes))} of wall time at best.")
     return "\n".join(out) + "\n"

@@ -51,6 +51,19 @@ def test_check_cli_resumes_reports_and_exits_non_zero_on_a_failure(tmp_path, cap
     assert len(results.read_text().splitlines()) == 3
 
 
+def test_check_of_a_model_that_takes_other_inputs_points_to_input_shape(tmp_path, capsys):
+    from fewprune.cli import main
+
+    source = tmp_path / "grey_net.py"  # a user's file: grey images in
+    source.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), "
+                      "nn.Conv2d(32, 32, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3))\n")
+    assert main(["check", f"{source}:build"]) == 1  # 3×224×224 by default
+    out = capsys.readouterr().out
+    assert "does not run on the samples" in out and "random 3×224×224 images" in out and "--input-shape C,H,W" in out
+    assert main(["check", f"{source}:build", "--input-shape", "1,16,16"]) == 0
+    assert "--input-shape" not in capsys.readouterr().out
+
+
 def test_zero_initialised_layers_are_randomised_so_the_comparison_can_fail():
     import torch
     from torch import nn

@@ -65,4 +65,7 @@ def cmd_check(args) -> int:
         verdict = "refused" if r["status"] == "refused" else "FAILS"
         print(f"{r['model']}: " + ("ok" if r["status"] == "ok" else f"{verdict} at {r['stage']}: {r['error']}"))
     print(f"{len(rows) - len(failed)} of {len(rows)} models prune, match their masked teacher and reload exactly")
+    if failed and not args.input_shape:  # a model of other inputs fails on the default ones
+        print(f"(each model ran on random {'×'.join(map(str, shape))} images; give your model's input with "
+              "--input-shape C,H,W)")
     return 1 if failed else 0

@@ -269,6 +269,30 @@ def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(
     assert "--image-resize: must be imagenet or fit or a number in (0, 1], not 2" in capsys.readouterr().err
 
 
+def test_reading_images_for_a_model_of_no_known_convention_says_how_they_are_read(tmp_path, capsys):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "pngs" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(torch.randint(0, 256, (28, 28), dtype=torch.uint8).numpy()).save(
+                tmp_path / "pngs" / label / f"{i}.png")
+    source = tmp_path / "grey_net.py"  # a user's model of grey 28×28 images: nothing records how it reads them
+    source.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Conv2d(1, 8, 3), "
+                      "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))\n")
+    data = ["--data", f"imagefolder:{tmp_path / 'pngs'}"]
+    assert main(["eval", "--model", f"{source}:build", *data, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "as ImageNet models take theirs" in err and "3 channels, 224×224" in err and "does not run on" in err
+    assert main(["eval", "--model", f"{source}:build", *data, "--image-size", "28", "--image-channels", "1",
+                 "--quiet"]) == 0
+    assert "1 channel, 28×28, mean 0.449" in capsys.readouterr().err  # the flags given, ImageNet's (grey) for the rest
+    flags = ["--image-size", "28", "--image-channels", "1", "--image-mean", "0.5", "--image-std", "0.5",
+             "--image-resize", "fit", "--image-interpolation", "bilinear"]
+    assert main(["eval", "--model", f"{source}:build", *data, *flags, "--quiet"]) == 0
+    assert "note: reading" not in capsys.readouterr().err  # every setting given: nothing to say
+
+
 def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(env, capsys, monkeypatch):
     from fewprune import metrics
     from fewprune.recovery import mir

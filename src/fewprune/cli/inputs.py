@@ -68,10 +68,12 @@ def read_dataset(args, split: str):
     model = getattr(args, "model", None)
     recorded = model_input_convention(model) or {}
     options = {**recorded, **given}
-    if set(recorded) - set(given) and not getattr(args, "convention_noted", False):
+    if set(IMAGE_FLAGS) - set(given) and not getattr(args, "convention_noted", False):
         args.convention_noted = True  # once, though the train and test splits are both read
         c = data.input_convention(**{key: value for key, value in options.items() if key in IMAGE_FLAGS})
-        print(f"fewprune: note: reading {args.data[len('imagefolder:'):]} as {model} takes its input: "
+        whose = (f"as {model} takes its input" if recorded else
+                 f"as ImageNet models take theirs ({model} records no input convention)")
+        print(f"fewprune: note: reading {args.data[len('imagefolder:'):]} {whose}: "
               f"{c['channels']} channel{'s' if c['channels'] > 1 else ''}, {c['image_size']}×{c['image_size']}, "
               f"mean {', '.join(f'{v:g}' for v in c['mean'])}, std {', '.join(f'{v:g}' for v in c['std'])}, "
               f"resize {c['resize'] if isinstance(c['resize'], str) else format(c['resize'], '.4g')}, "

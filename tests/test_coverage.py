@@ -14,6 +14,16 @@ def test_a_supported_model_passes_every_check_and_its_figures_are_consistent():
     assert row["max_logit_difference"] < 1e-4 and 0 < row["pruned_groups"] <= row["groups"]
 
 
+def test_the_walk_through_model_of_ones_own_passes_the_check():
+    """docs/your-model.md starts from examples/your-model/net.py: a plain-PyTorch file fewprune builds by path."""
+    from pathlib import Path
+
+    net = Path(__file__).resolve().parents[1] / "examples" / "your-model" / "net.py"
+    row = check_model(f"{net}:build", (1, 28, 28), macs=0.3)
+    assert row["status"] == "ok", row
+    assert row["pruned_groups"] > 0 and row["max_logit_difference"] < 1e-4
+
+
 def test_a_failure_is_recorded_with_its_stage_and_reported():
     bad = check_model("torchvision:no_such_net", (3, 32, 32))
     assert bad["status"] == "fail" and bad["stage"] == "build" and "no_such_net" in bad["error"]

@@ -283,7 +283,8 @@ def test_reading_images_for_a_model_of_no_known_convention_says_how_they_are_rea
     data = ["--data", f"imagefolder:{tmp_path / 'pngs'}"]
     assert main(["eval", "--model", f"{source}:build", *data, "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "as ImageNet models take theirs" in err and "3 channels, 224×224" in err and "does not run on" in err
+    assert "with ImageNet models' settings where no --image-* flag is given" in err
+    assert "3 channels, 224×224" in err and "does not run on" in err
     assert main(["eval", "--model", f"{source}:build", *data, "--image-size", "28", "--image-channels", "1",
                  "--quiet"]) == 0
     assert "1 channel, 28×28, mean 0.449" in capsys.readouterr().err  # the flags given, ImageNet's (grey) for the rest

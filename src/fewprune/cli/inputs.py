@@ -72,7 +72,8 @@ def read_dataset(args, split: str):
         args.convention_noted = True  # once, though the train and test splits are both read
         c = data.input_convention(**{key: value for key, value in options.items() if key in IMAGE_FLAGS})
         whose = (f"as {model} takes its input" if recorded else
-                 f"as ImageNet models take theirs ({model} records no input convention)")
+                 f"with ImageNet models' settings where no --image-* flag is given ({model} records no input "
+                 "convention)")
         print(f"fewprune: note: reading {args.data[len('imagefolder:'):]} {whose}: "
               f"{c['channels']} channel{'s' if c['channels'] > 1 else ''}, {c['image_size']}×{c['image_size']}, "
               f"mean {', '.join(f'{v:g}' for v in c['mean'])}, std {', '.join(f'{v:g}' for v in c['std'])}, "

@@ -294,7 +294,7 @@ def test_reading_images_for_a_model_of_no_known_convention_says_how_they_are_rea
     assert "note: reading" not in capsys.readouterr().err  # every setting given: nothing to say
 
 
-def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(env, capsys, monkeypatch):
+def test_a_dry_run_shows_the_plan_its_speed_up_and_its_recovery_time_projected_without_saving(env, capsys, monkeypatch):
     from fewprune import metrics
     from fewprune.recovery import mir
 
@@ -303,20 +303,23 @@ def test_a_dry_run_shows_the_plan_and_its_speed_up_without_recovering_or_saving(
     monkeypatch.setattr(metrics, "latency", lambda model, x: {"median_ms": float(metrics.macs(model, x[:1])) / 1e6,
                                                               "p25_ms": 0.0, "p75_ms": 0.0, "threads": 1})
     trained = []
-    monkeypatch.setattr(mir, "train_student", lambda *a, **k: trained.append(1))  # MiR would train through it
+    train_student = mir.train_student
+    monkeypatch.setattr(mir, "train_student",  # MiR trains through it: count its steps
+                        lambda *a, **k: trained.append(a[3].iterations) or train_student(*a, **k))
     argv = ["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--method", "l1+mir",
             "--macs", "0.5", "--dry-run"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "plan of l1+mir" in printed and "layer1.0.conv1" in printed and "student (no recovery)" in printed
+    assert "plan of l1+mir" in printed and "layer1.0.conv1" in printed and "the structure alone" in printed
     assert "2.0" in printed.split("MAC speed-up / measured speed-up (b64)")[1].split("×")[0]  # MACs halved
-    assert "nothing was saved" in printed and not trained and sorted(p.name for p in tmp.iterdir()) == before
-    # what the recovery would cost: its steps, each timed here (10 samples: mini-batches of 10)
-    assert "recovery (mir: 800 steps of 10 images, " in printed and " min of training" in printed
+    assert "nothing was saved" in printed and sorted(p.name for p in tmp.iterdir()) == before
+    # what the recovery would cost: run 8 steps here, projected to its 800 (10 samples: mini-batches of 10)
+    assert trained == [8] and "each training step run 8 iterations here" in printed
+    assert "mir: 800 steps of 10 images, " in printed and " s each, " in printed and " min" in printed
     assert main([*argv[:-1], "--iterations", "40", "--dry-run"]) == 0
-    assert "mir: 40 steps of 10 images" in capsys.readouterr().out
+    assert "mir: 40 steps of 10 images" in capsys.readouterr().out and trained[-1] == 8
     assert main([*argv[:8], "l1+lsq", *argv[9:]]) == 0
-    assert "recovery (" not in capsys.readouterr().out  # a closed-form recovery: no training to time
+    assert "lsq: " in capsys.readouterr().out.split("closed form, run in full")[0]  # nothing to cut short
     assert main(argv[:-1]) == 2 and "--out" in capsys.readouterr().err
     # its errors name the method as typed (the preview runs it without its recovery)
     assert main([*argv[:-3], "--blocks", "2", "--dry-run"]) == 2

@@ -555,18 +555,23 @@ def test_mir_keeps_a_head_of_several_layers_whole_and_frozen():
     assert result.report["macs_reduction"] > 0.25
 
 
-def test_a_methods_training_steps_are_listed_with_their_schedules_and_timed_on_a_copy():
+def test_a_methods_training_steps_are_listed_with_their_lengths_and_a_run_projected_from_its_step_times():
     from fewprune import methods
-    from fewprune.recovery import training_step_seconds
+    from fewprune.recovery import projected_seconds, train_student
     from fewprune.recovery.mir import MIR_SCHEDULE
-    from model_state import same, snapshot
 
-    assert methods.training_schedules("l1+lsq") == []
-    assert methods.training_schedules("l1+lsq+mir") == [("mir", MIR_SCHEDULE)]
-    [(name, schedule)] = methods.training_schedules(methods.with_schedule("l1+kd", iterations=40))
-    assert name == "kd" and schedule.iterations == 40
-    teacher = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
-    student = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
-    before = snapshot(student)
-    assert training_step_seconds(student, teacher, torch.randn(6, 1, 28, 28), MIR_SCHEDULE) > 0
-    same(before, snapshot(student))  # timed on a copy: weights, grads, flags and modes as they were
+    assert methods.training_lengths("l1+lsq") == []
+    assert methods.training_lengths("l1+lsq+mir") == [("mir", MIR_SCHEDULE.iterations, MIR_SCHEDULE.batch_size)]
+    assert methods.training_lengths(methods.with_schedule("l1+kd", iterations=40)) == [("kd", 40, 64)]
+    assert methods.training_lengths(methods.with_schedule("l1+cd", iterations=7)) == [("cd", 7, 64)]
+    # train_student reports its steps' times: the median one (the first, warming up, left out) and their sum
+    teacher, batch = model_and_batch()
+    student = copy.deepcopy(teacher)
+    stats = train_student(student, lambda x, y: ((student(x) - teacher(x)) ** 2).mean(), batch,
+                          Schedule(iterations=4, batch_size=8), progress=False)
+    assert stats["steps_run"] == 4 and 0 < stats["seconds_per_step"] <= stats["steps_seconds"]
+    # setup as measured, plus the full length's steps at the step time (cd: per layer, 3 layers), or in proportion
+    timed = {"steps_run": 8, "seconds_per_step": 0.5, "steps_seconds": 4.0}
+    assert projected_seconds(timed, 10.0, 800, 8) == 10.0 - 4.0 + 800 * 0.5
+    assert projected_seconds({**timed, "steps_run": 24}, 20.0, 300, 8) == 20.0 - 4.0 + 900 * 0.5
+    assert projected_seconds({"iterations": 8}, 3.0, 300, 8) == pytest.approx(112.5)

@@ -401,9 +401,10 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
             if mix is not None and "mix" in inspect.signature(recover).parameters:
                 context["mix"] = mix
             options = recipe.recovery_options.get(step, {})
+            started = time.perf_counter()
             with all_trainable(student):
-                recovery_stats[step] = recover(student, teacher, batch, seed=seed, progress=progress, **context,
-                                               **options)
+                stats = recover(student, teacher, batch, seed=seed, progress=progress, **context, **options)
+            recovery_stats[step] = {**(stats or {}), "wall_seconds": round(time.perf_counter() - started, 3)}
     timings["recover_s"] = time.perf_counter() - t
     student.eval()
 

@@ -166,21 +166,27 @@ def with_schedule(method: str | Method, **changes) -> Method:
     return replace(recipe, recovery_options=options)
 
 
-def training_schedules(method: str | Method) -> list[tuple[str, object]]:
-    """The method's recovery steps that train on a :class:`~fewprune.recovery.Schedule`, each with the schedule it
-    will run (its own default, or the one ``with_schedule`` set); closed-form steps (``lsq``, ``fskd``) are not
-    listed."""
+def training_lengths(method: str | Method) -> list[tuple[str, int, int]]:
+    """The method's recovery steps that train, each as ``(step, iterations, batch_size)`` as it will run: a step
+    on a :class:`~fewprune.recovery.Schedule` (its own default, or the one ``with_schedule`` set), or one that
+    takes ``iterations`` itself (``cd``: per layer). Closed-form steps (``lsq``, ``fskd``, ``bn``) are not listed."""
     import inspect
 
     from .recovery import Schedule, recoveries
 
     recipe = get(method)
     steps = []
-    for step in recipe.recovery.split("+"):
+    for step in (s for s in recipe.recovery.split("+") if s != "none"):
         function = recoveries.get(step)
-        if "schedule" in inspect.signature(function).parameters:
-            steps.append((step, recipe.recovery_options.get(step, {}).get("schedule")
-                          or getattr(function, "default_schedule", None) or Schedule()))
+        parameters = inspect.signature(function).parameters
+        own = recipe.recovery_options.get(step, {})
+        if "schedule" in parameters:
+            schedule = own.get("schedule") or getattr(function, "default_schedule", None) or Schedule()
+            steps.append((step, schedule.iterations, schedule.batch_size))
+        elif "iterations" in parameters:
+            given = {name: own.get(name, parameters[name].default) for name in ("iterations", "batch_size")
+                     if name in parameters}
+            steps.append((step, given["iterations"], given.get("batch_size", 0)))
     return steps
 
 

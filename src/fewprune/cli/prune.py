@@ -91,20 +91,29 @@ def cmd_prune(args) -> int:
     return 0
 
 
+# --dry-run runs each training step of the recovery this many iterations, to time a step on this machine
+TIMED_ITERATIONS = 8
+
+
 def _preview_plan(args, teacher, few, target, console) -> int:
-    """``prune --dry-run``: the method's plan without its recovery, timed against the teacher; nothing saved."""
+    """``prune --dry-run``: the method's plan, timed against the teacher, and the recovery's time projected from a
+    short run of it (each training step cut to a few iterations); nothing saved."""
     from dataclasses import replace
 
     from rich.table import Table
 
     from .. import api, methods
+    from ..recovery import projected_seconds
 
-    # the options first: a recovery's are checked against the method's steps, which the plan alone drops
-    recipe_of_args = methods.with_options(args.method, dict(args.option))
-    recipe = replace(recipe_of_args, recovery="none", augment=None,
-                     label=args.method)  # errors name the method as typed, not its recovery-less recipe
-    result = api.compress(teacher, few, method=recipe, target=target, seed=args.seed, labels=not args.no_labels,
-                          round_to=args.round_to, min_width=args.min_width, protect=args.protect)
+    # the options first: a recovery's are checked against the method's steps
+    schedule = {key: value for key in SCHEDULE_FLAGS if (value := getattr(args, key)) is not None}
+    recipe = methods.with_options(args.method, dict(args.option))
+    recipe = methods.with_schedule(recipe, **schedule) if schedule else recipe
+    lengths = {step: (iterations, batch_size) for step, iterations, batch_size in methods.training_lengths(recipe)}
+    timed = methods.with_schedule(recipe, iterations=TIMED_ITERATIONS) if lengths else recipe
+    result = api.compress(teacher, few, method=replace(timed, label=args.method),  # errors name it as typed
+                          target=target, seed=args.seed, labels=not args.no_labels, round_to=args.round_to,
+                          min_width=args.min_width, protect=args.protect)
     widths = Table(title=f"plan of {args.method} (widths before → after)")
     for column in ("group or block", "kind", "before", "after"):
         widths.add_column(column, justify="left" if column in ("group or block", "kind") else "right")
@@ -113,24 +122,29 @@ def _preview_plan(args, teacher, few, target, console) -> int:
     console.print(widths)
     example = few.tensors()[0][:1]
     rows = {who: metrics.measure(model, None, example)
-            for who, model in (("teacher", teacher), ("student (no recovery)", result.student))}
+            for who, model in (("teacher", teacher), ("student", result.student))}
     console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}: the structure alone", speed_up=True))
     seconds = sum(v for k, v in result.report["timings"].items() if k != "recover_s")
-    console.print(f"dry run: the plan took {seconds:.1f} s to decide; no recovery was trained and nothing was saved")
-    schedule = {key: value for key in SCHEDULE_FLAGS if (value := getattr(args, key)) is not None}
-    steps = methods.training_schedules(methods.with_schedule(recipe_of_args, **schedule) if schedule
-                                       else recipe_of_args)
-    if steps:  # what the recovery would cost: its training steps, timed here on this student
-        from ..recovery import training_step_seconds
-
-        images = few.tensors()[0].to(example.device)
-        step_seconds = {s.batch_size: training_step_seconds(result.student, teacher, images, s) for _, s in steps}
-        parts = [f"{name}: {s.iterations} steps of {min(s.batch_size, len(images))} images, "
-                 f"{step_seconds[s.batch_size]:.2f} s each" for name, s in steps]
-        total = sum(s.iterations * step_seconds[s.batch_size] for _, s in steps)
-        console.print(f"recovery ({'; '.join(parts)}; a step timed here: the student's forward and backward, the "
-                      f"teacher's forward): about {total / 60:.1f} min of training, without closed-form steps and "
-                      "per-step extras such as mixing")
+    console.print(f"dry run: the plan took {seconds:.1f} s to decide; nothing was saved")
+    steps = result.report.get("recovery", {})
+    if steps:  # what the recovery costs here: each step run short, its per-step time times its full length
+        parts, total = [], 0.0
+        for step, stats in steps.items():
+            spent = stats["wall_seconds"]
+            if step in lengths:
+                iterations, batch_size = lengths[step]
+                projected = projected_seconds(stats, spent, iterations, TIMED_ITERATIONS)
+                each = (f", {stats['seconds_per_step']:.2g} s each" if "seconds_per_step" in stats
+                        else f" (timed at {TIMED_ITERATIONS}, scaled)")
+                size = f" of {min(batch_size, len(few))} images" if batch_size else ""
+                per = f" per layer ({len(stats['layers'])})" if "layers" in stats else ""  # cd fits layer by layer
+                parts.append(f"{step}: {iterations} steps{size}{per}{each}, {projected:.0f} s in all")
+            else:
+                projected = spent
+                parts.append(f"{step}: {spent:.1f} s (closed form, run in full)")
+            total += projected
+        short = f"each training step run {TIMED_ITERATIONS} iterations here" if lengths else "run here"
+        console.print(f"recovery ({short}, on this student; {'; '.join(parts)}): about {total / 60:.1f} min")
     return 0
 
 

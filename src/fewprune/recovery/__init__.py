@@ -7,14 +7,13 @@ from .base import (
     Schedule,
     all_trainable,
     augment_batch,
+    projected_seconds,
     recoveries,
     register_recovery,
     train_student,
-    training_step_seconds,
 )
 
 __all__ = [
     "SCHEDULE_FLAGS", "RecoveryDiverged", "Schedule",
-    "all_trainable", "augment_batch", "recoveries", "register_recovery", "train_student",
-    "training_step_seconds",
+    "all_trainable", "augment_batch", "projected_seconds", "recoveries", "register_recovery", "train_student",
 ]

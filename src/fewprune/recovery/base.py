@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,33 +119,24 @@ def decay_factor(schedule: Schedule, iteration: int) -> float:
     raise ValueError(f"Schedule.decay must be 'cosine' or 'step', not {schedule.decay!r}")
 
 
-def training_step_seconds(student: nn.Module, teacher: nn.Module, images: torch.Tensor, schedule: Schedule,
-                          repeats: int = 3) -> float:
-    """The time one training step takes here (median of ``repeats`` after a warm-up): the student's forward and
-    backward on a mini-batch of ``images`` (``schedule.batch_size`` of them at most, as :func:`train_student`
-    draws) and the teacher's forward beside it, as distillation and feature mimicking do. Runs on a copy of the
-    student; an estimate for a recovery's ``schedule.iterations`` steps."""
-    import time
+def step_times(seconds: list[float]) -> dict:
+    """What a training loop reports of its steps' wall times, for :func:`projected_seconds`: how many ran, their
+    median (the first, which also warms up, left out) and their sum; nothing when no step ran."""
+    if not seconds:
+        return {}
+    steady = seconds[1:] or seconds
+    return {"steps_run": len(seconds), "seconds_per_step": statistics.median(steady), "steps_seconds": sum(seconds)}
 
-    from ..models.outputs import main_output
 
-    student = copy.deepcopy(student).train()
-    x = images[: min(schedule.batch_size, len(images))]
-    layout = torch.channels_last if schedule.channels_last and x.ndim == 4 else None
-    if layout is not None:
-        x = x.contiguous(memory_format=layout)
-    times = []
-    with memory_format(student, layout), torch.enable_grad():
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
-            with torch.no_grad():
-                target = teacher(x)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
-                out = student(x)
-            loss = ((main_output(out).float() - main_output(target).float()) ** 2).mean()
-            loss.backward()
-            times.append(time.perf_counter() - started)
-    return sorted(times[1:])[len(times[1:]) // 2]
+def projected_seconds(stats: dict, seconds: float, iterations: int, timed: int) -> float:
+    """The wall time a recovery step would take at ``iterations``, from a run of it at ``timed`` iterations that
+    took ``seconds`` and reported ``stats``: the run's setup as it was (teacher passes, recalibration, folding) plus
+    its steps, as many as ``iterations`` make (``cd`` runs them per layer), at the median step time it reported
+    (:func:`step_times`); a step that reports no step times is scaled in proportion."""
+    if "seconds_per_step" in stats:
+        steps = stats["steps_run"] * iterations / max(1, timed)
+        return seconds - stats["steps_seconds"] + steps * stats["seconds_per_step"]
+    return seconds * iterations / max(1, timed)
 
 
 def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -177,8 +170,10 @@ def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ten
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
     layout = torch.channels_last if schedule.channels_last and images.ndim == 4 else None
+    step_seconds: list[float] = []  # each step's wall time: what --dry-run projects a full run from
     with memory_format(student, layout):
         for it in progress_bar(range(total), total=total, description=description, enabled=progress):
+            started = time.perf_counter()
             idx = torch.randperm(n, generator=gen)[: min(schedule.batch_size, n)]
             x = images[idx]
             y = labels[idx] if labels is not None else None
@@ -213,6 +208,7 @@ def train_student(student: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ten
                 window.clear()
                 if mean < best_loss:
                     best_loss, best_state = mean, copy.deepcopy(student.state_dict())
+            step_seconds.append(time.perf_counter() - started)
     student.eval()
     return {"iterations": total, "first_loss": first, "last_loss": history[-1] if history else None,
-            "loss_curve": history[:: max(1, total // 50)]}
+            "loss_curve": history[:: max(1, total // 50)], **step_times(step_seconds)}

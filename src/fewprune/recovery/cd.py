@@ -22,6 +22,8 @@ so ``lsq`` (:mod:`.lsq`) fits exactly that, in closed form.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +33,7 @@ from ..models.features import module_io, record_forward
 from ..modes import eval_mode
 from ..progress import progress_bar
 from ..structure import Pruned, gradients_enabled
-from .base import RecoveryDiverged, register_recovery
+from .base import RecoveryDiverged, register_recovery, step_times
 
 
 def _layer_inputs(model: nn.Module, name: str, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -39,8 +41,9 @@ def _layer_inputs(model: nn.Module, name: str, images: torch.Tensor, batch_size:
 
 
 def _fit_layer(layer: nn.Module, correction: tuple, imitation: tuple, mu: float, iterations: int, lr: float,
-               batch_size: int, gen: torch.Generator, name: str) -> tuple[float, float]:
-    """Adam on ``layer``'s weights for μ·correction + (1 − μ)·imitation; returns the loss before and after."""
+               batch_size: int, gen: torch.Generator, name: str, step_seconds: list[float]) -> tuple[float, float]:
+    """Adam on ``layer``'s weights for μ·correction + (1 − μ)·imitation; returns the loss before and after.
+    Each step's wall time is appended to ``step_seconds``."""
     (x_c, y_c), (x_i, y_i) = correction, imitation
 
     def objective(idx=slice(None)):
@@ -52,6 +55,7 @@ def _fit_layer(layer: nn.Module, correction: tuple, imitation: tuple, mu: float,
         opt = torch.optim.Adam(layer.parameters(), lr=lr)
         try:
             for it in range(iterations if before > 1e-12 else 0):  # nothing to correct: leave it
+                started = time.perf_counter()
                 loss = objective(torch.randperm(len(x_c), generator=gen)[:batch_size])
                 if not torch.isfinite(loss):
                     raise RecoveryDiverged(f"cross distillation of {name}: loss became {loss.item()} at step "
@@ -59,6 +63,7 @@ def _fit_layer(layer: nn.Module, correction: tuple, imitation: tuple, mu: float,
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                step_seconds.append(time.perf_counter() - started)
         finally:
             opt.zero_grad(set_to_none=True)  # leave no gradients behind on the student
     with torch.no_grad():
@@ -86,7 +91,7 @@ def cross_distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: in
                   if isinstance(m, nn.Conv2d) and m.groups == 1 and (n in pruned.kept_inputs or n in pruned.kept_outputs)]
     order = [n for n, _, _ in record_forward(student, images[:1], candidates)]
     gen = torch.Generator().manual_seed(seed)
-    fitted = []
+    fitted, step_seconds = [], []
     with eval_mode(student, teacher):
         for name in progress_bar(order, total=len(order), description="cross distillation", enabled=progress):
             s_layer, t_layer = student.get_submodule(name), teacher.get_submodule(name)
@@ -105,9 +110,9 @@ def cross_distill(student: nn.Module, teacher: nn.Module, batch: Batch, seed: in
                     corrected_target = corrected_target.index_select(1, kept_out)
                     imitated_target = imitated_target.index_select(1, kept_out)
             before, after = _fit_layer(s_layer, (xt_for_student, corrected_target), (xs, imitated_target), mu,
-                                       iterations, lr, batch_size, gen, name)
+                                       iterations, lr, batch_size, gen, name, step_seconds)
             fitted.append({"layer": name, "loss_before": before, "loss_after": after})
-    return {"layers": fitted, "mu": mu, "iterations": iterations, "lr": lr}
+    return {"layers": fitted, "mu": mu, "iterations": iterations, "lr": lr, **step_times(step_seconds)}
 
 
 cross_distill.needs_structure = True

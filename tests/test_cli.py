@@ -269,7 +269,7 @@ def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(
     assert "--image-resize: must be imagenet or fit or a number in (0, 1], not 2" in capsys.readouterr().err
 
 
-def test_reading_images_for_a_model_of_no_known_convention_says_how_they_are_read(tmp_path, capsys):
+def test_a_model_file_reads_images_as_it_declares_else_as_imagenet_models_do_and_says_so(tmp_path, capsys):
     from PIL import Image
 
     for label in ("a", "b"):
@@ -292,6 +292,23 @@ def test_reading_images_for_a_model_of_no_known_convention_says_how_they_are_rea
              "--image-resize", "fit", "--image-interpolation", "bilinear"]
     assert main(["eval", "--model", f"{source}:build", *data, *flags, "--quiet"]) == 0
     assert "note: reading" not in capsys.readouterr().err  # every setting given: nothing to say
+    # ... or the model's file says how it reads images, for every command and sweep that reads a folder for it
+    declared = tmp_path / "declared_net.py"
+    declared.write_text(source.read_text() + 'INPUT_CONVENTION = {"image_size": 28, "channels": 1, "mean": 0.5, '
+                                              '"std": 0.25, "resize": "fit"}\n')
+    assert main(["eval", "--model", f"{declared}:build", *data, "--quiet"]) == 0
+    assert f"as {declared}:build takes its input: 1 channel, 28×28, mean 0.5, std 0.25, resize fit" \
+        in capsys.readouterr().err
+    from fewprune.bench.runner import _load_data
+
+    train, _ = _load_data(f"imagefolder:{tmp_path / 'pngs'}", None, f"{declared}:build")
+    assert train[0][0].shape == (1, 28, 28) and train.info.mean == (0.5,)
+    for wrong, error in (('{"channels": 2}', "INPUT_CONVENTION: an image folder's images are read with 1 (grey) or 3 "
+                                             "(RGB) channels, not 2"),
+                         ('{"size": 28}', "INPUT_CONVENTION has unknown settings ['size']; it takes image_size, ")):
+        declared.write_text(source.read_text() + f"INPUT_CONVENTION = {wrong}\n")
+        assert main(["eval", "--model", f"{declared}:build", *data, "--quiet"]) == 2
+        assert f"{declared}: {error}" in capsys.readouterr().err
 
 
 def test_a_dry_run_shows_the_plan_its_speed_up_and_its_recovery_time_projected_without_saving(env, capsys, monkeypatch):

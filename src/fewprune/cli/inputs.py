@@ -84,9 +84,9 @@ def read_dataset(args, split: str):
 
 def model_input_convention(model: str | None) -> dict | None:
     """How ``model`` reads an image folder (:func:`fewprune.data.input_convention`'s keywords): a zoo teacher's
-    (from its manifest), a torchvision or timm model's (how its library evaluates its weights), a pruning
-    result's (its report records the one its teacher was pruned with, else its teacher's); None for other
-    models (ImageNet's convention applies)."""
+    (from its manifest), a torchvision or timm model's (how its library evaluates its weights), a model file's
+    (its ``INPUT_CONVENTION``, if it declares one), a pruning result's (its report records the one its teacher
+    was pruned with, else its teacher's); None for other models (ImageNet's convention applies)."""
     if not model:
         return None
     if model.startswith("zoo:") and model[4:] in zoo.list():
@@ -95,6 +95,8 @@ def model_input_convention(model: str | None) -> dict | None:
         return external.torchvision_input_convention(model.removeprefix("torchvision:"))
     if model.startswith("timm:"):
         return external.timm_input_convention(model.removeprefix("timm:"))
+    if ".py:" in model or model.endswith(".py"):
+        return external.file_input_convention(model)
     report = Path(model) / "report.json"
     if report.is_file():
         teacher = json.loads(report.read_text()).get("teacher_model") or {}

@@ -86,15 +86,22 @@ def timm_input_convention(name: str) -> dict | None:
             "interpolation": cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bicubic"}
 
 
-def file_model(spec: str, **kwargs) -> nn.Module:
-    """Import ``path/to/file.py`` and call its ``factory``; only the keyword arguments it accepts are passed."""
-    path_text, _, factory_name = spec.rpartition(":")
+def _import_file(spec: str):
+    """The module of ``path/to/file.py[:factory]``, imported from its file, and the factory's name."""
+    path_text, _, factory_name = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
     path = Path(path_text)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist (expected path/to/file.py:factory)")
     module_spec = importlib.util.spec_from_file_location(f"fewprune_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
+    return module, factory_name
+
+
+def file_model(spec: str, **kwargs) -> nn.Module:
+    """Import ``path/to/file.py`` and call its ``factory``; only the keyword arguments it accepts are passed."""
+    module, factory_name = _import_file(spec)
+    path = Path(spec.rpartition(":")[0])
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise AttributeError(f"{path} has no callable {factory_name!r}")
@@ -104,6 +111,30 @@ def file_model(spec: str, **kwargs) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{spec} returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def file_input_convention(spec: str) -> dict | None:
+    """How the model of ``path/to/file.py:factory`` reads images, if its file says: a module-level
+    ``INPUT_CONVENTION`` dict of :func:`fewprune.data.input_convention`'s keywords (checked), e.g.
+    ``{"image_size": 28, "channels": 1, "mean": 0.286, "std": 0.353, "resize": "fit"}``; None if it has none."""
+    from ..data import input_convention
+
+    module, _ = _import_file(spec)
+    declared = getattr(module, "INPUT_CONVENTION", None)
+    if declared is None:
+        return None
+    where = f"{spec.rpartition(':')[0] if '.py:' in spec else spec}: INPUT_CONVENTION"
+    if not isinstance(declared, dict):
+        raise TypeError(f"{where} must be a dict of input-convention settings, not {type(declared).__name__}")
+    unknown = sorted(set(declared) - set(inspect.signature(input_convention).parameters))
+    if unknown:
+        raise ValueError(f"{where} has unknown settings {unknown}; it takes "
+                         f"{', '.join(inspect.signature(input_convention).parameters)}")
+    try:
+        input_convention(**declared)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return dict(declared)
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

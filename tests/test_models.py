@@ -68,6 +68,22 @@ def test_user_file_factory_and_safetensors_weights(tmp_path):
     assert torch.equal(reference(x), loaded(x))
 
 
+def test_a_model_file_imports_the_modules_beside_it_as_a_script_would(tmp_path):
+    import sys
+
+    (tmp_path / "garment_layers.py").write_text(
+        "import torch.nn as nn\nclass Net(nn.Sequential):\n    def __init__(self):\n"
+        "        super().__init__(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n")
+    (tmp_path / "garment_weights.py").write_text("def fill(model):\n    return model\n")
+    source = tmp_path / "net.py"  # a user's entry file: its model's code lives beside it
+    source.write_text("from garment_layers import Net\n\ndef build():\n"
+                      "    from garment_weights import fill  # imported when called\n    return fill(Net())\n")
+    path_before = list(sys.path)
+    model = build(f"{source}:build")
+    assert [type(m).__name__ for m in model][:1] == ["Conv2d"] and model(torch.randn(1, 1, 8, 8)).shape == (1, 3)
+    assert sys.path == path_before  # the file's folder was on the path only meanwhile
+
+
 def test_torch_checkpoints_load_weights_only_and_pickles_need_opt_in(tmp_path):
     reference = build("resnet20", num_classes=10, in_channels=1)
     torch.save({"state_dict": reference.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")

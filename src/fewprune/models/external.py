@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -86,6 +88,18 @@ def timm_input_convention(name: str) -> dict | None:
             "interpolation": cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bicubic"}
 
 
+@contextmanager
+def _importable_beside(path: Path):
+    """The file's folder first on ``sys.path`` meanwhile, as when the file runs as a script: it may import the
+    modules beside it (its model's code)."""
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)  # this entry: the one inserted (an equal one already there stays)
+
+
 def _import_file(spec: str):
     """The module of ``path/to/file.py[:factory]``, imported from its file, and the factory's name."""
     path_text, _, factory_name = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
@@ -94,7 +108,8 @@ def _import_file(spec: str):
         raise FileNotFoundError(f"model file {path} does not exist (expected path/to/file.py:factory)")
     module_spec = importlib.util.spec_from_file_location(f"fewprune_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    with _importable_beside(path):
+        module_spec.loader.exec_module(module)
     return module, factory_name
 
 
@@ -107,7 +122,8 @@ def file_model(spec: str, **kwargs) -> nn.Module:
         raise AttributeError(f"{path} has no callable {factory_name!r}")
     accepted = inspect.signature(factory).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-    model = factory(**{k: v for k, v in kwargs.items() if takes_any or k in accepted})
+    with _importable_beside(path):  # a factory may import its model's code when called
+        model = factory(**{k: v for k, v in kwargs.items() if takes_any or k in accepted})
     if not isinstance(model, nn.Module):
         raise TypeError(f"{spec} returned {type(model).__name__}, not an nn.Module")
     return model

@@ -310,6 +310,28 @@ def test_save_load_reproduces_outputs_exactly(tmp_path, spec):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_result_saved_with_its_architecture_is_a_model_spec_as_a_prune_result_is(tmp_path, tiny_fmnist,
+                                                                                     monkeypatch):
+    from fewprune.cli import main
+    from fewprune.results import summary
+
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    train = fp.data.load("fashion-mnist", "train")
+    model = teacher("resnet20")
+    result = fp.compress(model, fp.data.few_shot(train, n=10, seed=0), method="l1", target=fp.Target(macs=0.3),
+                         progress=False)
+    assert result.report["samples"]["input"] == train.info.input_convention()  # how the samples were read
+    with pytest.raises(TypeError, match="a spec can be recorded"):
+        fp.save(result, tmp_path / "module", architecture=model)
+    out = fp.save(result, tmp_path / "run", architecture="resnet20")
+    x = train.batch(list(range(4)))[0]
+    with torch.no_grad():
+        assert torch.equal(fp.load(out)(x), result.student.eval()(x))  # no architecture= needed
+    assert main(["eval", "--model", str(out), "--data", "fashion-mnist", "--eval-limit", "8", "--quiet"]) == 0
+    with pytest.raises(ValueError, match="fewprune.save writes none"):  # compare reads what prune measured
+        summary(out)
+
+
 def test_interrupted_save_leaves_nothing_behind(tmp_path, monkeypatch):
     model = teacher()
     result = fp.compress(model, tiny_samples(), method="l1", target=fp.Target(macs=0.3), progress=False)

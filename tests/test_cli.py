@@ -303,6 +303,15 @@ def test_a_model_file_reads_images_as_it_declares_else_as_imagenet_models_do_and
 
     train, _ = _load_data(f"imagefolder:{tmp_path / 'pngs'}", None, f"{declared}:build")
     assert train[0][0].shape == (1, 28, 28) and train.info.mean == (0.5,)
+    # a result saved from Python with its architecture reads, by default, the folder its samples came from
+    images = fp.data.load(f"imagefolder:{tmp_path / 'pngs'}", **fp.models.external.file_input_convention(
+        f"{declared}:build"))
+    result = fp.compress(fp.models.build(f"{declared}:build"), fp.data.few_shot(images, n=4, seed=0), method="l1",
+                         target=fp.Target(channels=0.25), progress=False)
+    fp.save(result, tmp_path / "saved", architecture=f"{declared}:build")
+    assert main(["eval", "--model", str(tmp_path / "saved"), "--quiet"]) == 0
+    assert f"reading {tmp_path / 'pngs'} as {tmp_path / 'saved'} takes its input: 1 channel, 28×28, mean 0.5" \
+        in capsys.readouterr().err
     for wrong, error in (('{"channels": 2}', "INPUT_CONVENTION: an image folder's images are read with 1 (grey) or 3 "
                                              "(RGB) channels, not 2"),
                          ('{"size": 28}', "INPUT_CONVENTION has unknown settings ['size']; it takes image_size, ")):

@@ -18,8 +18,10 @@ from .allocation import Probe, Target, TargetUnreachable, allocate, allocators, 
 from .augment import augmentations
 from .criteria import Batch, criteria, teacher_predictions
 from .criteria.causal import SilencedOutputs
+from .data.base import DatasetInfo
 from .data.few_shot import FewShot, read_samples
 from .devices import model_device, on_device, resolve_device
+from .files import absolute_spec
 from .metrics import macs as count_macs
 from .metrics import params as count_params
 from .metrics import threads_text, versions
@@ -50,8 +52,9 @@ def _as_batch(samples, teacher: nn.Module, seed: int, device: torch.device) -> t
     elif isinstance(samples, FewShot):
         images, labels = samples.tensors()
         info = {"indices": list(samples.indices), "seed": samples.seed, "indices_hash": samples.indices_hash(),
-                "dataset": samples.info.name if samples.info else type(samples.dataset).__name__,
-                **({"split": samples.info.split} if samples.info else {})}
+                "dataset": absolute_spec(samples.info.name) if samples.info else type(samples.dataset).__name__,
+                **({"split": samples.info.split} if samples.info else {}),
+                **({"input": samples.info.input_convention()} if isinstance(samples.info, DatasetInfo) else {})}
     elif hasattr(samples, "__getitem__") or hasattr(samples, "__iter__"):
         images, labels = read_samples(samples)
     else:
@@ -491,9 +494,16 @@ def _report_markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(result: Result, directory: str | Path, force: bool = False, onnx_input: torch.Tensor | None = None) -> Path:
+def save(result: Result, directory: str | Path, force: bool = False, onnx_input: torch.Tensor | None = None,
+         architecture: str | None = None) -> Path:
     """Write plan.json, student.safetensors, report.json, report.md, result.png (widths before and after, the
     recovery's loss curves) and few_shot.json atomically.
+
+    ``architecture`` names the pruned model's architecture as a spec (``"zoo:NAME"``, ``"torchvision:NAME"``,
+    ``"path/to/file.py:factory"``; a file's path is recorded absolute): the folder then is a model spec as a
+    ``fewprune prune`` result is, so :func:`load` needs no ``architecture=`` and ``fewprune eval --model FOLDER``
+    rebuilds it, reading an image folder as the samples were read (when they came from one of fewprune's
+    datasets).
 
     With ``onnx_input`` (an example batch) the student is also exported to
     student.onnx and checked against onnxruntime. A method that learned gates
@@ -507,12 +517,20 @@ def save(result: Result, directory: str | Path, force: bool = False, onnx_input:
 
     from .files import output_folder
 
+    report = result.report
+    if architecture is not None:
+        if not isinstance(architecture, str):
+            raise TypeError(f"architecture names the model as a spec (zoo:NAME, torchvision:NAME or "
+                            f"path/to/file.py:factory), not a {type(architecture).__name__}: a spec can be recorded")
+        convention = report.get("samples", {}).get("input")
+        report = {**report, "teacher_model": {"spec": absolute_spec(architecture), "adapt": False,
+                                              **({"input": convention} if convention else {})}}
     target = Path(directory)
     with output_folder(target, force, out_flag="output", force_flag="--force / force=True") as staging:
         (staging / "plan.json").write_text(result.plan.to_json() + "\n")
         state = {k: v.detach().cpu().contiguous().clone() for k, v in result.student.state_dict().items()}
         save_file(state, str(staging / "student.safetensors"))
-        (staging / "report.json").write_text(json.dumps(result.report, indent=2, default=str) + "\n")
+        (staging / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         (staging / "report.md").write_text(_report_markdown(result))
         (staging / "few_shot.json").write_text(json.dumps(result.few_shot, indent=1) + "\n")
         from .bench.plots import plot_gate_learning, plot_result

@@ -20,8 +20,9 @@ def summary(directory: str | Path) -> dict:
     report = json.loads(report_file.read_text())
     evaluation = report.get("evaluation")
     if not evaluation:
-        raise ValueError(f"{directory} has no evaluation (written by fewprune.save from Python): "
-                         "fewprune eval --model DIRECTORY measures it")
+        raise ValueError(f"{directory} has no evaluation: fewprune.save writes none, and compare shows only what "
+                         "`fewprune prune --out` measured (`fewprune eval --model DIRECTORY` measures it on its own, "
+                         "if it was saved with architecture=)")
     teacher, student = evaluation.get("teacher", {}), evaluation["student"]  # train --asca evaluates no teacher
     score = next(k for k in ("mean_iou", "accuracy", "agreement") if k in student)
     timed = lambda who: who.get("latency", {}).get("batch64", {}).get("median_ms")  # noqa: E731

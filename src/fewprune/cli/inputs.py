@@ -104,16 +104,6 @@ def model_input_convention(model: str | None) -> dict | None:
     return None
 
 
-def input_convention_of(info: data.DatasetInfo) -> dict:
-    """The input convention of the images a model was given (recorded with a result, so ``--model RESULT`` reads
-    an image folder the same way): an image folder's own, a built-in dataset's images taken as they are; with
-    the class names, if known, in label order."""
-    return {"image_size": info.input_shape[1], "channels": info.input_shape[0], "mean": list(info.mean),
-            "std": list(info.std), "resize": info.extra.get("resize", "fit"),
-            "interpolation": info.extra.get("interpolation", "bilinear"),
-            **({"classes": list(info.classes)} if info.classes else {})}
-
-
 def held_out_images(name: str, dataset, drawn: set[int], seed: int):
     """The images of ``dataset`` not among the ``drawn`` samples (for a dataset with no test split); refused with
     the reason when none is left."""
@@ -151,12 +141,17 @@ def without_result_samples(args, dataset) -> tuple[object, str]:
 
 def default_dataset(model: str | None) -> tuple[str, str | None]:
     """The dataset a model spec comes with: a zoo teacher's (its manifest names it), a pruning result's (the one
-    its report was evaluated on, with the ``--data-root`` it was read from, if one was given); else fashion-mnist."""
+    its report was evaluated on, with the ``--data-root`` it was read from, if one was given; for a result saved
+    from Python, the one its samples were drawn from, if fewprune can read it); else fashion-mnist."""
     if model and model.startswith("zoo:") and model[4:] in zoo.list():
         return zoo.manifest(model[4:])["dataset"], None
     report = Path(model or "") / "report.json"
     if model and report.is_file():
-        evaluation = json.loads(report.read_text()).get("evaluation", {})
+        recorded = json.loads(report.read_text())
+        evaluation = recorded.get("evaluation", {})
         if evaluation.get("dataset"):
             return evaluation["dataset"], evaluation.get("data_root")
+        drawn = (recorded.get("samples") or {}).get("dataset", "")
+        if drawn.startswith("imagefolder:") or drawn in data.datasets.names():
+            return drawn, None
     return "fashion-mnist", None

@@ -10,7 +10,7 @@ from ..devices import resolve_device
 from ..files import absolute_spec, check_output
 from ..models import zoo
 from ..recovery import SCHEDULE_FLAGS
-from .inputs import evaluation_set, fixed_subset, input_convention_of, load_model_for, read_dataset
+from .inputs import evaluation_set, fixed_subset, load_model_for, read_dataset
 from .outputs import metrics_table, onnxruntime_latency, rich_console
 
 
@@ -75,7 +75,7 @@ def cmd_prune(args) -> int:
     result.report["command"] = "fewprune " + " ".join(args.argv)
     result.report["working_directory"] = str(Path.cwd())  # where the command's relative paths pointed
     result.report["teacher_model"] = {"spec": absolute_spec(args.model), "adapt": args.adapt,
-                                      "input": input_convention_of(train.info)}
+                                      "input": train.info.input_convention()}
     if "dataset" in result.few_shot:  # the samples were drawn from --data
         result.few_shot["dataset"] = absolute_spec(args.data)
     out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)

@@ -7,7 +7,6 @@ from pathlib import Path
 from .. import data, metrics
 from ..files import check_output, check_writable
 from ..models import zoo
-from .inputs import input_convention_of
 from .outputs import write_json_atomic
 
 
@@ -54,7 +53,7 @@ def _train_asca(args) -> int:
     result.report["evaluation"] = {"student": metrics.measure(result.student, test, example), "split": "test"}
     result.report["command"] = "fewprune " + " ".join(args.argv)
     result.report["teacher_model"] = {"spec": recipes.get(args.recipe).architecture, "adapt": False,  # see cmd_prune
-                                      "input": input_convention_of(test.info)}
+                                      "input": test.info.input_convention()}
     api.save(result, out, force=args.force)
     checkpoint.unlink(missing_ok=True)
     e = result.report["evaluation"]["student"]

@@ -28,6 +28,15 @@ class DatasetInfo:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def input_convention(self) -> dict:
+        """How these images became a model's input, as :func:`~fewprune.data.input_convention` takes it (recorded
+        with a result, so the result reads an image folder the same way): an image folder's own, a built-in
+        dataset's images taken as they are; with the class names, if known, in label order."""
+        return {"image_size": self.input_shape[1], "channels": self.input_shape[0], "mean": list(self.mean),
+                "std": list(self.std), "resize": self.extra.get("resize", "fit"),
+                "interpolation": self.extra.get("interpolation", "bilinear"),
+                **({"classes": list(self.classes)} if self.classes else {})}
+
 
 class ImageTensorDataset(Dataset):
     """Images kept as one uint8 tensor ``N×C×H×W`` plus labels, normalised on access.

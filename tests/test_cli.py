@@ -280,6 +280,9 @@ def test_a_model_file_reads_images_as_it_declares_else_as_imagenet_models_do_and
     source = tmp_path / "grey_net.py"  # a user's model of grey 28×28 images: nothing records how it reads them
     source.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Conv2d(1, 8, 3), "
                       "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))\n")
+    assert main(["eval", "--model", f"{source}:build", "--data", f"imagefolder:{tmp_path / 'nowhere'}"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere does not exist" in err and "note" not in err  # the missing folder alone is named
     data = ["--data", f"imagefolder:{tmp_path / 'pngs'}"]
     assert main(["eval", "--model", f"{source}:build", *data, "--quiet"]) == 2
     err = capsys.readouterr().err

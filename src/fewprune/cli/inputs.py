@@ -68,6 +68,7 @@ def read_dataset(args, split: str):
     model = getattr(args, "model", None)
     recorded = model_input_convention(model) or {}
     options = {**recorded, **given}
+    dataset = data.load(args.data, split, **options)  # a folder that is not there is named first, with no note
     if set(IMAGE_FLAGS) - set(given) and not getattr(args, "convention_noted", False):
         args.convention_noted = True  # once, though the train and test splits are both read
         c = data.input_convention(**{key: value for key, value in options.items() if key in IMAGE_FLAGS})
@@ -79,7 +80,7 @@ def read_dataset(args, split: str):
               f"mean {', '.join(f'{v:g}' for v in c['mean'])}, std {', '.join(f'{v:g}' for v in c['std'])}, "
               f"resize {c['resize'] if isinstance(c['resize'], str) else format(c['resize'], '.4g')}, "
               f"{c['interpolation']} (the --image-* flags change it)", file=sys.stderr)
-    return data.load(args.data, split, **options)
+    return dataset
 
 
 def model_input_convention(model: str | None) -> dict | None:

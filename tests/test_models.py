@@ -79,6 +79,8 @@ def test_a_model_file_imports_the_modules_beside_it_as_a_script_would(tmp_path):
     source.write_text("from garment_layers import Net\n\ndef build():\n"
                       "    from garment_weights import fill  # imported when called\n    return fill(Net())\n")
     path_before = list(sys.path)
+    with pytest.raises(ValueError, match="name the function that builds the model, as path/to/file.py:factory"):
+        build(str(source))
     model = build(f"{source}:build")
     assert [type(m).__name__ for m in model][:1] == ["Conv2d"] and model(torch.randn(1, 1, 8, 8)).shape == (1, 3)
     assert sys.path == path_before  # the file's folder was on the path only meanwhile

@@ -101,7 +101,7 @@ def _importable_beside(path: Path):
 
 
 def _import_file(spec: str):
-    """The module of ``path/to/file.py[:factory]``, imported from its file, and the factory's name."""
+    """The module of ``path/to/file.py[:factory]``, imported from its file, its path and the factory's name."""
     path_text, _, factory_name = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
     path = Path(path_text)
     if not path.is_file():
@@ -110,13 +110,14 @@ def _import_file(spec: str):
     module = importlib.util.module_from_spec(module_spec)
     with _importable_beside(path):
         module_spec.loader.exec_module(module)
-    return module, factory_name
+    return module, path, factory_name
 
 
 def file_model(spec: str, **kwargs) -> nn.Module:
     """Import ``path/to/file.py`` and call its ``factory``; only the keyword arguments it accepts are passed."""
-    module, factory_name = _import_file(spec)
-    path = Path(spec.rpartition(":")[0])
+    if ".py:" not in spec:
+        raise ValueError(f"{spec}: name the function that builds the model, as path/to/file.py:factory")
+    module, path, factory_name = _import_file(spec)
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise AttributeError(f"{path} has no callable {factory_name!r}")
@@ -135,11 +136,11 @@ def file_input_convention(spec: str) -> dict | None:
     ``{"image_size": 28, "channels": 1, "mean": 0.286, "std": 0.353, "resize": "fit"}``; None if it has none."""
     from ..data import input_convention
 
-    module, _ = _import_file(spec)
+    module, path, _ = _import_file(spec)
     declared = getattr(module, "INPUT_CONVENTION", None)
     if declared is None:
         return None
-    where = f"{spec.rpartition(':')[0] if '.py:' in spec else spec}: INPUT_CONVENTION"
+    where = f"{path}: INPUT_CONVENTION"
     if not isinstance(declared, dict):
         raise TypeError(f"{where} must be a dict of input-convention settings, not {type(declared).__name__}")
     unknown = sorted(set(declared) - set(inspect.signature(input_convention).parameters))

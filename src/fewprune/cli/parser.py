@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "allocation.max_ratio=0.95, mir.recalibrate=false, allocation.bounds=[0.1,0.7]; the VALUE "
                         "is read as YAML; the report records it")
     p.add_argument("--dry-run", action="store_true",
-                   help="only decide the plan and time it: the widths, MACs, params and measured speed-up of the "
-                        "structure, before any recovery is trained; nothing is saved (--out not needed)")
+                   help="decide the plan and time it (the widths, MACs, params and measured speed-up of the "
+                        "structure), then project the recovery's time from a short run of it (each training step "
+                        "8 iterations); nothing is saved (--out not needed)")
     p.add_argument("--out", help="output folder (plan, weights, reports)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_prune)

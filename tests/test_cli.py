@@ -239,7 +239,11 @@ def test_a_zoo_teacher_and_its_result_read_an_image_folder_as_their_own_dataset(
         report = json.loads((tmp / name / "report.json").read_text())
         accuracy[name] = {who: report["evaluation"][who]["accuracy"] for who in ("teacher", "student")}
     assert accuracy["folder"] == accuracy["idx"]
-    assert "note: reading" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "note: reading" in printed.err
+    # every latency reads 1 ms here: a speed-up of 1.00× for 1.43× fewer MACs points to the flags that help
+    assert ("the measured speed-up is 0.70 of the MAC reduction here: --round-to auto --min-width auto "
+            "--blocks auto usually bring") in printed.out
     recorded = json.loads((tmp / "folder" / "report.json").read_text())["teacher_model"]["input"]
     assert recorded == {**fp.models.zoo.input_convention("resnet20-fmnist"), "mean": [0.286], "std": [0.353],
                         "interpolation": "bilinear",
@@ -321,6 +325,25 @@ def test_a_model_file_reads_images_as_it_declares_else_as_imagenet_models_do_and
         declared.write_text(source.read_text() + f"INPUT_CONVENTION = {wrong}\n")
         assert main(["eval", "--model", f"{declared}:build", *data, "--quiet"]) == 2
         assert f"{declared}: {error}" in capsys.readouterr().err
+
+
+def test_the_speed_up_hint_names_only_the_flags_not_given_and_only_when_time_lags_the_macs():
+    from types import SimpleNamespace
+
+    from fewprune.cli.prune import _speed_up_hint
+
+    def rows(teacher_ms, student_ms):
+        return {"teacher": {"macs": 100, "latency": {"batch64": {"median_ms": teacher_ms}}},
+                "student": {"macs": 50, "latency": {"batch64": {"median_ms": student_ms}}}}
+
+    plain, aligned = SimpleNamespace(round_to=None, min_width=None), SimpleNamespace(round_to="auto", min_width=16)
+    half = fp.Target(macs=0.5)
+    assert "0.60 of the MAC reduction here: --round-to auto --min-width auto --blocks auto" in \
+        _speed_up_hint(rows(120, 100), plain, half)  # 1.2× for 2× fewer MACs
+    assert _speed_up_hint(rows(120, 100), aligned, half).count("--") == 1  # only --blocks auto is left to try
+    assert _speed_up_hint(rows(120, 100), aligned, fp.Target(macs=0.5, blocks="auto")) is None  # nothing to add
+    assert _speed_up_hint(rows(170, 100), plain, half) is None  # 1.7×: 0.85 of the MAC reduction
+    assert _speed_up_hint(rows(120, 100), plain, fp.Target(blocks=2)) is None  # dropping blocks: no widths to align
 
 
 def test_a_dry_run_shows_the_plan_its_speed_up_and_its_recovery_time_projected_without_saving(env, capsys, monkeypatch):

@@ -87,8 +87,26 @@ def cmd_prune(args) -> int:
         console.print("largest per-class drops: " + ", ".join(
             f"{name} {100 * (s - t):+.2f} ({100 * t:.2f} → {100 * s:.2f})" for name, t, s in drops)
             + " (every class in report.md)")
+    hint = _speed_up_hint(rows, args, target)
+    if hint:
+        console.print(hint)
     console.print(f"compression took {result.report['wall_seconds']:.1f} s; saved to {out}")
     return 0
+
+
+def _speed_up_hint(rows: dict, args, target) -> str | None:
+    """A pointer to the flags that make CPU time follow MACs, when the student's measured speed-up (batch 64) falls
+    under 0.8 of its MAC reduction and some of those flags were not given."""
+    timed = [rows[who].get("latency", {}).get("batch64", {}).get("median_ms") for who in ("teacher", "student")]
+    if not all(timed) or target.kind == "blocks":
+        return None
+    ratio = (timed[0] / timed[1]) / (rows["teacher"]["macs"] / rows["student"]["macs"])
+    missing = [flag for flag, given in (("--round-to auto", args.round_to), ("--min-width auto", args.min_width),
+                                        ("--blocks auto", target.blocks)) if given is None]
+    if ratio >= 0.8 or not missing:
+        return None
+    return (f"the measured speed-up is {ratio:.2f} of the MAC reduction here: {' '.join(missing)} usually bring "
+            "this CPU's time closer to the MACs removed (README, 'CPU speed-up')")
 
 
 # --dry-run runs each training step of the recovery this many iterations, to time a step on this machine

@@ -61,14 +61,18 @@ def read_claims(results: str | Path) -> list[dict]:
     return read_results(claims_path(results))
 
 
+def _live_claims(results: str | Path) -> list[dict]:
+    return [c for c in read_claims(results) if _alive(c["owner"])]
+
+
 def live_families(results: str | Path) -> set[str]:
     """The families that live processes hold claims on (being run now)."""
-    return {c["family"] for c in read_claims(results) if _alive(c["owner"])}
+    return {c["family"] for c in _live_claims(results)}
 
 
 def live_processes(results: str | Path) -> int:
     """How many live processes hold claims on the sweep's families now."""
-    return len({json.dumps(c["owner"], sort_keys=True) for c in read_claims(results) if _alive(c["owner"])})
+    return len({json.dumps(c["owner"], sort_keys=True) for c in _live_claims(results)})
 
 
 def try_claim(results: str | Path, family: str) -> bool:
@@ -78,7 +82,7 @@ def try_claim(results: str | Path, family: str) -> bool:
     processes do not pile up; the rewrite is atomic (temp file, rename).
     """
     me = this_process()
-    live = [c for c in read_claims(results) if _alive(c["owner"])]
+    live = _live_claims(results)
     if any(c["family"] == family and c["owner"] != me for c in live):
         return False
     if not any(c["family"] == family for c in live):

@@ -11,7 +11,7 @@ from ..files import absolute_spec, check_output
 from ..models import zoo
 from ..recovery import SCHEDULE_FLAGS
 from .inputs import evaluation_set, fixed_subset, load_model_for, read_dataset
-from .outputs import metrics_table, onnxruntime_latency, rich_console
+from .outputs import measured_speedup, metrics_table, onnxruntime_latency, rich_console
 
 
 def target_from(args):
@@ -97,10 +97,10 @@ def cmd_prune(args) -> int:
 def _speed_up_hint(rows: dict, args, target) -> str | None:
     """A pointer to the flags that make CPU time follow MACs, when the student's measured speed-up (batch 64) falls
     under 0.8 of its MAC reduction and some of those flags were not given."""
-    timed = [rows[who].get("latency", {}).get("batch64", {}).get("median_ms") for who in ("teacher", "student")]
-    if not all(timed) or target.kind == "blocks":
+    speedup = measured_speedup(rows["teacher"], rows["student"])
+    if speedup is None or target.kind == "blocks":
         return None
-    ratio = (timed[0] / timed[1]) / (rows["teacher"]["macs"] / rows["student"]["macs"])
+    ratio = speedup / (rows["teacher"]["macs"] / rows["student"]["macs"])
     missing = [flag for flag, given in (("--round-to auto", args.round_to), ("--min-width auto", args.min_width),
                                         ("--blocks auto", target.blocks)) if given is None]
     if ratio >= 0.8 or not missing:

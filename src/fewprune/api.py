@@ -27,6 +27,7 @@ from .metrics import params as count_params
 from .metrics import threads_text, versions
 from .models.outputs import check_samples, main_output
 from .modes import eval_mode
+from .progress import progress_note
 from .recovery import all_trainable, recoveries
 from .structure import Plan, Pruned, PruningSpace, Silencer, drop_blocks
 from .structure.graph import UnsupportedModel
@@ -354,28 +355,20 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
                          + "; ".join(g.reason for g in space.groups[:3]) + ")")
     timings["discover_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    dropped: list[str] = []
-    removed: dict[str, list[int]] = {}
-    logs: dict = {}
-    channel_space = space
-    if recipe.granularity == "blocks":
-        if target.kind != "blocks":
-            raise ValueError(f"block-level method {recipe.criterion!r} needs a blocks= target (how many blocks to "
-                             "drop)")
-        dropped = _choose_blocks(student, space, batch, recipe.criterion, target.blocks, recipe.criterion_options)
-        timings["score_s"] = time.perf_counter() - t
-    elif target.kind == "blocks":
-        raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method "
-                         "(e.g. block-residual+kd), or give it with macs= / params= to drop blocks and prune channels")
-    elif target.is_hybrid and target.blocks:
-        ranking = _choose_blocks(student, space, batch, recipe.block_criterion, len(space.blocks), ranked=True)
-        timings["score_s"] = time.perf_counter() - t
-        dropped, channel_space, removed, logs = _drop_then_allocate(
-            student, space, batch, recipe, method, target, ranking, min_width, seed, round_to, timings, protect)
-    else:  # channels alone (a zero target removes nothing)
-        removed, logs = _allocate_channels(student, space, batch, recipe, target, seed, round_to, timings)
-    removed = {g: r for g, r in removed.items() if r}
+    requested = target
+    if target.kind == "speedup":  # timed here: the MAC fraction that reaches it, then compressed as for that
+        t = time.perf_counter()
+        search = _search_speedup(teacher, student, space, batch, recipe, method, target, min_width, seed, round_to,
+                                 protect, progress)
+        timings["speedup_search_s"] = time.perf_counter() - t
+        logs_search = {"speedup_search": search.to_dict()}
+        target = Target(macs=search.best()["macs"], blocks=target.blocks)
+        _seed_everything(seed)  # the rest runs as `Target(macs=f)` would: same scores, same student
+    else:
+        logs_search = {}
+    dropped, channel_space, removed, logs = _decide(student, space, batch, recipe, method, target, min_width, seed,
+                                                    round_to, protect, timings)
+    logs.update(logs_search)
     plan = Plan(
         input_shape=tuple(example.shape[1:]),
         removed=removed,
@@ -384,6 +377,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         dropped_blocks=dropped,
         islands=channel_space.islands,
         meta={"method": method, "target": target.to_dict(), "seed": seed,
+              **({"requested_target": requested.to_dict()} if requested is not target else {}),
               **({"round_to": round_to} if round_to else {}), **({"min_width": min_width} if min_width else {}),
               **({"recovery_schedule": schedule} if schedule else {}),
               **({"options": part_options} if part_options else {})},
@@ -417,6 +411,7 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
         "method": method,
         "recipe": recipe.to_dict(),
         "target": target.to_dict(),
+        **({"requested_target": requested.to_dict()} if requested is not target else {}),
         "seed": seed,
         **({"round_to": round_to} if round_to else {}),
         **({"min_width": min_width} if min_width else {}),
@@ -443,6 +438,73 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     return Result(student=student, plan=plan, report=report, few_shot=few_info)
 
 
+def _decide(student: nn.Module, space: PruningSpace, batch: Batch, recipe, method: str, target: Target,
+            min_width: int | None, seed: int, round_to: int | None, protect: set[str] | None, timings: dict,
+            ranking: list[str] | None = None) -> tuple[list[str], PruningSpace, dict[str, list[int]], dict]:
+    """What to remove from ``student`` (not changed) for ``target``: ``(dropped blocks, the space the removal
+    refers to, removed units per group, logs)``. ``ranking`` (the blocks, lowest-scoring first) spares scoring
+    the blocks again when dropping whole blocks before channels."""
+    t = time.perf_counter()
+    if recipe.granularity == "blocks":
+        if target.kind != "blocks":
+            raise ValueError(f"block-level method {recipe.criterion!r} needs a blocks= target (how many blocks to "
+                             "drop)")
+        dropped = _choose_blocks(student, space, batch, recipe.criterion, target.blocks, recipe.criterion_options)
+        timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t
+        return dropped, space, {}, {}
+    if target.kind == "blocks":
+        raise ValueError(f"method {method!r} prunes channels; a blocks= target needs a block-level method "
+                         "(e.g. block-residual+kd), or give it with macs= / params= to drop blocks and prune channels")
+    if target.is_hybrid and target.blocks:
+        if ranking is None:
+            ranking = _choose_blocks(student, space, batch, recipe.block_criterion, len(space.blocks), ranked=True)
+        timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t
+        dropped, channel_space, removed, logs = _drop_then_allocate(
+            student, space, batch, recipe, method, target, ranking, min_width, seed, round_to, timings, protect)
+    else:  # channels alone (a zero target removes nothing)
+        dropped, channel_space = [], space
+        removed, logs = _allocate_channels(student, space, batch, recipe, target, seed, round_to, timings)
+    return dropped, channel_space, {g: r for g, r in removed.items() if r}, logs
+
+
+# each candidate structure of a speed-up search is timed on batches of this many images, like the reports' speed-ups
+SPEEDUP_BATCH = 64
+
+
+def _search_speedup(teacher: nn.Module, student: nn.Module, space: PruningSpace, batch: Batch, recipe, method: str,
+                    target: Target, min_width: int | None, seed: int, round_to: int | None,
+                    protect: set[str] | None, progress: bool):
+    """The smallest MAC fraction whose structure (no recovery: time depends on the structure alone) runs
+    ``target.speedup``× faster than ``teacher`` here (:func:`~fewprune.allocation.speedup.search_macs_for_speedup`).
+    """
+    from .allocation.speedup import search_macs_for_speedup
+    from .metrics import paired_speedup
+
+    if recipe.granularity == "blocks":
+        raise ValueError(f"block-level method {method!r} takes a block count (blocks=N), not a speed-up: give a "
+                         "channel method, or speedup= with blocks= to drop blocks and prune channels")
+    example = batch.images[:1]
+    timed_input = example.expand(SPEEDUP_BATCH, *example.shape[1:]).contiguous()
+    ranking = (_choose_blocks(student, space, batch, recipe.block_criterion, len(space.blocks), ranked=True)
+               if target.is_hybrid and target.blocks else None)
+    scratch: dict = {}
+
+    def speedup_at(fraction: float) -> float:
+        _seed_everything(seed)  # each candidate is the structure `Target(macs=fraction)` would give
+        dropped, channel_space, removed, _ = _decide(
+            student, space, batch, recipe, method, Target(macs=fraction, blocks=target.blocks), min_width, seed,
+            round_to, protect, scratch, ranking)
+        plan = Plan(tuple(example.shape[1:]), removed, {g.id: g.kind for g in channel_space.groups},
+                    {g.id: g.size for g in channel_space.groups}, dropped_blocks=dropped,
+                    islands=channel_space.islands)
+        candidate = plan.apply(copy.deepcopy(teacher)).eval()
+        with torch.inference_mode():
+            return paired_speedup(teacher, candidate, timed_input, rounds=3, min_seconds=0.3)["speedup"]
+
+    return search_macs_for_speedup(speedup_at, target.speedup, tolerance=target.tolerance,
+                                   log=lambda line: progress_note(line, progress))
+
+
 def per_class_changes(evaluation: dict) -> list[tuple[str, float, float]]:
     """``(class, teacher accuracy, student accuracy)`` for each class both were judged on, largest drop first; empty
     unless the evaluation names its ``classes`` and has per-class accuracy for both (a classifier's)."""
@@ -455,10 +517,16 @@ def per_class_changes(evaluation: dict) -> list[tuple[str, float, float]]:
     return sorted(pairs, key=lambda pair: pair[2] - pair[1])
 
 
+def _target_text(target: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in target.items())
+
+
 def _report_markdown(result: Result) -> str:
     r = result.report
     lines = [
-        f"# fewprune result: {r['method']} ({', '.join(f'{k}={v}' for k, v in r['target'].items())})",
+        f"# fewprune result: {r['method']} ("
+        + (f"{_target_text(r['requested_target'])} → " if "requested_target" in r else "")
+        + f"{_target_text(r['target'])})",
         "",
         f"- seed {r['seed']}, {r['samples']['count']} samples"
         + (f" from {r['samples'].get('dataset')} (indices hash {r['samples'].get('indices_hash')})"
@@ -472,6 +540,10 @@ def _report_markdown(result: Result) -> str:
            f"{shared['shared_seconds']:.1f} s standing alone)" if (shared := r.get("allocation", {}).get("shared_path"))
            else ""),
     ]
+    if "speedup_search" in r:
+        from .allocation.speedup import describe_search
+
+        lines.append(f"- {describe_search(r['speedup_search'])}")
     if "evaluation" in r:
         split = "test" if r["evaluation"].get("split", "test") == "test" else "held-out"
         for who in ("teacher", "student"):

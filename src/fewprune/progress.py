@@ -22,3 +22,9 @@ def progress_bar(items: Iterable[T], total: int | None = None, description: str 
         for item in items:
             yield item
             bar.advance(task)
+
+
+def progress_note(message: str, enabled: bool = True) -> None:
+    """One line of progress on stderr, under the same rule as :func:`progress_bar` (only on a terminal)."""
+    if enabled and sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)

@@ -49,27 +49,35 @@ class Target:
     drops 6 blocks, then removes channels until 70% of the teacher's MACs are gone;
     ``blocks="auto"`` drops the fewest blocks with which the channel allocation can
     reach the target (useful with ``min_width``, where narrow layers cannot shrink).
+    ``speedup=2.0`` asks for a student that runs at least twice as fast as the
+    teacher, timed on this machine (batch 64, the threads torch uses): compress
+    searches the MAC fraction that gets there (:mod:`fewprune.allocation.speedup`).
     """
 
     macs: float | None = None
     params: float | None = None
     channels: float | None = None
-    blocks: int | str | None = None  # a count, or "auto" beside macs= / params=
+    blocks: int | str | None = None  # a count, or "auto" beside macs= / params= / speedup=
+    speedup: float | None = None  # measured teacher time ÷ student time to reach, > 1
     tolerance: float = 0.01  # MAC/param targets are met within this many fraction points
 
     def __post_init__(self):
-        given = [k for k in ("macs", "params", "channels", "blocks") if getattr(self, k) is not None]
-        fractions = [k for k in given if k != "blocks"]
-        if not given or len(fractions) > 1 or (self.blocks is not None and fractions == ["channels"]):
-            raise ValueError("a Target takes one of macs=, params=, channels=, blocks=, or blocks= with macs= or "
-                             f"params= (got {given or 'none'})")
-        for k in fractions:
+        given = [k for k in ("macs", "params", "channels", "speedup", "blocks") if getattr(self, k) is not None]
+        amounts = [k for k in given if k != "blocks"]
+        if not given or len(amounts) > 1 or (self.blocks is not None and amounts == ["channels"]):
+            raise ValueError("a Target takes one of macs=, params=, channels=, speedup=, blocks=, or blocks= with "
+                             f"macs=, params= or speedup= (got {given or 'none'})")
+        for k in amounts:
             v = getattr(self, k)
-            if not 0 <= v < 1:
+            if k == "speedup":
+                if not v > 1:
+                    raise ValueError(f"Target speedup={v} must be above 1 (times faster than the teacher)")
+            elif not 0 <= v < 1:
                 raise ValueError(f"Target {k}={v} must be a fraction in [0, 1)")
         if self.blocks == "auto":
-            if not fractions:
-                raise ValueError('Target blocks="auto" needs macs= or params= (it drops as few blocks as reach them)')
+            if not amounts:
+                raise ValueError('Target blocks="auto" needs macs=, params= or speedup= (it drops as few blocks as '
+                                 "reach them)")
         elif self.blocks is not None and (not isinstance(self.blocks, int) or self.blocks < 0):
             raise ValueError(f"Target blocks= must be a non-negative count or 'auto', not {self.blocks!r}")
 
@@ -79,8 +87,9 @@ class Target:
 
     @property
     def kind(self) -> str:
-        """What is measured against the fraction: ``macs``, ``params``, ``channels`` (or ``blocks`` alone)."""
-        return next(k for k in ("macs", "params", "channels", "blocks") if getattr(self, k) is not None)
+        """What is measured against the value: ``macs``, ``params``, ``channels``, ``speedup`` (or ``blocks``
+        alone)."""
+        return next(k for k in ("macs", "params", "channels", "speedup", "blocks") if getattr(self, k) is not None)
 
     @property
     def value(self) -> float:
@@ -94,6 +103,8 @@ class Target:
     def describe(self) -> str:
         if self.kind == "blocks":
             return f"{self.value:g} blocks"
+        if self.kind == "speedup":
+            return f"{self.value:g}× measured speed-up" + (f" ({self.blocks} blocks)" if self.is_hybrid else "")
         return f"-{100 * self.value:g}% {self.kind}" + (f" ({self.blocks} blocks)" if self.is_hybrid else "")
 
     def to_dict(self) -> dict:

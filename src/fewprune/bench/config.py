@@ -185,6 +185,11 @@ class SweepConfig:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{path}: each target is a mapping such as {{macs: 0.5}} or {{macs: 0.7, blocks: 6}}, "
                                  f"got {t!r} ({e})") from None
+            if "speedup" in t:  # its structure would depend on how busy the machine was while the sweep ran
+                raise ValueError(f"{path}: a sweep cannot take the target {t!r}: a speed-up target times candidate "
+                                 "structures, and a sweep's jobs run beside each other. Give MAC fractions (the "
+                                 "report measures their speed-ups, and `fewprune bench --remeasure-latency` times "
+                                 "them again on a quiet machine)")
         unknown = set(config.ceiling or {}) - {"epochs", "lr", "blocks"}
         if unknown:
             raise ValueError(f"{path}: ceiling takes epochs, lr and blocks (a block criterion), not {sorted(unknown)}")

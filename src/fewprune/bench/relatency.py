@@ -72,7 +72,7 @@ def remeasure(config: SweepConfig, threads: int | None = None, log=print, again:
     then every job is timed anew, and the new rows supersede the earlier ones
     (e.g. ones taken while something else was running).
     """
-    from ..metrics import latency, macs, versions
+    from ..metrics import macs, paired_speedup, versions
     from ..structure import PruningSpace
     from .sweep import sweep_jobs
 
@@ -112,13 +112,10 @@ def remeasure(config: SweepConfig, threads: int | None = None, log=print, again:
         for batch in (1, 64):
             x = example.expand(batch, *example.shape[1:]).contiguous()
             with torch.inference_mode():
-                pairs = [(latency(teacher, x), latency(student, x)) for _ in range(ROUNDS)]
-            # The machine's speed drifts by tens of percent over minutes (a shared VM): each round times the
-            # teacher and the student back to back, and the round with the median ratio is the one reported.
-            ratios = [t["median_ms"] / s["median_ms"] for t, s in pairs]
-            middle = sorted(range(ROUNDS), key=lambda i: ratios[i])[ROUNDS // 2]
-            measured["teacher"][f"batch{batch}"], measured["student"][f"batch{batch}"] = pairs[middle]
-            measured["speedup_rounds"][f"batch{batch}"] = [round(r, 4) for r in ratios]
+                paired = paired_speedup(teacher, student, x, rounds=ROUNDS)
+            measured["teacher"][f"batch{batch}"], measured["student"][f"batch{batch}"] = (paired["reference"],
+                                                                                          paired["model"])
+            measured["speedup_rounds"][f"batch{batch}"] = paired["rounds"]
         measured.update(threads=torch.get_num_threads(), versions=versions(), first_cell=row["key"],
                         protocol=PROTOCOL, measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), plan_removed=removed)
         timed[structure] = measured

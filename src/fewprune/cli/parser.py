@@ -68,8 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     for k, help_text in (("macs", "fraction of MACs to remove"), ("params", "fraction of parameters to remove"),
                          ("channels", "fraction of each group's channels to remove")):
         p.add_argument(f"--{k}", type=float, help=help_text)
+    p.add_argument("--speed-up", type=float, dest="speedup", metavar="S",
+                   help="instead of --macs: run at least S times faster than the teacher, timed here (batch 64, the "
+                        "threads torch uses); the MAC fraction that gets there is searched by timing a few candidate "
+                        "structures (the report lists them). Best on a quiet machine")
     p.add_argument("--blocks", type=count_or_auto, metavar="N|auto",
-                   help="number of residual blocks to drop: alone for block-level methods; with --macs/--params a "
+                   help="number of residual blocks to drop: alone for block-level methods; with --macs/--params/"
+                        "--speed-up a "
                         "channel method drops these blocks (picked by its block criterion), then prunes channels to "
                         "the target; 'auto': the fewest blocks with which the target can be met")
     p.add_argument("--seed", type=seed_number, default=0)

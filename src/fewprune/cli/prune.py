@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import data, metrics
+from ..allocation.speedup import describe_search
 from ..devices import resolve_device
 from ..files import absolute_spec, check_output
 from ..models import zoo
@@ -15,11 +16,12 @@ from .outputs import measured_speedup, metrics_table, onnxruntime_latency, rich_
 
 
 def target_from(args):
-    """The compression target the flags name (``--macs``, ``--params``, ``--channels``, ``--blocks``); by default
-    half of the MACs."""
+    """The compression target the flags name (``--macs``, ``--params``, ``--channels``, ``--speed-up``,
+    ``--blocks``); by default half of the MACs."""
     from ..allocation import Target
 
-    given = {k: getattr(args, k) for k in ("macs", "params", "channels", "blocks") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("macs", "params", "channels", "speedup", "blocks")
+             if getattr(args, k, None) is not None}
     return Target(**(given or {"macs": 0.5}))
 
 
@@ -87,6 +89,8 @@ def cmd_prune(args) -> int:
         console.print("largest per-class drops: " + ", ".join(
             f"{name} {100 * (s - t):+.2f} ({100 * t:.2f} → {100 * s:.2f})" for name, t, s in drops)
             + " (every class in report.md)")
+    if "speedup_search" in result.report:
+        console.print(describe_search(result.report["speedup_search"]))
     hint = _speed_up_hint(rows, args, target)
     if hint:
         console.print(hint)
@@ -142,6 +146,8 @@ def _preview_plan(args, teacher, few, target, console) -> int:
     rows = {who: metrics.measure(model, None, example)
             for who, model in (("teacher", teacher), ("student", result.student))}
     console.print(metrics_table(rows, title=f"{args.method}, {target.describe()}: the structure alone", speed_up=True))
+    if "speedup_search" in result.report:
+        console.print(describe_search(result.report["speedup_search"]))
     seconds = sum(v for k, v in result.report["timings"].items() if k != "recover_s")
     console.print(f"dry run: the plan took {seconds:.1f} s to decide; nothing was saved")
     steps = result.report.get("recovery", {})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .accuracy import agreement, evaluate, mean_iou, predict
 from .complexity import macs, params
-from .latency import latency, onnx_latency
+from .latency import latency, onnx_latency, paired_speedup
 
 
 def threads_text(count, noun: str = "thread") -> str:
@@ -74,5 +74,5 @@ def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = T
     return result
 
 
-__all__ = ["agreement", "evaluate", "latency", "macs", "mean_iou", "measure", "onnx_latency", "params", "predict",
-           "versions"]
+__all__ = ["agreement", "evaluate", "latency", "macs", "mean_iou", "measure", "onnx_latency", "paired_speedup",
+           "params", "predict", "versions"]

@@ -80,3 +80,22 @@ def onnx_latency(path, example_input: torch.Tensor, batches=(1, 64), threads: in
         times = _timed(lambda feed=feed: session.run(None, feed), None, warmup, min_seconds, max_repeats)
         out[f"batch{batch}"] = _summary(times, batch, options.intra_op_num_threads)
     return out
+
+
+@torch.no_grad()
+def paired_speedup(reference: nn.Module, model: nn.Module, example_input: torch.Tensor, rounds: int = 5,
+                   **timing) -> dict:
+    """How many times faster ``model`` runs ``example_input`` than ``reference``, timed in ``rounds`` rounds of
+    reference-then-model, back to back (:func:`latency`'s ``timing`` options for each).
+
+    A shared machine's speed drifts by tens of percent over minutes, so each
+    round's ratio compares two timings taken seconds apart, and the round with
+    the median ratio is the one reported: ``speedup``, ``reference`` and
+    ``model`` (that round's :func:`latency` summaries) and every round's ratio.
+    """
+    pairs = [(latency(reference, example_input, **timing), latency(model, example_input, **timing))
+             for _ in range(rounds)]
+    ratios = [r["median_ms"] / m["median_ms"] for r, m in pairs]
+    middle = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]
+    return {"speedup": ratios[middle], "reference": pairs[middle][0], "model": pairs[middle][1],
+            "rounds": [round(r, 4) for r in ratios]}

@@ -1,0 +1,161 @@
+"""A measured speed-up as the target: the search over MAC fractions, and compress / prune with it.
+
+Timings are replaced by a MAC-driven model of time, so the tests check the search and its wiring, not this
+machine's speed."""
+
+import copy
+import importlib
+
+import pytest
+import torch
+
+import fewprune as fp
+from fewprune import metrics
+from fewprune.allocation import TargetUnreachable
+from fewprune.allocation.speedup import describe_search, search_macs_for_speedup
+from fewprune.models import build
+
+
+def overhead_model(fixed: float):
+    """Speed-up at a MAC fraction when a ``fixed`` share of the teacher's time does not shrink with MACs."""
+    return lambda fraction: 1 / (fixed + (1 - fixed) * (1 - fraction))
+
+
+@pytest.mark.parametrize("fixed", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("goal", [1.5, 2.0, 3.0])
+def test_the_search_finds_the_least_fraction_that_reaches_the_goal_within_the_tolerance(goal, fixed):
+    speedup_at = overhead_model(fixed)
+    exact = (1 - 1 / goal) / (1 - fixed)  # where 1 / (fixed + (1 - fixed)(1 - f)) = goal
+    search = search_macs_for_speedup(speedup_at, goal, tolerance=0.01)
+    best = search.best()
+    assert best["speedup"] >= goal and exact <= best["macs"] <= exact + 0.01
+    assert len(search.probes) <= 8
+    # every probe is recorded as measured, and the shortfalls lie below the choice
+    assert all(p["speedup"] == speedup_at(p["macs"]) for p in search.probes)
+    assert all(p["macs"] < best["macs"] for p in search.short())
+
+
+def test_time_proportional_to_macs_is_found_at_the_first_probe_or_next_to_it():
+    search = search_macs_for_speedup(overhead_model(0.0), 2.0, tolerance=0.01)
+    assert search.probes[0]["macs"] == 0.5 and search.best()["macs"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_noisy_non_monotone_timings_still_end_at_a_measured_fraction_that_reached_the_goal():
+    gen = torch.Generator().manual_seed(0)
+    base = overhead_model(0.2)
+    noisy = lambda f: base(f) * (1 + 0.08 * (float(torch.rand(1, generator=gen)) - 0.5))  # noqa: E731  ±4%
+    search = search_macs_for_speedup(noisy, 2.0, tolerance=0.01)
+    best = search.best()
+    assert best is not None and best["speedup"] >= 2.0 and best in search.probes
+
+
+def test_fractions_the_method_cannot_remove_are_not_tried_again_and_an_unreachable_goal_says_what_was_measured():
+    def capped(fraction):
+        if fraction > 0.6:
+            raise TargetUnreachable("cannot remove that much")
+        return overhead_model(0.3)(fraction)  # 0.6 removed: 1.72×
+
+    with pytest.raises(TargetUnreachable, match=r"3× measured speed-up on this machine: the fastest structure "
+                                                r"measured, 5\d\.\d% of MACs removed, ran 1\.7\d× faster"):
+        search_macs_for_speedup(capped, 3.0)
+    search = search_macs_for_speedup(capped, 1.6)  # 0.6 removed is 1.72×: reachable below the cap
+    assert search.best()["speedup"] >= 1.6 and search.best()["macs"] <= 0.6
+    for i, probe in enumerate(search.probes):
+        if "unreachable" in probe:
+            assert all(later["macs"] < probe["macs"] for later in search.probes[i + 1:])
+
+
+def test_a_goal_of_one_or_less_is_refused():
+    with pytest.raises(ValueError, match="above 1"):
+        fp.Target(speedup=1.0)
+    with pytest.raises(ValueError, match="one of"):
+        fp.Target(speedup=2.0, macs=0.5)
+    assert fp.Target(speedup=2.0, blocks="auto").describe() == "2× measured speed-up (auto blocks)"
+
+
+@pytest.fixture
+def mac_timed(monkeypatch):
+    """latency() as the model's MACs (with 5% fixed cost), so every speed-up is known from the structure."""
+    def timed(model, x, **_):
+        return {"median_ms": metrics.macs(model, x[:1]) / 1e6 + 0.05 * reference_macs[0] / 1e6}
+
+    reference_macs = [0]
+    monkeypatch.setattr(importlib.import_module("fewprune.metrics.latency"), "latency", timed)
+    return reference_macs
+
+
+def test_compress_to_a_speedup_gives_the_student_that_the_fraction_it_found_gives(mac_timed):
+    teacher = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    mac_timed[0] = metrics.macs(teacher, x[:1])
+    before = copy.deepcopy(teacher.state_dict())
+    result = fp.compress(teacher, x, method="l1", target=fp.Target(speedup=2.0), progress=False)
+    search = result.report["speedup_search"]
+    chosen = search["macs"]
+    # 5% of the teacher's time is fixed: 2× needs (1 - 1/2) / 0.95 = 52.6% of MACs removed
+    assert 0.526 <= chosen <= 0.537 and result.report["target"] == {"macs": chosen}
+    assert result.report["requested_target"] == {"speedup": 2.0}
+    assert result.plan.meta["requested_target"] == {"speedup": 2.0}
+    teacher_time = 1.05 * mac_timed[0]
+    student_time = metrics.macs(result.student, x[:1]) + 0.05 * mac_timed[0]
+    assert teacher_time / student_time >= 2.0 - 1e-3
+    # the same student as asking for that fraction of MACs directly; the teacher untouched
+    direct = fp.compress(teacher, x, method="l1", target=fp.Target(macs=chosen), progress=False)
+    assert result.plan.removed == direct.plan.removed
+    with torch.no_grad():
+        assert torch.equal(result.student(x), direct.student(x))
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+    assert "speed-up search for 2×" in describe_search(search) and "chose" in describe_search(search)
+
+
+def test_a_speedup_with_automatic_blocks_drops_blocks_and_a_block_method_refuses_a_speedup(mac_timed):
+    teacher = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    mac_timed[0] = metrics.macs(teacher, x[:1])
+    result = fp.compress(teacher, x, method="l1", target=fp.Target(speedup=3.0, blocks="auto"), min_width=16,
+                         progress=False)
+    assert result.report["target"]["blocks"] == "auto" and result.plan.dropped_blocks
+    assert result.report["speedup_search"]["probes"][-1]["speedup"] > 0
+    with pytest.raises(ValueError, match="takes a block count"):
+        fp.compress(teacher, x, method="block-residual", target=fp.Target(speedup=2.0), progress=False)
+
+
+def test_a_sweep_refuses_a_speedup_target(tmp_path):
+    from fewprune.bench.config import SweepConfig
+
+    config = tmp_path / "s.yaml"
+    config.write_text("name: s\ndataset: fashion-mnist\nmodels: [resnet20]\nmethods: [l1]\nsamples: [10]\n"
+                      "targets: [{speedup: 2.0}]\nseeds: [0]\n")
+    with pytest.raises(ValueError, match="a sweep cannot take the target"):
+        SweepConfig.read(config)
+
+
+def test_prune_with_a_speedup_reports_its_search_and_saves_the_student_at_the_fraction_found(tiny_fmnist, monkeypatch,
+                                                                                              tmp_path, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from fewprune.cli import main
+
+    monkeypatch.setenv("FEWPRUNE_FASHION_MNIST", str(tiny_fmnist))
+    weights = tmp_path / "teacher.safetensors"
+    save_file(build("resnet20", num_classes=10, in_channels=1).state_dict(), str(weights))
+
+    def timed(model, x, **_):  # time = MACs, for the search and for the table alike
+        return {"median_ms": metrics.macs(model, x[:1]) / 1e6, "p25_ms": 0.0, "p75_ms": 0.0, "threads": 1}
+
+    monkeypatch.setattr(importlib.import_module("fewprune.metrics.latency"), "latency", timed)
+    monkeypatch.setattr(metrics, "latency", timed)
+    out = tmp_path / "run"
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--method", "l1",
+                 "--speed-up", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2× measured speed-up" in printed and "speed-up search for 2×" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["requested_target"] == {"speedup": 2.0} and report["target"]["macs"] == report["speedup_search"]["macs"]
+    assert 0.5 <= report["macs_reduction"] <= 0.51 + 0.01  # time = MACs: 2× is half the MACs, within the tolerance
+    assert "speed-up search for 2×" in (out / "report.md").read_text()
+    assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--method", "l1",
+                 "--speed-up", "2", "--macs", "0.5", "--dry-run"]) == 2
+    assert "one of macs=, params=, channels=, speedup=" in capsys.readouterr().err

@@ -488,16 +488,19 @@ def _search_speedup(teacher: nn.Module, student: nn.Module, space: PruningSpace,
     ranking = (_choose_blocks(student, space, batch, recipe.block_criterion, len(space.blocks), ranked=True)
                if target.is_hybrid and target.blocks else None)
     scratch: dict = {}
+    candidates: dict[float, nn.Module] = {}  # a fraction timed again is not planned again
 
     def speedup_at(fraction: float) -> float:
-        _seed_everything(seed)  # each candidate is the structure `Target(macs=fraction)` would give
-        dropped, channel_space, removed, _ = _decide(
-            student, space, batch, recipe, method, Target(macs=fraction, blocks=target.blocks), min_width, seed,
-            round_to, protect, scratch, ranking)
-        plan = Plan(tuple(example.shape[1:]), removed, {g.id: g.kind for g in channel_space.groups},
-                    {g.id: g.size for g in channel_space.groups}, dropped_blocks=dropped,
-                    islands=channel_space.islands)
-        candidate = plan.apply(copy.deepcopy(teacher)).eval()
+        if fraction not in candidates:
+            _seed_everything(seed)  # each candidate is the structure `Target(macs=fraction)` would give
+            dropped, channel_space, removed, _ = _decide(
+                student, space, batch, recipe, method, Target(macs=fraction, blocks=target.blocks), min_width, seed,
+                round_to, protect, scratch, ranking)
+            plan = Plan(tuple(example.shape[1:]), removed, {g.id: g.kind for g in channel_space.groups},
+                        {g.id: g.size for g in channel_space.groups}, dropped_blocks=dropped,
+                        islands=channel_space.islands)
+            candidates[fraction] = plan.apply(copy.deepcopy(teacher)).eval()
+        candidate = candidates[fraction]
         with torch.inference_mode():
             return paired_speedup(teacher, candidate, timed_input, rounds=3, min_seconds=0.3)["speedup"]
 

@@ -502,7 +502,7 @@ def _search_speedup(teacher: nn.Module, student: nn.Module, space: PruningSpace,
             candidates[fraction] = plan.apply(copy.deepcopy(teacher)).eval()
         candidate = candidates[fraction]
         with torch.inference_mode():
-            return paired_speedup(teacher, candidate, timed_input, rounds=3, min_seconds=0.3)["speedup"]
+            return paired_speedup(teacher, candidate, timed_input, min_seconds=0.3)["speedup"]
 
     return search_macs_for_speedup(speedup_at, target.speedup, tolerance=target.tolerance,
                                    log=lambda line: progress_note(line, progress))

@@ -176,7 +176,7 @@ def describe_search(search: dict) -> str:
         each = probe.get("measured", [])
         return f"{probe['speedup']:.2f}×" + (f" ({', '.join(f'{s:.2f}' for s in each)})" if len(each) > 1 else "")
 
-    tried = ", ".join(f"{100 * p['macs']:.1f}% → {outcome(p)}" for p in search["probes"])
+    tried = ", ".join(f"{100 * p['macs']:.2f}% → {outcome(p)}" for p in search["probes"])
     return (f"speed-up search for {search['goal']:g}×: {len(search['probes'])} structures timed against the "
-            f"teacher (MACs removed → measured speed-up: {tried}); chose {100 * search['macs']:.1f}% of MACs removed, "
-            "the least whose timings reach it")
+            f"teacher (MACs removed → measured speed-up: {tried}); chose {100 * search['macs']:.2f}% of MACs "
+            "removed, the least whose timings reach it")

@@ -137,6 +137,11 @@ def test_ceiling_settings_are_checked_by_name(sweep, ceiling, error):
         sweep(["l1"], ceiling=ceiling)
 
 
+def test_a_sweep_refuses_a_speedup_target_whose_timings_its_side_by_side_jobs_would_decide(sweep):
+    with pytest.raises(ValueError, match="a sweep cannot take the target {'speedup': 2.0}"):
+        sweep(["l1"], targets=[{"speedup": 2.0}])
+
+
 @pytest.mark.parametrize("scratch, error", [({"epochs": 1, "gate": []}, "not \\['gate'\\]"),
                                             ({"gates": [{"prize": "channels"}]}, "not \\['prize'\\]"),
                                             ({"gates": ["channels"]}, "not \\['channels'\\]"),

@@ -143,16 +143,6 @@ def test_a_speedup_with_automatic_blocks_drops_blocks_and_a_block_method_refuses
         fp.compress(teacher, x, method="block-residual", target=fp.Target(speedup=2.0), progress=False)
 
 
-def test_a_sweep_refuses_a_speedup_target(tmp_path):
-    from fewprune.bench.config import SweepConfig
-
-    config = tmp_path / "s.yaml"
-    config.write_text("name: s\ndataset: fashion-mnist\nmodels: [resnet20]\nmethods: [l1]\nsamples: [10]\n"
-                      "targets: [{speedup: 2.0}]\nseeds: [0]\n")
-    with pytest.raises(ValueError, match="a sweep cannot take the target"):
-        SweepConfig.read(config)
-
-
 def test_prune_with_a_speedup_reports_its_search_and_saves_the_student_at_the_fraction_found(tiny_fmnist, monkeypatch,
                                                                                               tmp_path, capsys):
     import json

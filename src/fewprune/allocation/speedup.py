@@ -33,7 +33,7 @@ from .base import TargetUnreachable
 # A fraction is never proposed beyond this: the allocators keep at least one unit per group anyway.
 HIGHEST_FRACTION = 0.98
 # Timings of the fraction chosen (their mean must reach the goal): a shared machine's timings of one structure
-# vary by 10-20% between runs, so the least fraction measured once to reach it is often a lucky timing.
+# vary by 10-25% between runs, so the least fraction measured once to reach it is often a lucky timing.
 CONFIRMATIONS = 2
 
 
@@ -123,7 +123,7 @@ def search_macs_for_speedup(speedup_at: Callable[[float], float], goal: float, t
             measured = float(speedup_at(fraction))
         except TargetUnreachable as err:
             search.probes.append({"macs": fraction, "unreachable": str(err)})
-            limit = fraction
+            limit = min(limit, fraction)
         else:
             if probe is None:
                 probe = {"macs": fraction, "measured": []}  # unrounded: the fraction is re-used

@@ -169,6 +169,10 @@ def test_prune_with_a_speedup_reports_its_search_and_saves_the_student_at_the_fr
     assert report["requested_target"] == {"speedup": 2.0} and report["target"]["macs"] == report["speedup_search"]["macs"]
     assert 0.5 <= report["macs_reduction"] <= 0.51 + 0.01  # time = MACs: 2× is half the MACs, within the tolerance
     assert "speed-up search for 2×" in (out / "report.md").read_text()
+    # compare names the target as asked for, and the fraction its search chose
+    assert main(["compare", str(out), "--out", str(tmp_path / "compare.md")]) == 0
+    assert f"2× measured speed-up: -{100 * report['target']['macs']:.2f}% macs" in (tmp_path / "compare.md").read_text()
+    capsys.readouterr()
     assert main(["prune", "--model", "resnet20", "--weights", str(weights), "--samples", "10", "--method", "l1",
                  "--speed-up", "2", "--macs", "0.5", "--dry-run"]) == 2
     assert "one of macs=, params=, channels=, speedup=" in capsys.readouterr().err

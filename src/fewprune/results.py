@@ -30,7 +30,7 @@ def summary(directory: str | Path) -> dict:
     return {
         "result": str(directory), "method": report.get("method"),
         "teacher_model": (report.get("teacher_model") or {}).get("spec"),
-        "target": Target.from_dict(report["target"]).describe() if report.get("target") else "",
+        "target": _target_text(report),
         "samples": samples.get("count"), "labels": bool(samples.get("labelled")),
         "seed": report.get("seed"), "dataset": evaluation.get("dataset"), "split": evaluation.get("split"),
         "evaluated_on": student.get("samples"), "score": score,
@@ -40,6 +40,17 @@ def summary(directory: str | Path) -> dict:
         "measured_speedup": timed(teacher) / timed(student) if timed(teacher) and timed(student) else None,
         "compress_seconds": report.get("wall_seconds"),
     }
+
+
+def _target_text(report: dict) -> str:
+    """The target as asked for; a speed-up target with the MAC fraction its search chose."""
+    if not report.get("target"):
+        return ""
+    if report.get("requested_target"):
+        chosen = report["target"]
+        return (f"{Target.from_dict(report['requested_target']).describe()}: "
+                + ", ".join(f"-{100 * v:.2f}% {k}" if isinstance(v, float) else f"{v} {k}" for k, v in chosen.items()))
+    return Target.from_dict(report["target"]).describe()
 
 
 COLUMNS = ("result", "method", "target", "samples", "seed", "score", "teacher", "student", "change", "MACs removed",

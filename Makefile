@@ -47,8 +47,9 @@ zoo: setup
 # are regenerated once all have ended, and the exit status is a failed shard's (130: stopped for new code).
 SWEEPS ?= headline aligned hybrid hybrid-aligned baselines asca asca-scratch cma-ablation cma recipes blocks-vs-filters recovery explainability
 SHARDS ?= 1
-# SEEDS=0 / MODELS=zoo:a,zoo:b: run only those seeds' / models' jobs this time (the reports cover every row)
-ONLY = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(MODELS),--models $(MODELS))
+# SEEDS=0 / MODELS=zoo:a,zoo:b / METHODS=l1+kd,l1+mir: run only those seeds' / models' / methods' jobs this time
+# (the reports cover every row)
+ONLY = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(MODELS),--models $(MODELS)) $(if $(METHODS),--methods $(METHODS))
 bench: setup
 	@if [ "$(SHARDS)" = 1 ]; then \
 	  for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml $(ONLY) || exit 1; done; \

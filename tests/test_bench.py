@@ -277,6 +277,19 @@ def test_seeds_run_one_seed_of_every_setting_now_and_the_others_later(sweep):
         run_sweep(config, progress=False, log=lambda *_: None, models=["resnet56"])
 
 
+def test_methods_run_the_cells_a_comparison_needs_first_and_the_others_later(sweep):
+    config = sweep(["l1", "random", "l1+bn"], ceiling={"epochs": 1})
+    run_sweep(config, progress=False, log=lambda *_: None, methods=["l1+bn", "random"])
+    rows = read_results(config.results)
+    assert sorted(r["cell"]["method"] for r in rows if r["kind"] == "cell") == ["l1+bn", "random"]
+    assert [r["kind"] for r in rows].count("ceiling") == 1  # a training job has no method: it runs with any
+    run_sweep(config, progress=False, log=lambda *_: None)
+    assert sorted(r["cell"]["method"] for r in read_results(config.results) if r["kind"] == "cell") == [
+        "l1", "l1+bn", "random"]
+    with pytest.raises(ValueError, match=r"method l1\+kd is not in the sweep \(its methods: l1, random, l1\+bn\)"):
+        run_sweep(config, progress=False, log=lambda *_: None, methods=["l1+kd"])
+
+
 def test_models_leave_the_other_models_and_their_teachers_for_later(sweep, tmp_path):
     config = sweep(["l1"])
     other = tmp_path / "other.py"

@@ -576,6 +576,10 @@ def test_bench_names_a_seed_the_sweep_lacks_and_refuses_seeds_with_status(tmp_pa
     assert "seed 4 is not in the sweep (its seeds: 0, 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cover the whole sweep"):
         main(["bench", str(config), "--seeds", "0", "--status"])
+    with pytest.raises(SystemExit, match="cover the whole sweep"):
+        main(["bench", str(config), "--methods", "l1", "--report-only"])
+    assert main(["bench", str(config), "--methods", "l1+kd"]) == 2
+    assert "method l1+kd is not in the sweep (its methods: l1)" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--merge copies finished jobs in and writes the report; it goes alone"):
         main(["bench", str(config), "--merge", str(tmp_path / "other.jsonl"), "--seeds", "0"])
     assert not (tmp_path / "results").exists()  # nothing ran

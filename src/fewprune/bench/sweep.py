@@ -101,7 +101,8 @@ def sweep_jobs(config: SweepConfig) -> list:
 
 def run_sweep(config: SweepConfig, executor: str = "local", address: str | None = None, retry_failed: bool = False,
               progress: bool = True, log=print, shard: tuple[int, int] | None = None,
-              seeds: Sequence[int] | None = None, models: Sequence[str] | None = None, device=None) -> dict:
+              seeds: Sequence[int] | None = None, models: Sequence[str] | None = None,
+              methods: Sequence[str] | None = None, device=None) -> dict:
     """Run every missing cell of ``config``, append results, then write the report and plots.
 
     ``device="cuda"`` compresses and trains the jobs on that GPU (each row
@@ -109,9 +110,10 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     ``--remeasure-latency`` on the CPU. Teachers are measured on the CPU, so
     results files of such runs merge with the CPU's (:func:`merge_results`).
 
-    ``seeds`` / ``models`` run only the jobs of those seeds / models this time
-    (training jobs have no seed and run whenever their model does), e.g. one
-    seed of every setting before the others; the report covers every row.
+    ``seeds`` / ``models`` / ``methods`` run only the jobs of those seeds /
+    models / methods this time (training jobs have no seed or method and run
+    whenever their model does), e.g. one seed of every setting, or the methods
+    a comparison needs, before the others; the report covers every row.
 
     ``shard=(i, n)`` runs every n-th family of jobs from the i-th (0-based),
     then helps with the other shards' unstarted families, so n processes on
@@ -124,7 +126,7 @@ def run_sweep(config: SweepConfig, executor: str = "local", address: str | None 
     device = None if device is None else resolve_device(device)  # a GPU that is not there: named before any job
     if device is not None and executor != "local":
         raise ValueError("--device runs the jobs of this process; with Ray, each worker's devices are its own")
-    jobs = selected_jobs(config, seeds, models)
+    jobs = selected_jobs(config, seeds, models, methods)
     # Under the lock, so that of several shards one measures each teacher and copies each reusable row.
     with results_lock(config.results):
         done = {r["key"]: r for r in read_results(config.results)}
@@ -282,19 +284,21 @@ def _measure_teachers(config: SweepConfig, models, done: dict, log) -> dict[str,
 
 
 def selected_jobs(config: SweepConfig, seeds: Sequence[int] | None = None,
-                  models: Sequence[str] | None = None) -> list:
-    """The sweep's jobs of ``seeds`` and ``models`` (None: all, named as the config names them); a seed or model
-    the config lacks is an error."""
+                  models: Sequence[str] | None = None, methods: Sequence[str] | None = None) -> list:
+    """The sweep's jobs of ``seeds``, ``models`` and ``methods`` (None: all, named as the config names them); one
+    the config lacks is an error. Training jobs have no seed or method: they are kept with their model."""
     if models is not None:  # a model file's path as in the config, read from its folder
         models = [absolute_spec(model, Path(config.source).parent) for model in models]
-    for name, chosen, known in (("seed", seeds, config.seeds), ("model", models, config.models)):
+    for name, chosen, known in (("seed", seeds, config.seeds), ("model", models, config.models),
+                                ("method", methods, config.methods)):
         unknown = [value for value in chosen or () if value not in known]
         if unknown:
             raise ValueError(f"{config.name}: {name} {', '.join(map(str, unknown))} is not in the sweep "
                              f"(its {name}s: {', '.join(map(str, known))})")
     return [job for job in sweep_jobs(config)
             if (models is None or job.model in models)
-            and (seeds is None or getattr(job, "seed", None) is None or job.seed in seeds)]
+            and (seeds is None or getattr(job, "seed", None) is None or job.seed in seeds)
+            and (methods is None or not isinstance(job, Cell) or job.method in methods)]
 
 
 def job_families(jobs: list) -> list[list]:

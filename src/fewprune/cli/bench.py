@@ -17,11 +17,12 @@ def cmd_bench(args) -> int:
     if args.device and (args.status or args.report_only or args.remeasure_latency or args.merge):
         raise SystemExit("fewprune: error: --device says where jobs run; --status, --report-only, --merge and "
                          "--remeasure-latency (CPU timings) run none")
-    if args.merge and (args.status or args.report_only or args.remeasure_latency or args.seeds or args.models):
+    chosen = args.seeds or args.models or args.methods
+    if args.merge and (args.status or args.report_only or args.remeasure_latency or chosen):
         raise SystemExit("fewprune: error: --merge copies finished jobs in and writes the report; it goes alone")
-    if (args.seeds or args.models) and (args.status or args.report_only or args.remeasure_latency):
-        raise SystemExit("fewprune: error: --seeds / --models choose which jobs run; --status, --report-only and "
-                         "--remeasure-latency cover the whole sweep")
+    if chosen and (args.status or args.report_only or args.remeasure_latency):
+        raise SystemExit("fewprune: error: --seeds / --models / --methods choose which jobs run; --status, "
+                         "--report-only and --remeasure-latency cover the whole sweep")
     config = SweepConfig.read(args.config)
     if args.status:
         from ..bench.status import status_markdown, sweep_status
@@ -45,6 +46,7 @@ def cmd_bench(args) -> int:
     else:
         summary = write_report(config) if args.report_only else run_sweep(
             config, executor=args.executor, address=args.address, retry_failed=args.retry_failed,
-            shard=shard_spec(args.shard), seeds=args.seeds, models=args.models, device=args.device)
+            shard=shard_spec(args.shard), seeds=args.seeds, models=args.models, methods=args.methods,
+            device=args.device)
     print(f"report: {summary['report']} ({summary['rows']} result rows); plots: {', '.join(summary['plots'])}")
     return 130 if summary.get("stopped") else 0  # stopped on Ctrl-C / SIGTERM: a script running sweeps stops too

@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "training jobs have no seed and run anyway; the report covers every finished row")
     p.add_argument("--models", type=comma_list(str), metavar="M[,M…]",
                    help="run only the jobs of these models (as the config names them) this time")
+    p.add_argument("--methods", type=comma_list(str), metavar="M[,M…]",
+                   help="run only the cells of these methods (or variants, as the config names them) this time, "
+                        "e.g. those a comparison needs first")
     p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",
                    help="compress and train the jobs there (default cpu); on a GPU nothing is timed: the speed-ups "
                         "come from --remeasure-latency on the CPU, and teachers are measured on the CPU")

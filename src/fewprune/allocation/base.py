@@ -49,9 +49,10 @@ class Target:
     drops 6 blocks, then removes channels until 70% of the teacher's MACs are gone;
     ``blocks="auto"`` drops the fewest blocks with which the channel allocation can
     reach the target (useful with ``min_width``, where narrow layers cannot shrink).
-    ``speedup=2.0`` asks for a student that runs at least twice as fast as the
-    teacher, timed on this machine (batch 64, the threads torch uses): compress
-    searches the MAC fraction that gets there (:mod:`fewprune.allocation.speedup`).
+    ``speedup=2.0`` asks for a student that runs twice as fast as the teacher,
+    timed on this machine (batch 64, the threads torch uses): compress searches
+    the least MAC fraction whose timings reach it (:mod:`fewprune.allocation.speedup`);
+    timings scatter, so a later timing of the student lands near 2×, not surely above.
     """
 
     macs: float | None = None

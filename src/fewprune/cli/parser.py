@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                          ("channels", "fraction of each group's channels to remove")):
         p.add_argument(f"--{k}", type=float, help=help_text)
     p.add_argument("--speed-up", type=float, dest="speedup", metavar="S",
-                   help="instead of --macs: run at least S times faster than the teacher, timed here (batch 64, the "
-                        "threads torch uses); the MAC fraction that gets there is searched by timing a few candidate "
-                        "structures (the report lists them). Best on a quiet machine")
+                   help="instead of --macs: a student S times faster than the teacher, timed here (batch 64, the "
+                        "threads torch uses): the least MAC fraction whose timings reach S, found by timing a few "
+                        "candidate structures (the report lists them). Timings scatter, so it lands near S; best on a "
+                        "quiet machine")
     p.add_argument("--blocks", type=count_or_auto, metavar="N|auto",
                    help="number of residual blocks to drop: alone for block-level methods; with --macs/--params/"
                         "--speed-up a "

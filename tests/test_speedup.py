@@ -72,6 +72,21 @@ def test_under_10_percent_random_timing_noise_the_search_ends_near_the_goal_with
         assert sum(len(p.get("measured", [])) for p in search.probes) <= 16
 
 
+@pytest.mark.parametrize("spread, warned", [(1.05, False), (1.6, True)])
+def test_a_search_whose_timing_rounds_scatter_warns_that_the_machine_was_busy(spread, warned):
+    true = overhead_model(0.1)
+
+    def timed(fraction):  # paired_speedup's shape: its rounds scatter around the median by ``spread``
+        s = true(fraction)
+        return {"speedup": s, "rounds": [s / spread ** 0.5, s, s * spread ** 0.5]}
+
+    search = search_macs_for_speedup(timed, 2.0).to_dict()
+    assert search["scatter"] == pytest.approx(spread)
+    text = describe_search(search)
+    assert ("this machine was busy and the speed-up reached may be far from the goal" in text) == warned
+    assert "give --macs" in text if warned else "Warning" not in text
+
+
 def test_fractions_the_method_cannot_remove_are_not_tried_again_and_an_unreachable_goal_says_what_was_measured():
     def capped(fraction):
         if fraction > 0.6:

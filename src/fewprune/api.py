@@ -490,7 +490,7 @@ def _search_speedup(teacher: nn.Module, student: nn.Module, space: PruningSpace,
     scratch: dict = {}
     candidates: dict[float, nn.Module] = {}  # a fraction timed again is not planned again
 
-    def speedup_at(fraction: float) -> float:
+    def speedup_at(fraction: float) -> dict:
         if fraction not in candidates:
             _seed_everything(seed)  # each candidate is the structure `Target(macs=fraction)` would give
             dropped, channel_space, removed, _ = _decide(
@@ -502,7 +502,7 @@ def _search_speedup(teacher: nn.Module, student: nn.Module, space: PruningSpace,
             candidates[fraction] = plan.apply(copy.deepcopy(teacher)).eval()
         candidate = candidates[fraction]
         with torch.inference_mode():
-            return paired_speedup(teacher, candidate, timed_input, min_seconds=0.3)["speedup"]
+            return paired_speedup(teacher, candidate, timed_input, min_seconds=0.3)
 
     return search_macs_for_speedup(speedup_at, target.speedup, tolerance=target.tolerance,
                                    log=lambda line: progress_note(line, progress))

@@ -32,6 +32,9 @@ from .base import TargetUnreachable
 
 # A fraction is never proposed beyond this: the allocators keep at least one unit per group anyway.
 HIGHEST_FRACTION = 0.98
+# Rounds of one timing further apart than this (largest ÷ smallest ratio, median over the probes): the machine was
+# too busy for the search to mean much (quiet: 1.02-1.15 on resnet56; beside two sweep processes, resnet20: 2.77)
+BUSY_SCATTER = 1.3
 # Timings of the fraction chosen (their mean must reach the goal): a shared machine's timings of one structure
 # vary by 10-25% between runs, so the least fraction measured once to reach it is often a lucky timing.
 CONFIRMATIONS = 2
@@ -39,8 +42,9 @@ CONFIRMATIONS = 2
 
 @dataclass
 class SpeedupSearch:
-    """The probes of one search, in order: ``{"macs": f, "speedup": mean, "measured": [each timing's]}`` (or
-    ``{"macs": f, "unreachable": why}``)."""
+    """The probes of one search, in order: ``{"macs": f, "speedup": mean, "measured": [each timing's]}`` (and
+    ``"scatter"``: how far apart its rounds fell, where the timing reports them), or ``{"macs": f, "unreachable":
+    why}``."""
 
     goal: float
     probes: list[dict] = field(default_factory=list)
@@ -56,9 +60,16 @@ class SpeedupSearch:
         reached = self.reached()
         return min(reached, key=lambda p: p["macs"]) if reached else None
 
+    def scatter(self) -> float | None:
+        """The median over the probes of how far apart one timing's rounds fell (largest ÷ smallest ratio), where
+        the timings report their rounds: about 1.1 on a quiet machine, far more on a busy one."""
+        spreads = [p["scatter"] for p in self.probes if "scatter" in p]
+        return statistics.median(spreads) if spreads else None
+
     def to_dict(self) -> dict:
-        best = self.best()
-        return {"goal": self.goal, "probes": self.probes, **({"macs": best["macs"]} if best else {})}
+        best, scatter = self.best(), self.scatter()
+        return {"goal": self.goal, "probes": self.probes, **({"macs": best["macs"]} if best else {}),
+                **({"scatter": scatter} if scatter is not None else {})}
 
 
 TEACHER = {"macs": 0.0, "speedup": 1.0}  # removing nothing runs as fast as the teacher
@@ -99,14 +110,15 @@ def _next_fraction(search: SpeedupSearch, limit: float, tolerance: float) -> flo
     return min(guess, best["macs"] - tolerance)
 
 
-def search_macs_for_speedup(speedup_at: Callable[[float], float], goal: float, tolerance: float = 0.01,
+def search_macs_for_speedup(speedup_at: Callable[[float], float | dict], goal: float, tolerance: float = 0.01,
                             max_probes: int = 10, log: Callable[[str], None] | None = None) -> SpeedupSearch:
     """Probe ``speedup_at(fraction)`` until the smallest fraction measured to reach ``goal``× is known within
     ``tolerance`` (or ``max_probes`` are spent); returns the search, whose :meth:`~SpeedupSearch.best` probe
     holds that fraction. The fraction chosen is timed :data:`CONFIRMATIONS` times, and the mean must reach the
     goal; when the probes run out first, the least fraction that reached it and does so again is chosen.
 
-    ``speedup_at`` raises :class:`TargetUnreachable` where the fraction cannot be
+    ``speedup_at`` returns the speed-up, or :func:`~fewprune.metrics.paired_speedup`'s dict (its ``rounds``
+    show how busy the machine was), and raises :class:`TargetUnreachable` where the fraction cannot be
     removed; fractions from there on are not tried again. Raises
     :class:`TargetUnreachable` naming the fastest structure measured when none
     reaches the goal.
@@ -118,21 +130,26 @@ def search_macs_for_speedup(speedup_at: Callable[[float], float], goal: float, t
 
     def measure(fraction: float) -> None:
         nonlocal limit
-        probe = next((p for p in search.probes if p["macs"] == fraction), None)
+        said = (lambda outcome: log(f"speed-up search: {100 * fraction:.1f}% of MACs removed → {outcome}")) if log \
+            else (lambda outcome: None)
         try:
-            measured = float(speedup_at(fraction))
+            timing = speedup_at(fraction)
         except TargetUnreachable as err:
             search.probes.append({"macs": fraction, "unreachable": str(err)})
             limit = min(limit, fraction)
-        else:
-            if probe is None:
-                probe = {"macs": fraction, "measured": []}  # unrounded: the fraction is re-used
-                search.probes.append(probe)
-            probe["measured"].append(measured)
-            probe["speedup"] = statistics.fmean(probe["measured"])
-        if log:
-            log(f"speed-up search: {100 * fraction:.1f}% of MACs removed → "
-                + (f"{measured:.2f}×" if probe else "cannot be removed"))
+            said("cannot be removed")
+            return
+        measured = float(timing["speedup"] if isinstance(timing, dict) else timing)
+        probe = next((p for p in search.probes if p["macs"] == fraction and "measured" in p), None)
+        if probe is None:
+            probe = {"macs": fraction, "measured": []}  # unrounded: the fraction is re-used
+            search.probes.append(probe)
+        probe["measured"].append(measured)
+        probe["speedup"] = statistics.fmean(probe["measured"])
+        rounds = timing.get("rounds") if isinstance(timing, dict) else None
+        if rounds and min(rounds) > 0:
+            probe["scatter"] = max(probe.get("scatter", 1.0), max(rounds) / min(rounds))
+        said(f"{measured:.2f}×")
 
     fraction = min(1 - 1 / goal, limit)  # where time proportional to MACs would reach it
     for _ in range(max_probes):
@@ -177,6 +194,10 @@ def describe_search(search: dict) -> str:
         return f"{probe['speedup']:.2f}×" + (f" ({', '.join(f'{s:.2f}' for s in each)})" if len(each) > 1 else "")
 
     tried = ", ".join(f"{100 * p['macs']:.2f}% → {outcome(p)}" for p in search["probes"])
+    busy = search.get("scatter", 1.0) > BUSY_SCATTER
     return (f"speed-up search for {search['goal']:g}×: {len(search['probes'])} structures timed against the "
             f"teacher (MACs removed → measured speed-up: {tried}); chose {100 * search['macs']:.2f}% of MACs "
-            "removed, the least whose timings reach it")
+            "removed, the least whose timings reach it"
+            + (f". Warning: one timing's rounds differed by {search['scatter']:.2f}× (median), so this machine was "
+               "busy and the speed-up reached may be far from the goal: search on a quiet machine, or give --macs"
+               if busy else ""))

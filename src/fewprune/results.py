@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .allocation import Target
+from .metrics import measured_speedup
 
 
 def summary(directory: str | Path) -> dict:
@@ -25,7 +26,6 @@ def summary(directory: str | Path) -> dict:
                          "if it was saved with architecture=)")
     teacher, student = evaluation.get("teacher", {}), evaluation["student"]  # train --asca evaluates no teacher
     score = next(k for k in ("mean_iou", "accuracy", "agreement") if k in student)
-    timed = lambda who: who.get("latency", {}).get("batch64", {}).get("median_ms")  # noqa: E731
     samples = report.get("samples", {})
     return {
         "result": str(directory), "method": report.get("method"),
@@ -37,7 +37,7 @@ def summary(directory: str | Path) -> dict:
         "teacher": teacher.get(score, 1.0 if score == "agreement" and teacher else None), "student": student[score],
         "macs_removed": report.get("macs_reduction"), "params_removed": report.get("params_reduction"),
         "mac_speedup": report["teacher"]["macs"] / report["student"]["macs"],
-        "measured_speedup": timed(teacher) / timed(student) if timed(teacher) and timed(student) else None,
+        "measured_speedup": measured_speedup(teacher, student),
         "compress_seconds": report.get("wall_seconds"),
     }
 

@@ -61,17 +61,10 @@ def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False
     if speed_up:
         base, model = list(rows.values())[:2]
         table.add_row("MAC speed-up / measured speed-up (b64)", "", f"{base['macs'] / model['macs']:.2f}× / "
-                      f"{measured_speedup(base, model):.2f}×" + (
-                          f" (onnxruntime {measured_speedup(base, model, 'onnxruntime'):.2f}×)"
+                      f"{metrics.measured_speedup(base, model):.2f}×" + (
+                          f" (onnxruntime {metrics.measured_speedup(base, model, 'onnxruntime'):.2f}×)"
                           if "onnxruntime" in model else ""))
     return table
-
-
-def measured_speedup(base: dict, model: dict, field: str = "latency") -> float | None:
-    """How many times faster ``model`` ran than ``base`` at batch 64 (two outputs of :func:`measure`; ``field``:
-    ``latency`` for torch, ``onnxruntime``); None where either was not timed."""
-    timed = [row.get(field, {}).get("batch64", {}).get("median_ms") for row in (base, model)]
-    return timed[0] / timed[1] if all(timed) else None
 
 
 def onnxruntime_latency(model, example) -> dict:

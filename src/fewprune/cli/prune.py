@@ -12,7 +12,7 @@ from ..files import absolute_spec, check_output
 from ..models import zoo
 from ..recovery import SCHEDULE_FLAGS
 from .inputs import evaluation_set, fixed_subset, load_model_for, read_dataset
-from .outputs import measured_speedup, metrics_table, onnxruntime_latency, rich_console
+from .outputs import metrics_table, onnxruntime_latency, rich_console
 
 
 def target_from(args):
@@ -21,7 +21,7 @@ def target_from(args):
     from ..allocation import Target
 
     given = {k: getattr(args, k) for k in ("macs", "params", "channels", "speedup", "blocks")
-             if getattr(args, k, None) is not None}
+             if getattr(args, k) is not None}
     return Target(**(given or {"macs": 0.5}))
 
 
@@ -101,7 +101,7 @@ def cmd_prune(args) -> int:
 def _speed_up_hint(rows: dict, args, target) -> str | None:
     """A pointer to the flags that make CPU time follow MACs, when the student's measured speed-up (batch 64) falls
     under 0.8 of its MAC reduction and some of those flags were not given."""
-    speedup = measured_speedup(rows["teacher"], rows["student"])
+    speedup = metrics.measured_speedup(rows["teacher"], rows["student"])
     if speedup is None or target.kind == "blocks":
         return None
     ratio = speedup / (rows["teacher"]["macs"] / rows["student"]["macs"])

@@ -74,5 +74,12 @@ def measure(model, dataset, example, latency_batches=(1, 64), progress: bool = T
     return result
 
 
-__all__ = ["agreement", "evaluate", "latency", "macs", "mean_iou", "measure", "onnx_latency", "paired_speedup",
-           "params", "predict", "versions"]
+def measured_speedup(base: dict, model: dict, field: str = "latency") -> float | None:
+    """How many times faster ``model`` ran than ``base`` at batch 64 (two outputs of :func:`measure`; ``field``:
+    ``latency`` for torch, ``onnxruntime``); None where either was not timed."""
+    timed = [row.get(field, {}).get("batch64", {}).get("median_ms") for row in (base, model)]
+    return timed[0] / timed[1] if all(timed) else None
+
+
+__all__ = ["agreement", "evaluate", "latency", "macs", "mean_iou", "measure", "measured_speedup", "onnx_latency",
+           "paired_speedup", "params", "predict", "versions"]

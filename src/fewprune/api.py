@@ -369,19 +369,13 @@ def _compress(teacher, samples, recipe, method: str, target: Target, seed: int, 
     dropped, channel_space, removed, logs = _decide(student, space, batch, recipe, method, target, min_width, seed,
                                                     round_to, protect, timings)
     logs.update(logs_search)
-    plan = Plan(
-        input_shape=tuple(example.shape[1:]),
-        removed=removed,
-        kinds={g.id: g.kind for g in channel_space.groups},
-        sizes={g.id: g.size for g in channel_space.groups},
-        dropped_blocks=dropped,
-        islands=channel_space.islands,
-        meta={"method": method, "target": target.to_dict(), "seed": seed,
-              **({"requested_target": requested.to_dict()} if requested is not target else {}),
-              **({"round_to": round_to} if round_to else {}), **({"min_width": min_width} if min_width else {}),
-              **({"recovery_schedule": schedule} if schedule else {}),
-              **({"options": part_options} if part_options else {})},
-    )
+    plan = _plan(example, dropped, channel_space, removed,
+                 meta={"method": method, "target": target.to_dict(), "seed": seed,
+                       **({"requested_target": requested.to_dict()} if requested is not target else {}),
+                       **({"round_to": round_to} if round_to else {}),
+                       **({"min_width": min_width} if min_width else {}),
+                       **({"recovery_schedule": schedule} if schedule else {}),
+                       **({"options": part_options} if part_options else {})})
     t = time.perf_counter()
     plan.apply(student)
     _check_runs(student, teacher, example, plan)
@@ -467,6 +461,14 @@ def _decide(student: nn.Module, space: PruningSpace, batch: Batch, recipe, metho
     return dropped, channel_space, {g: r for g, r in removed.items() if r}, logs
 
 
+def _plan(example: torch.Tensor, dropped: list[str], channel_space: PruningSpace, removed: dict[str, list[int]],
+          meta: dict | None = None) -> Plan:
+    """The plan of what :func:`_decide` chose: ``removed`` refers to ``channel_space``'s groups."""
+    return Plan(input_shape=tuple(example.shape[1:]), removed=removed,
+                kinds={g.id: g.kind for g in channel_space.groups}, sizes={g.id: g.size for g in channel_space.groups},
+                dropped_blocks=dropped, islands=channel_space.islands, meta=meta or {})
+
+
 # each candidate structure of a speed-up search is timed on batches of this many images, like the reports' speed-ups
 SPEEDUP_BATCH = 64
 
@@ -496,10 +498,7 @@ def _search_speedup(teacher: nn.Module, student: nn.Module, space: PruningSpace,
             dropped, channel_space, removed, _ = _decide(
                 student, space, batch, recipe, method, Target(macs=fraction, blocks=target.blocks), min_width, seed,
                 round_to, protect, scratch, ranking)
-            plan = Plan(tuple(example.shape[1:]), removed, {g.id: g.kind for g in channel_space.groups},
-                        {g.id: g.size for g in channel_space.groups}, dropped_blocks=dropped,
-                        islands=channel_space.islands)
-            candidates[fraction] = plan.apply(copy.deepcopy(teacher)).eval()
+            candidates[fraction] = _plan(example, dropped, channel_space, removed).apply(copy.deepcopy(teacher)).eval()
         candidate = candidates[fraction]
         with torch.inference_mode():
             return paired_speedup(teacher, candidate, timed_input, min_seconds=0.3)

@@ -60,6 +60,10 @@ class SpeedupSearch:
         reached = self.reached()
         return min(reached, key=lambda p: p["macs"]) if reached else None
 
+    def timed_at(self, fraction: float) -> dict | None:
+        """The probe that timed ``fraction`` (None if none did)."""
+        return next((p for p in self.probes if p["macs"] == fraction and "measured" in p), None)
+
     def scatter(self) -> float | None:
         """The median over the probes of how far apart one timing's rounds fell (largest ÷ smallest ratio), where
         the timings report their rounds: about 1.1 on a quiet machine, far more on a busy one."""
@@ -130,17 +134,20 @@ def search_macs_for_speedup(speedup_at: Callable[[float], float | dict], goal: f
 
     def measure(fraction: float) -> None:
         nonlocal limit
-        said = (lambda outcome: log(f"speed-up search: {100 * fraction:.1f}% of MACs removed → {outcome}")) if log \
-            else (lambda outcome: None)
+
+        def say(outcome: str) -> None:
+            if log:
+                log(f"speed-up search: {100 * fraction:.1f}% of MACs removed → {outcome}")
+
         try:
             timing = speedup_at(fraction)
         except TargetUnreachable as err:
             search.probes.append({"macs": fraction, "unreachable": str(err)})
             limit = min(limit, fraction)
-            said("cannot be removed")
+            say("cannot be removed")
             return
         measured = float(timing["speedup"] if isinstance(timing, dict) else timing)
-        probe = next((p for p in search.probes if p["macs"] == fraction and "measured" in p), None)
+        probe = search.timed_at(fraction)
         if probe is None:
             probe = {"macs": fraction, "measured": []}  # unrounded: the fraction is re-used
             search.probes.append(probe)
@@ -149,7 +156,7 @@ def search_macs_for_speedup(speedup_at: Callable[[float], float | dict], goal: f
         rounds = timing.get("rounds") if isinstance(timing, dict) else None
         if rounds and min(rounds) > 0:
             probe["scatter"] = max(probe.get("scatter", 1.0), max(rounds) / min(rounds))
-        said(f"{measured:.2f}×")
+        say(f"{measured:.2f}×")
 
     fraction = min(1 - 1 / goal, limit)  # where time proportional to MACs would reach it
     for _ in range(max_probes):
@@ -166,15 +173,11 @@ def search_macs_for_speedup(speedup_at: Callable[[float], float | dict], goal: f
     # out of probes: of the fractions that reached the goal, the least one that does so again; when none does
     # (the goal sits where timings scatter around it), one a little beyond all of them
     beyond = min(limit, max((p["macs"] for p in search.probes if "speedup" in p), default=0.0) + 2 * tolerance)
-    for probe in [*sorted(search.reached(), key=lambda p: p["macs"]), {"macs": beyond, "measured": []}]:
-        if probe["macs"] >= limit:
-            break
-        while len(probe["measured"]) < CONFIRMATIONS:
-            measure(probe["macs"])
-            probe = next(p for p in search.probes if p["macs"] == probe["macs"])
-            if "unreachable" in probe:
-                break
-        if probe.get("speedup", 0.0) >= goal:
+    for fraction in [*sorted(p["macs"] for p in search.reached()), beyond]:
+        # a fraction found unreachable lowers the limit to itself, which ends its timings
+        while fraction < limit and len((search.timed_at(fraction) or {"measured": []})["measured"]) < CONFIRMATIONS:
+            measure(fraction)
+        if fraction < limit and search.timed_at(fraction)["speedup"] >= goal:
             return search
     fastest = max((p for p in search.probes if "speedup" in p), key=lambda p: p["speedup"], default=None)
     measured = (f"the fastest structure measured, {100 * fastest['macs']:.1f}% of MACs removed, ran "

@@ -64,7 +64,7 @@ bench: setup
 
 # What each sweep has done and left, with the CPU time left (runs nothing).
 bench-status: setup
-	@for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --status || exit 1; echo; done
+	@for s in $(SWEEPS); do $(VENV)/bin/fewprune bench benchmarks/$$s.yaml --status $(ONLY) || exit 1; echo; done
 
 # Re-time every finished structure of the named sweeps back to back with its teacher, on THREADS threads, and
 # regenerate their reports. Run it with nothing else loading the CPU (stop the sweeps first): the speed-ups

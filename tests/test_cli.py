@@ -568,16 +568,18 @@ def test_bench_rejects_a_malformed_shard(tmp_path):
     assert not (tmp_path / "results").exists()  # nothing ran
 
 
-def test_bench_names_a_seed_the_sweep_lacks_and_refuses_seeds_with_status(tmp_path, capsys):
+def test_bench_names_a_seed_the_sweep_lacks_and_refuses_a_filter_with_report_only(tmp_path, capsys):
     config = tmp_path / "s.yaml"
     config.write_text("name: s\ndataset: fashion-mnist\nmodels: [resnet20]\nmethods: [l1]\nsamples: [5]\n"
                       "targets: [{macs: 0.5}]\nseeds: [0, 1]\n")
     assert main(["bench", str(config), "--seeds", "0,4"]) == 2
     assert "seed 4 is not in the sweep (its seeds: 0, 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cover the whole sweep"):
-        main(["bench", str(config), "--seeds", "0", "--status"])
-    with pytest.raises(SystemExit, match="cover the whole sweep"):
         main(["bench", str(config), "--methods", "l1", "--report-only"])
+    with pytest.raises(SystemExit, match="cover the whole sweep"):
+        main(["bench", str(config), "--seeds", "0", "--remeasure-latency"])
+    assert main(["bench", str(config), "--status", "--seeds", "4"]) == 2
+    assert "seed 4 is not in the sweep" in capsys.readouterr().err
     assert main(["bench", str(config), "--methods", "l1+kd"]) == 2
     assert "method l1+kd is not in the sweep (its methods: l1)" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--merge copies finished jobs in and writes the report; it goes alone"):
@@ -593,6 +595,11 @@ def test_bench_status_lists_the_jobs_left_and_runs_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| resnet20 | l1+bn | 10 | 0 | 0 | 0 | 0 | 1 | no job on this model measured yet |" in out
     assert "0 of 4 jobs done" in out and not (tmp_path / "results").exists()  # nothing ran
+    # with a filter: only the jobs a run with it would run
+    assert main(["bench", str(config), "--status", "--methods", "l1+bn", "--models", "resnet20"]) == 0
+    out = capsys.readouterr().out
+    assert "# s: status of the jobs --models resnet20 --methods l1+bn chooses" in out
+    assert "| resnet20 | l1+bn | 5 |" in out and "| resnet20 | l1 |" not in out and "0 of 2 jobs done" in out
 
 
 def test_methods_lists_every_registered_method_and_part(capsys):

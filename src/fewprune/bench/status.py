@@ -16,7 +16,7 @@ from .claims import family_id, live_families, live_processes
 from .config import TRAINING_KINDS, Cell, SweepConfig
 from .runner import read_results
 from .scratch import scratch_label
-from .sweep import job_families, reusable_rows, sweep_jobs, training_dir
+from .sweep import job_families, reusable_rows, selected_jobs, training_dir
 
 
 @dataclass
@@ -118,9 +118,10 @@ def estimate(measured: dict[tuple, list[float]], model: str, what: str, samples:
     return None, ""
 
 
-def sweep_status(config: SweepConfig) -> list[StatusLine]:
-    """One line per kind of job of ``config``, in the config's order."""
-    jobs = sweep_jobs(config)
+def sweep_status(config: SweepConfig, seeds=None, models=None, methods=None) -> list[StatusLine]:
+    """One line per kind of job of ``config``, in the config's order; ``seeds`` / ``models`` / ``methods`` count
+    only the jobs a sweep run with the same filter would run (:func:`~.sweep.selected_jobs`)."""
+    jobs = selected_jobs(config, seeds, models, methods)
     results = Path(config.results)
     rows = {r["key"]: r for r in read_results(results)}
     done = {k: r for k, r in rows.items() if r.get("status") == "ok"}
@@ -173,9 +174,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
 
 
-def status_markdown(config: SweepConfig, lines: list[StatusLine]) -> str:
-    """The status as a markdown table and a one-line total."""
-    out = [f"# {config.name}: status", "",
+def status_markdown(config: SweepConfig, lines: list[StatusLine], chosen: str = "") -> str:
+    """The status as a markdown table and a one-line total; ``chosen`` names the filter the lines were counted
+    with (``--methods l1+kd``), if any."""
+    out = [f"# {config.name}: status" + (f" of the jobs {chosen} chooses (training jobs run with any)" if chosen else ""),
+           "",
            "| model | job | samples | done | failed | reusable | running | to run | est. CPU time left |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for line in lines:

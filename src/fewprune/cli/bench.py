@@ -20,14 +20,17 @@ def cmd_bench(args) -> int:
     chosen = args.seeds or args.models or args.methods
     if args.merge and (args.status or args.report_only or args.remeasure_latency or chosen):
         raise SystemExit("fewprune: error: --merge copies finished jobs in and writes the report; it goes alone")
-    if chosen and (args.status or args.report_only or args.remeasure_latency):
-        raise SystemExit("fewprune: error: --seeds / --models / --methods choose which jobs run; --status, "
-                         "--report-only and --remeasure-latency cover the whole sweep")
+    if chosen and (args.report_only or args.remeasure_latency):
+        raise SystemExit("fewprune: error: --seeds / --models / --methods choose which jobs run (or which --status "
+                         "counts); --report-only and --remeasure-latency cover the whole sweep")
     config = SweepConfig.read(args.config)
     if args.status:
         from ..bench.status import status_markdown, sweep_status
 
-        print(status_markdown(config, sweep_status(config)), end="")
+        lines = sweep_status(config, seeds=args.seeds, models=args.models, methods=args.methods)
+        filters = " ".join(f"--{name} {','.join(map(str, value))}" for name, value in
+                           (("seeds", args.seeds), ("models", args.models), ("methods", args.methods)) if value)
+        print(status_markdown(config, lines, chosen=filters), end="")
         return 0
     if args.threads:
         _torch.set_num_threads(args.threads)

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the jobs of these models (as the config names them) this time")
     p.add_argument("--methods", type=comma_list(str), metavar="M[,M…]",
                    help="run only the cells of these methods (or variants, as the config names them) this time, "
-                        "e.g. those a comparison needs first")
+                        "e.g. those a comparison needs first (with --status: what those cells have left)")
     p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",
                    help="compress and train the jobs there (default cpu); on a GPU nothing is timed: the speed-ups "
                         "come from --remeasure-latency on the CPU, and teachers are measured on the CPU")

@@ -807,6 +807,9 @@ def test_status_counts_each_kind_of_job_and_estimates_the_time_left(sweep, monke
     from fewprune.bench.sweep import job_families, sweep_jobs
 
     run_sweep(sweep(["l1", "nonsense+kd"]), progress=False, log=lambda *_: None)
+    finished = sweep(["l1", "nonsense+kd"])
+    assert status_markdown(finished, sweep_status(finished)).endswith(  # no time left to estimate
+        "1 of 2 jobs done; nothing left to run; 1 failed (--retry-failed runs them again).\n")
     measured = {r["cell"]["method"]: r for r in read_results(sweep(["l1"]).results) if r["kind"] == "cell"}
     # a sweep beside this one measured l1+bn under the same protocol: copied when this one runs, not run again
     beside = sweep(["l1+bn"], name="beside")

@@ -1,5 +1,7 @@
 import json
 import os
+import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,15 @@ def test_a_sweep_config_imports_its_plugins_relative_to_itself(tiny_fmnist, monk
     run_sweep(sweep, progress=False, log=lambda *_: None)
     cell = next(r for r in read_results(sweep.results) if r.get("kind") == "cell")
     assert cell["status"] == "ok" and abs(cell["macs_reduction"] - 0.4) <= 0.01
+    # the row's command imports the plugin first, so it runs as it stands; the plugins are not part of the key
+    plugin = folder / "plugin-in-sweep.py"
+    assert cell["command"].startswith(f"fewprune --plugin {plugin} prune --model resnet20 ")
+    job = sweep.cells()[0]
+    assert job.key == cell["key"] == replace(job, plugins=()).key
+    command = shlex.split(cell["command"].replace("--out OUT", f"--out {tmp_path / 'again'}"))
+    assert main(command[1:]) == 0
+    report = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert report["macs_reduction"] == pytest.approx(cell["macs_reduction"])
 
 
 def test_the_readmes_plugin_example_runs_as_the_readme_says(tmp_path, capsys):

@@ -69,6 +69,8 @@ class Cell:
     min_width: int | str | None = None  # no group pruned below it: a channel count or 'auto'
     # when ``method`` names one of the sweep's variants: what it runs ({"method", "options", "schedule"})
     variant: dict | None = field(default=None, compare=False)
+    # the sweep's plugins (absolute .py paths or module names): what its command must import to name their parts
+    plugins: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:
@@ -76,6 +78,7 @@ class Cell:
         for option in ("round_to", "min_width", "variant"):  # cells from before these options existed keep their keys
             if fields[option] is None:
                 del fields[option]
+        del fields["plugins"]  # where the parts are imported from is not what is measured
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -97,11 +100,12 @@ class Cell:
         return self.command()
 
     def command(self) -> str:
-        """The equivalent ``fewprune prune`` command line."""
+        """The equivalent ``fewprune prune`` command line (importing the sweep's plugins first)."""
         what = " ".join(f"--{kind} {value}" for kind, value in self.target.items())
         count = f"--per-class {self.samples}" if self.per_class else f"--samples {self.samples}"
         method = self.method if self.variant is None else variant_arguments(self.variant)
-        return (f"fewprune prune --model {self.model} --data {self.dataset} {count} --method {method} "
+        plugins = "".join(f" --plugin {shlex.quote(p)}" for p in self.plugins)
+        return (f"fewprune{plugins} prune --model {self.model} --data {self.dataset} {count} --method {method} "
                 f"{what} --seed {self.seed}" + ("" if self.labels else " --no-labels")
                 + (f" --round-to {self.round_to}" if self.round_to else "")
                 + (f" --min-width {self.min_width}" if self.min_width else "") + " --out OUT")
@@ -298,7 +302,8 @@ class SweepConfig:
         # Seeds outermost: a sweep stopped part-way has whole seeds, not some settings with three and some with none.
         return [
             Cell(model, name, n, dict(target), seed, self.dataset, self.per_class, self.labels, self.round_to,
-                 self.min_width, normal_variant(variants[name]) if name in variants else None)
+                 self.min_width, normal_variant(variants[name]) if name in variants else None,
+                 tuple(self.plugins or ()))
             for seed, model, target, n, name in itertools.product(
                 self.seeds, self.models, self.targets, self.samples, self.methods)
             if fits(name, target)

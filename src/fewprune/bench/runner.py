@@ -167,7 +167,7 @@ def inferred_stop(cell: Cell, rows: list[dict]) -> dict | None:
     if len(cell.target) != 1:
         return None
     (kind, value), = cell.target.items()
-    others = {k: v for k, v in cell.__dict__.items() if k != "target"}
+    others = {k: v for k, v in cell.__dict__.items() if k not in ("target", "plugins")}  # (plugins: where parts live)
     for row in rows:
         c = row.get("cell") or {}
         if (row.get("kind") == "cell" and row.get("status") == "error" and row.get("reached") is not None

@@ -193,6 +193,13 @@ def status_markdown(config: SweepConfig, lines: list[StatusLine], chosen: str = 
     without = sum(line.running + line.to_run for line in lines if line.left_seconds is None)
     total = sum(line.done + line.failed + line.reusable + line.running + line.to_run for line in lines)
     finished = sum(line.done for line in lines)
+    if not any(line.running or line.to_run for line in lines):
+        failed = sum(line.failed for line in lines)
+        reusable = sum(line.reusable for line in lines)
+        return "\n".join(out + ["", f"{finished} of {total} jobs done; nothing left to run" + "".join(
+            f"; {count} {what}" for count, what in ((reusable, "to copy from the sweeps beside it when it runs"),
+                                                    (failed, "failed (--retry-failed runs them again)")) if count)
+            + "."]) + "\n"
     out += ["", f"{finished} of {total} jobs done; about {_duration(known)} of CPU time left (one thread per job, by "
             f"the wall times of jobs measured in {Path(config.results).parent}; a training job with a checkpoint counts "
             "the part it has left)" + (f", plus {without} jobs of kinds with nothing measured yet"

@@ -90,11 +90,18 @@ def test_a_sweep_config_imports_its_plugins_relative_to_itself(tiny_fmnist, monk
     assert report["macs_reduction"] == pytest.approx(cell["macs_reduction"])
 
 
-def test_the_readmes_plugin_example_runs_as_the_readme_says(tmp_path, capsys):
+EXAMPLE = Path(__file__).parents[1] / "examples" / "compare"
+
+
+def test_the_readmes_plugin_example_runs_as_the_readme_says(capsys):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     example = readme.split("```python\n# read_strength.py\n", 1)[1].split("```", 1)[0]
-    path = tmp_path / "read_strength.py"
-    path.write_text(example)
+    path = EXAMPLE / "read_strength.py"  # the README's code, as docs/compare-methods.md uses it
+
+    def code(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if line.strip())
+
+    assert code(example) in code(path.read_text())
     assert "read-strength" in criteria_listed(capsys, ["--plugin", str(path)])
     teacher = build("resnet20", num_classes=10, in_channels=1, image_size=28).eval()
     images = torch.randn(8, 1, 28, 28)
@@ -124,3 +131,15 @@ def test_a_sweep_config_reads_its_model_file_and_image_folder_from_its_own_folde
     teacher = next(r for r in read_results(sweep.results) if r.get("kind") == "teacher")
     assert cells[0]["test_samples"] == teacher["test_samples"] == 2  # a fifth of 12 images
     assert "held-out part (the folder has no test/ split" in Path(sweep.report).read_text()
+
+
+def test_the_compare_example_sweep_reads_with_its_plugin_variant_and_comparisons():
+    """docs/compare-methods.md runs examples/compare/sweep.yaml: it must stay a valid sweep."""
+    config = SweepConfig.read(EXAMPLE / "sweep.yaml")
+    cells = config.cells()
+    assert len(cells) == 9 and {c.method for c in cells} == {"l1+lsq", "read-strength+lsq", "l1+lsq-1view"}
+    variant = next(c for c in cells if c.method == "l1+lsq-1view")
+    assert variant.recipe.recovery_options["lsq"]["views"] == 1 and "--option lsq.views=1" in variant.command()
+    assert all(c.command().startswith(f"fewprune --plugin {EXAMPLE / 'read_strength.py'} prune ") for c in cells)
+    assert [entry["methods"] for entry in config.compare] == [["read-strength+lsq", "l1+lsq"],
+                                                                ["l1+lsq", "l1+lsq-1view"]]

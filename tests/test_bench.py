@@ -985,3 +985,41 @@ def test_figure_names_tell_same_named_model_files_apart_and_keep_the_usual_names
     names = [figure_name(m, models) for m in models]
     assert names == ["zoo-resnet56-fmnist", "a-nets-net.py-make", "b-nets-net.py-make", "small.py-build"]
     assert figure_name("/work/a/nets/net.py:make", models[1:2]) == "net.py-make"  # alone: its file name
+
+
+def test_the_csv_table_has_one_line_per_job_with_the_reports_figures(sweep, tmp_path, capsys):
+    import csv
+
+    from fewprune.bench.report import speedup
+    from fewprune.cli import main
+
+    config = sweep(["l1", "nonsense+kd"], latency=True, ceiling={"epochs": 1}, targets=[{"macs": 0.4}])
+    run_sweep(config, progress=False, log=lambda *_: None)
+    rows = read_results(config.results)
+    teacher = next(r for r in rows if r["kind"] == "teacher")
+    assert main(["bench", str(config.source), "--csv", str(tmp_path / "table.csv")]) == 0
+    assert "table.csv: 3 jobs of tiny" in capsys.readouterr().out
+    lines = {line["method"]: line for line in csv.DictReader(open(tmp_path / "table.csv"))}
+    assert set(lines) == {"l1", "nonsense+kd", "ceiling (l1)"}
+    cell = next(r for r in rows if r["kind"] == "cell" and r["status"] == "ok")
+    line = lines["l1"]
+    assert (line["kind"], line["samples"], line["target"], line["seed"], line["status"]) == ("cell", "20", "macs=0.4",
+                                                                                           "0", "ok")
+    assert float(line["accuracy"]) == cell["accuracy"] and float(line["teacher_accuracy"]) == teacher["accuracy"]
+    assert float(line["measured_speedup"]) == pytest.approx(speedup(cell, teacher)) and line["speedup_timing"] == "as run"
+    assert float(line["mac_speedup"]) == pytest.approx(1 / (1 - cell["macs_reduction"]))
+    assert float(line["compress_seconds"]) == cell["compress_seconds"] and line["command"] == cell["command"]
+    failed = lines["nonsense+kd"]
+    assert failed["status"] == "error" and "nonsense" in failed["error"] and failed["accuracy"] == ""
+    ceiling = lines["ceiling (l1)"]
+    trained = next(r for r in rows if r["kind"] == "ceiling")
+    assert ceiling["kind"] == "ceiling" and ceiling["seed"] == ""
+    assert float(ceiling["train_seconds"]) == trained["train_seconds"]
+    assert 0 < float(ceiling["params_reduction"]) < 1  # from its parameter count and the teacher's
+    # the sweep's own files are never the table, and --csv runs nothing else
+    before = open(config.results).read()
+    with pytest.raises(SystemExit, match="would overwrite the sweep's own"):
+        main(["bench", str(config.source), "--csv", str(config.results)])
+    with pytest.raises(SystemExit, match="--csv writes the table"):
+        main(["bench", str(config.source), "--csv", str(tmp_path / "t.csv"), "--status"])
+    assert open(config.results).read() == before

@@ -144,7 +144,7 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
                 par = statistics.fmean(r["params_reduction"] for r in cells)
                 speed = _speedups(cells, teacher)
                 lines.append(f"| {m} | {t} | {100 * mac:.1f}% | {100 * par:.1f}% | {1 / (1 - mac):.2f}× | "
-                             f"{speed} | {statistics.fmean(_standalone_seconds(r) for r in cells):.1f} s |")
+                             f"{speed} | {statistics.fmean(standalone_seconds(r) for r in cells):.1f} s |")
         if any(r["model"] == model for r in trained_ok):
             lines += [""] + _training_jobs(trained_ok, model, teacher, metric)
         lines.append("")
@@ -392,7 +392,7 @@ def _rank(mean: float, means: list[float]) -> int:
     return 1 + sum(round(other, 2) > round(mean, 2) for other in means)
 
 
-def _standalone_seconds(row: dict) -> float:
+def standalone_seconds(row: dict) -> float:
     """A cell's compression time as a call of its own: with the shared part of a step-wise walk added back."""
     return row["compress_seconds"] + row.get("shared_path_seconds", 0.0)
 

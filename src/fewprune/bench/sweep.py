@@ -468,11 +468,16 @@ def alongside_rows(config: SweepConfig) -> tuple[list[dict], object]:
     return extra, label
 
 
+def current_rows(config: SweepConfig) -> list[dict]:
+    """The results file's rows, less those of jobs the config no longer has, with quiet re-timings applied."""
+    keys = {job.key for job in sweep_jobs(config)}
+    return apply_remeasured([r for r in read_results(config.results)
+                             if r.get("kind") not in JOB_KINDS or r.get("key") in keys])
+
+
 def write_report(config: SweepConfig) -> dict:
     """Report and plots from the rows of the config's current jobs (rows of jobs since removed are ignored)."""
-    keys = {job.key for job in sweep_jobs(config)}
-    rows = apply_remeasured([r for r in read_results(config.results)
-                             if r.get("kind") not in JOB_KINDS or r.get("key") in keys])
+    rows = current_rows(config)
     methods = list(config.methods)
     if config.alongside:
         extra, label = alongside_rows(config)

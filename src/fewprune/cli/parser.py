@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from existing results")
+    p.add_argument("--csv", metavar="PATH",
+                   help="run nothing: write every job's figures (accuracy, reductions, the report's measured "
+                        "speed-up, seed, samples, command) as one CSV table, fractions as fractions")
     p.add_argument("--status", action="store_true",
                    help="run nothing: list the jobs done, failed, reusable from the sweeps beside it, running and left, "
                         "with the CPU time left estimated from jobs already measured")

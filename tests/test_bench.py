@@ -43,6 +43,8 @@ def test_two_cell_sweep_writes_json_lines_report_and_plots(sweep):
         assert 0 <= r["accuracy"] <= 1 and len(r["per_class"]) == 10 and r["test_samples"] == 40
         assert abs(r["macs_reduction"] - 0.4) <= 0.01 and r["few_shot_hash"] and r["versions"]["torch"]
         assert r["command"].startswith("fewprune prune --model")
+        # CPU time of the compression, beside its wall time (which other load on the machine stretches)
+        assert 0 < r["compress_cpu_seconds"] <= r["compress_seconds"] * torch.get_num_threads() + 1
     assert [r["kind"] for r in rows].count("teacher") == 1
     report = open(summary["report"]).read()
     assert "| l1 |" in report and "| l1+bn |" in report and "*teacher*" in report and "#1" in report

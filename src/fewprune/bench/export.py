@@ -19,8 +19,8 @@ from .scratch import scratch_label
 
 COLUMNS = ("kind", "model", "method", "samples", "target", "seed", "status", "accuracy", "mean_iou",
            "teacher_accuracy", "macs_reduction", "params_reduction", "mac_speedup", "measured_speedup",
-           "speedup_timing", "compress_seconds", "train_seconds", "wall_seconds", "threads", "few_shot_hash", "key",
-           "command", "error")
+           "speedup_timing", "compress_seconds", "compress_cpu_seconds", "train_seconds", "wall_seconds", "threads",
+           "few_shot_hash", "key", "command", "error")
 
 
 def _target_text(target: dict) -> str:
@@ -57,7 +57,8 @@ def table_rows(rows: list[dict]) -> list[dict]:
             "speedup_timing": None if measured is None else "quiet" if r.get("latency_remeasured") else "as run",
             # a cell's compression as a call of its own (a step-wise walk's shared part added back)
             "compress_seconds": standalone_seconds(r) if "compress_seconds" in r else None,
-            "train_seconds": r.get("train_seconds"), "wall_seconds": r.get("wall_seconds"), "threads": r.get("threads"),
+            "compress_cpu_seconds": r.get("compress_cpu_seconds"), "train_seconds": r.get("train_seconds"),
+            "wall_seconds": r.get("wall_seconds"), "threads": r.get("threads"),
             "few_shot_hash": r.get("few_shot_hash"), "key": r["key"], "command": r.get("command"), "error": r.get("error"),
         })
     return out

@@ -128,9 +128,11 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True, de
         few = data.few_shot(train, n=None if cell.per_class else cell.samples,
                             per_class=cell.samples if cell.per_class else None, seed=cell.seed)
         teacher = _teacher(cell.model, train.info)
+        cpu_started = time.process_time()  # this process's CPU time: unlike wall time, not stretched by other load
         result = api.compress(teacher, few, method=cell.recipe, target=Target(**cell.target), seed=cell.seed,
                               labels=cell.labels, progress=False, round_to=cell.round_to, min_width=cell.min_width,
                               device=device)
+        compress_cpu_seconds = round(time.process_time() - cpu_started, 3)
         example = few.tensors()[0][:1]
         row.update(measure_model(result.student, test, example, latency and on_cpu(device)))
         row.update(
@@ -140,6 +142,7 @@ def run_cell(cell: Cell, eval_limit: int | None = None, latency: bool = True, de
             params_reduction=result.report["params_reduction"],
             teacher_macs=result.report["teacher"]["macs"],
             compress_seconds=result.report["wall_seconds"],
+            compress_cpu_seconds=compress_cpu_seconds,  # summed over threads: ≈ wall × threads when nothing competes
             # what an earlier target of this family computed for this one (shared paths): its first scores and
             # the common part of its step-wise walk, not re-run
             shared_path_seconds=result.report.get("allocation", {}).get("shared_path", {}).get("shared_seconds", 0.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..files import write_text_atomic
 from .config import JOB_KINDS, SweepConfig
-from .report import speedup, standalone_seconds
+from .report import params_reduction, speedup, standalone_seconds, teachers_by_model
 from .scratch import scratch_label
 
 COLUMNS = ("kind", "model", "method", "samples", "target", "seed", "status", "accuracy", "mean_iou",
@@ -31,7 +31,7 @@ def _target_text(target: dict) -> str:
 
 def table_rows(rows: list[dict]) -> list[dict]:
     """One flat dict per job row among ``rows`` (as :func:`~.sweep.current_rows` gives them), in file order."""
-    teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+    teachers = teachers_by_model(rows)
     out = []
     for r in rows:
         if r.get("kind") not in JOB_KINDS:
@@ -42,16 +42,16 @@ def table_rows(rows: list[dict]) -> list[dict]:
         if r["kind"] == "cell":
             method = cell["method"]
         else:  # a full-data training job: the structure it fine-tunes, or ASCA from scratch
-            method = f"ceiling ({r.get('structure')})" if r["kind"] == "ceiling" else scratch_label(r.get("gates_schedule"))
-        reduction, params = r.get("macs_reduction"), r.get("params_reduction")
-        if params is None and r.get("params") and teacher.get("params"):  # ceilings record the count only
-            params = 1 - r["params"] / teacher["params"]
+            method = (f"ceiling ({r.get('structure', 'l1')})" if r["kind"] == "ceiling"
+                      else scratch_label(r.get("gates_schedule")))
+        reduction = r.get("macs_reduction")
         measured = speedup(r, teacher) if r.get("status") == "ok" else None
         out.append({
             "kind": r["kind"], "model": model, "method": method, "samples": cell.get("samples"),
             "target": _target_text(cell.get("target") or r.get("target") or {}), "seed": cell.get("seed"),
             "status": r.get("status"), "accuracy": r.get("accuracy"), "mean_iou": r.get("mean_iou"),
-            "teacher_accuracy": teacher.get("accuracy"), "macs_reduction": reduction, "params_reduction": params,
+            "teacher_accuracy": teacher.get("accuracy"), "macs_reduction": reduction,
+            "params_reduction": params_reduction(r, teacher),
             "mac_speedup": None if reduction is None or reduction >= 1 else 1 / (1 - reduction),
             "measured_speedup": measured,
             "speedup_timing": None if measured is None else "quiet" if r.get("latency_remeasured") else "as run",

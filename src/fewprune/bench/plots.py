@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..files import atomic_path
 from .config import METRICS, TRAINING_KINDS, SweepConfig
-from .report import speedup, summarise
+from .report import speedup, summarise, teachers_by_model
 from .scratch import scratch_label
 
 
@@ -38,7 +38,7 @@ def plot(config: SweepConfig, rows: list[dict], out_dir: str | Path, methods: li
     groups = summarise(rows)
     methods = methods or config.methods
     metric, ylabel = config.metric, f"test {METRICS[config.metric]['name']} (%)"
-    teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+    teachers = teachers_by_model(rows)
     written = []
     for model in config.models:
         mid_samples = sorted(config.samples)[len(config.samples) // 2]
@@ -103,7 +103,7 @@ def plot_training_jobs(config: SweepConfig, rows: list[dict], out_dir: Path) -> 
     measured speed-up for each kind of job, and the fraction of each channel group every structure keeps."""
     import matplotlib.pyplot as plt
 
-    teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+    teachers = teachers_by_model(rows)
     metric = config.metric
     written = []
     for model in config.models:

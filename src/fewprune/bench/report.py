@@ -32,11 +32,16 @@ def summarise(rows: list[dict], status: str = "ok") -> dict:
     return groups
 
 
+def teachers_by_model(rows: list[dict]) -> dict[str, dict]:
+    """Each model's teacher row among ``rows`` (measured ones only)."""
+    return {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+
+
 def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = None) -> str:
     """The report's markdown; ``methods`` are the row labels in order (default: the config's methods)."""
     methods = methods or config.methods
     metric = config.metric
-    teachers = {r["model"]: r for r in rows if r.get("kind") == "teacher" and r.get("status") == "ok"}
+    teachers = teachers_by_model(rows)
     ceilings = {(r["model"], _target_label(r["target"])): r for r in rows
                 if r.get("kind") == "ceiling" and r.get("status") == "ok"}
     groups, failed = summarise(rows), summarise(rows, "error")
@@ -364,9 +369,7 @@ def _training_jobs(rows: list[dict], model: str, teacher: dict | None, metric: s
         else:
             job = f"{scratch_label(r.get('gates_schedule'))}, {r['epochs']} ep. from scratch"
         gap = f" ({100 * (r[metric] - teacher[metric]):+.2f})" if teacher else ""
-        params = r.get("params_reduction")
-        if params is None and teacher:
-            params = 1 - r["params"] / teacher["params"]
+        params = params_reduction(r, teacher)
         measured = speedup(r, teacher)
         minutes = r.get("train_seconds", 0) / 60
         lines.append(f"| {job} | {_target_label(r['target'])} | {100 * r[metric]:.2f}{gap} "
@@ -375,6 +378,14 @@ def _training_jobs(rows: list[dict], model: str, teacher: dict | None, metric: s
                      + ("–" if measured is None else f"{measured:.2f}×")
                      + f" | {minutes:.0f} min ({threads_text(r.get('threads', '?'))}) |")
     return lines
+
+
+def params_reduction(row: dict, teacher: dict | None) -> float | None:
+    """The fraction of the teacher's parameters a job removed: recorded, or from its count and the teacher's
+    (full-data ceilings record the count only); None when neither tells."""
+    if row.get("params_reduction") is not None:
+        return row["params_reduction"]
+    return 1 - row["params"] / teacher["params"] if teacher and row.get("params") and teacher.get("params") else None
 
 
 def speedup(row: dict, teacher: dict | None, batch: int = 64) -> float | None:

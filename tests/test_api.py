@@ -576,6 +576,6 @@ def test_a_model_the_surgery_breaks_is_refused_and_protecting_the_layer_fixes_it
 def test_per_class_changes_pair_each_judged_class_largest_drop_first():
     evaluation = {"classes": ["a", "b", "c", "d"], "teacher": {"per_class": [0.9, 0.8, None, 0.5]},
                   "student": {"per_class": [0.5, 0.85, 0.7, 0.4]}}
-    assert fp.api.per_class_changes(evaluation) == [("a", 0.9, 0.5), ("d", 0.5, 0.4), ("b", 0.8, 0.85)]
-    assert fp.api.per_class_changes({**evaluation, "classes": None}) == []  # unnamed classes: nothing to show
-    assert fp.api.per_class_changes({**evaluation, "student": {"per_class": [1] * 4, "per_pixel": True}}) == []
+    assert fp.result_files.per_class_changes(evaluation) == [("a", 0.9, 0.5), ("d", 0.5, 0.4), ("b", 0.8, 0.85)]
+    assert fp.result_files.per_class_changes({**evaluation, "classes": None}) == []  # unnamed classes: nothing to show
+    assert fp.result_files.per_class_changes({**evaluation, "student": {"per_class": [1] * 4, "per_pixel": True}}) == []

@@ -51,7 +51,7 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
     and the ``error``; the widths, MACs and params before and after; the
     largest logit difference to the zero-masked teacher; seconds taken.
     """
-    from .. import api
+    from .. import api, result_files
     from ..allocation import Target
     from ..metrics import versions
     from ..models import build
@@ -102,10 +102,10 @@ def check_model(spec: str, input_shape: tuple[int, int, int] = (3, 224, 224), ma
                                  f"{row['predicted_macs_reduction']:.6f}")
         stage = "save → load"
         with tempfile.TemporaryDirectory() as tmp:
-            api.save(result, Path(tmp) / "student")
+            result_files.save(result, Path(tmp) / "student")
             del result, student  # only their outputs are compared from here: the reload gets their memory
             gc.collect()
-            reloaded = api.load(Path(tmp) / "student", lambda: build(
+            reloaded = result_files.load(Path(tmp) / "student", lambda: build(
                 spec, num_classes=num_classes, in_channels=input_shape[0], image_size=input_shape[1]))
         with torch.no_grad():
             again = all_outputs(reloaded(x))

@@ -89,7 +89,7 @@ def check_method(spec: str, method: str, input_shape: tuple[int, int, int] = (1,
     A channel method aims at ``macs`` of MACs removed, a block method at ``blocks`` blocks.
     Returns a row with ``status`` ok / refused / failed, the MACs removed and the seconds taken.
     """
-    from .. import api
+    from .. import api, result_files
     from ..allocation import Target
     from ..models import build
     from ..models.outputs import all_outputs, identical, main_output
@@ -118,8 +118,8 @@ def check_method(spec: str, method: str, input_shape: tuple[int, int, int] = (1,
         with torch.no_grad():
             logits = all_outputs(result.student.eval()(x[:4]))
         with tempfile.TemporaryDirectory() as tmp:
-            api.save(result, Path(tmp) / "student")
-            reloaded = api.load(Path(tmp) / "student", builder)
+            result_files.save(result, Path(tmp) / "student")
+            reloaded = result_files.load(Path(tmp) / "student", builder)
         with torch.no_grad():
             again = all_outputs(reloaded(x[:4]))
         if not identical(again, logits):

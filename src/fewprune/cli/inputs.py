@@ -34,11 +34,11 @@ def load_model_for(spec: str, info: data.DatasetInfo, weights: str | None = None
 
 def _saved_student(directory: Path, info: data.DatasetInfo):
     """The student of a ``fewprune prune`` result folder, rebuilt on the architecture its report names."""
-    from .. import api
+    from .. import result_files
 
-    return api.load(directory, api.recorded_architecture(directory, num_classes=info.num_classes or None,
-                                                         in_channels=info.input_shape[0],
-                                                         image_size=info.input_shape[1]))
+    architecture = result_files.recorded_architecture(directory, num_classes=info.num_classes or None,
+                                                      in_channels=info.input_shape[0], image_size=info.input_shape[1])
+    return result_files.load(directory, architecture)
 
 
 def fixed_subset(dataset, limit: int | None):

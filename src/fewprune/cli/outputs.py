@@ -69,7 +69,7 @@ def metrics_table(rows: dict[str, dict], title: str = "", speed_up: bool = False
 
 def onnxruntime_latency(model, example) -> dict:
     """``model`` exported to a temporary ONNX file and timed under onnxruntime (batch 1 and 64)."""
-    from ..api import export_onnx
+    from ..result_files import export_onnx
 
     with tempfile.TemporaryDirectory() as folder:
         return metrics.onnx_latency(export_onnx(model, Path(folder) / "model.onnx", example, check=False), example)

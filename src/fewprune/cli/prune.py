@@ -28,7 +28,7 @@ def target_from(args):
 def cmd_prune(args) -> int:
     """``fewprune prune``: compress the model with a few samples, judge student and teacher side by side, save
     the result (or, with ``--dry-run``, only preview the plan)."""
-    from .. import api
+    from .. import api, result_files
 
     if args.out is None and not args.dry_run:
         raise ValueError("prune needs --out (where the result goes), or --dry-run to preview the plan alone")
@@ -80,11 +80,11 @@ def cmd_prune(args) -> int:
                                       "input": train.info.input_convention()}
     if "dataset" in result.few_shot:  # the samples were drawn from --data
         result.few_shot["dataset"] = absolute_spec(args.data)
-    out = api.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
+    out = result_files.save(result, args.out, force=args.force, onnx_input=example if args.onnx else None)
     console.print(metrics_table(rows, split="test" if split == "test" else "held-out",
                                 title=f"{args.method}, {target.describe()}, {len(few)} samples, seed {args.seed}",
                                 speed_up=True))
-    drops = [(name, t, s) for name, t, s in api.per_class_changes(result.report["evaluation"])[:3] if s < t]
+    drops = [(name, t, s) for name, t, s in result_files.per_class_changes(result.report["evaluation"])[:3] if s < t]
     if drops:
         console.print("largest per-class drops: " + ", ".join(
             f"{name} {100 * (s - t):+.2f} ({100 * t:.2f} → {100 * s:.2f})" for name, t, s in drops)

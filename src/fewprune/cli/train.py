@@ -35,7 +35,7 @@ def cmd_train(args) -> int:
 
 def _train_asca(args) -> int:
     """``fewprune train RECIPE --asca macs=0.5``: ASCA from scratch, saved like a ``fewprune prune`` result."""
-    from .. import api
+    from .. import result_files
     from ..allocation import Target
     from ..models.recipes import recipes, train_asca_scratch
 
@@ -54,7 +54,7 @@ def _train_asca(args) -> int:
     result.report["command"] = "fewprune " + " ".join(args.argv)
     result.report["teacher_model"] = {"spec": recipes.get(args.recipe).architecture, "adapt": False,  # see cmd_prune
                                       "input": test.info.input_convention()}
-    api.save(result, out, force=args.force)
+    result_files.save(result, out, force=args.force)
     checkpoint.unlink(missing_ok=True)
     e = result.report["evaluation"]["student"]
     print(f"asca-scratch {args.recipe}: test accuracy {100 * e['accuracy']:.2f}%, "

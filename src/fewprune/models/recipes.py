@@ -220,14 +220,14 @@ def train_asca_scratch(name: str, target, epochs: int | None = None, log=print, 
     give the plan, the channels are removed physically, and nothing is
     fine-tuned after. With a ``checkpoint`` path the state is saved after
     every epoch and a run found there is resumed. Returns a
-    :class:`~fewprune.api.Result` for :func:`fewprune.save`.
+    :class:`~fewprune.result_files.Result` for :func:`fewprune.save`.
     """
     import torch.nn.functional as F
 
     from .. import data, metrics
     from ..allocation import allocate
-    from ..api import Result
     from ..criteria.asca import GateSchedule, learn_gates
+    from ..result_files import Result
     from ..structure import Plan, PruningSpace
     from . import build
 

@@ -42,14 +42,44 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
     methods = methods or config.methods
     metric = config.metric
     teachers = teachers_by_model(rows)
-    ceilings = {(r["model"], _target_label(r["target"])): r for r in rows
-                if r.get("kind") == "ceiling" and r.get("status") == "ok"}
     groups, failed = summarise(rows), summarise(rows, "error")
     errors = [r for r in rows if r.get("kind") == "cell" and r.get("status") == "error"]
     trained = [r for r in rows if r.get("kind") in TRAINING_KINDS]
     trained_ok = [r for r in trained if r.get("status") == "ok"]
     trained_errors = [r for r in trained if r.get("status") == "error"]
     n_ok = sum(len(v) for v in groups.values())
+    lines = _heading(config, n_ok, len(errors), trained_ok, trained_errors)
+    for model in config.models:
+        teacher = teachers.get(model)
+        lines += [f"## {model}", ""]
+        if not config.methods:
+            lines += _training_jobs(trained_ok, model, teacher, metric) + [""]
+            continue
+        settings = [(t, n) for t in map(_target_label, config.targets) for n in config.samples]
+        lines += _score_table(config, rows, model, methods, settings, groups, failed, teacher)
+        lines += _curve_areas(config, rows, model, methods, teacher)
+        at_target = [e for e in config.compare or [] if e.get("at", "target") == "target"]
+        at_speedup = [e for e in config.compare or [] if e.get("at") == "speed-up"]
+        lines += _paired_differences(at_target, groups, model, settings, metric)
+        lines += _speedup_differences(at_speedup, groups, model, config, teacher, metric)
+        lines += _cost_table(config, model, methods, groups, teacher)
+        if any(r["model"] == model for r in trained_ok):
+            lines += [""] + _training_jobs(trained_ok, model, teacher, metric)
+        lines.append("")
+    if errors or trained_errors:
+        lines += [f"## Failed {'jobs' if trained_errors else 'cells'}", ""] \
+            + [f"- `{r['command']}`: {r['error']}" for r in errors] \
+            + [f"- `{r['key']}`: {r['error']}" for r in trained_errors] + [""]
+    ok_cells = [r for g in groups.values() for r in g]
+    lines += _quiet_timing_note(config, ok_cells, trained_ok)
+    lines += _merged_note(config, ok_cells + trained_ok)
+    lines.append(_environment_line(rows, "Cells" if config.methods else "Jobs"))
+    return "\n".join(lines) + "\n"
+
+
+def _heading(config: SweepConfig, n_ok: int, n_errors: int, trained_ok: list[dict],
+             trained_errors: list[dict]) -> list[str]:
+    """Title, what the sweep covers and how much of it is measured, how to regenerate it, its variants."""
     test_split = 'the full test split' if config.eval_limit is None else f'{config.eval_limit} test images'
     folder = config.dataset.removeprefix("imagefolder:")
     if folder != config.dataset and not (Path(folder) / "test").is_dir():
@@ -62,127 +92,138 @@ def render(config: SweepConfig, rows: list[dict], methods: list[str] | None = No
             f"{len(trained_errors)} failed)"
             if n_training else "")
     if config.methods:
-        summary = (f"{len(config.cells())} cells ({n_ok} measured, {len(errors)} failed)"
+        summary = (f"{len(config.cells())} cells ({n_ok} measured, {n_errors} failed)"
                    + (f" and {jobs}" if jobs else "") + f"; dataset {config.dataset}, "
                    f"{'per class' if config.per_class else 'total'} sample counts {config.samples}, seeds "
                    f"{config.seeds}, labels {'used' if config.labels else 'hidden'}")
     else:  # a sweep of training jobs only (asca-scratch)
         summary = f"{jobs or 'no job'}; dataset {config.dataset}"
-    lines = [f"# {config.name}", "", f"Sweep `{config.source}`: {summary}; {METRICS[metric]['name']} on {test_split}.", "",
+    lines = [f"# {config.name}", "",
+             f"Sweep `{config.source}`: {summary}; {METRICS[config.metric]['name']} on {test_split}.", "",
              f"Regenerate: `fewprune bench {config.source}`", ""]
     if config.variants:
         from .config import normal_variant, variant_arguments
 
         lines += ["Variants (methods with changed settings, as `prune --method …` arguments):", ""]
         lines += [f"- `{name}`: `{variant_arguments(normal_variant(v))}`" for name, v in config.variants.items()] + [""]
-    for model in config.models:
-        if not config.methods:
-            lines += [f"## {model}", ""] + _training_jobs(trained_ok, model, teachers.get(model), metric) + [""]
-            continue
-        settings = [(t, n) for t in map(_target_label, config.targets) for n in config.samples]
-        lines += [f"## {model}", "", f"{METRICS[metric]['title']} (%), mean ± std over seeds; (gap to teacher); "
-                  "rank per column.", ""]
-        header = "| method | " + " | ".join(f"{t}, {n} samples" for t, n in settings) + " | mean rank |"
-        lines += [header, "|" + " --- |" * (len(settings) + 2)]
-        teacher = teachers.get(model)
-        if teacher:
-            lines.append("| *teacher* | " + " | ".join(f"{100 * teacher[metric]:.2f}" for _ in settings) + " | |")
-        ceiling_cells = []
-        for t, _n in settings:
-            c = ceilings.get((model, t))
-            ceiling_cells.append(f"{100 * c[metric]:.2f}" if c else "–")
-        if any(c != "–" for c in ceiling_cells):
-            epochs = next(r["epochs"] for r in ceilings.values())
-            picks = sorted({f"{c['structure']} on {c['structure_samples']} images" for (m, _t), c in ceilings.items()
-                            if m == model and "structure_samples" in c})
-            picked = f"; blocks picked by {', '.join(picks)}" if picks else ""
-            lines.append(f"| *full-data ceiling* ({epochs} ep.{picked}) | " + " | ".join(ceiling_cells) + " | |")
-        scratch = {_target_label(r["target"]): r for r in rows
-                   if r.get("kind") == "scratch" and r.get("status") == "ok" and r["model"] == model
-                   and not r.get("gates_schedule")}  # the grid shows the default form; the table every variant
-        if scratch:
-            epochs = next(iter(scratch.values()))["epochs"]
-            lines.append(f"| *asca-scratch* ({epochs} ep., full data, no teacher) | "
-                         + " | ".join(f"{100 * scratch[t][metric]:.2f}" if t in scratch else "–"
-                                      for t, _n in settings) + " | |")
-        means = {(m, s): _mean_std([100 * r[metric] for r in groups[(model, *s, m)]])
-                 for m in methods for s in settings if groups.get((model, *s, m))}
-        rank_of = {(m, s): _rank(means[(m, s)][0], [means[(mm, s)][0] for mm in methods if (mm, s) in means])
-                   for m, s in means}
-        ranks: dict[str, list[int]] = defaultdict(list)
-        for (m, _s), rank in rank_of.items():
-            ranks[m].append(rank)
-        for m in methods:
-            cells = []
-            for s in settings:
-                fails = len(failed.get((model, *s, m), ()))
-                if (m, s) not in means:
-                    cells.append(f"failed [{fails} of {len(config.seeds)} seeds, see below]" if fails else "–")
-                    continue
-                mean, std = means[(m, s)]
-                gap = f" ({mean - 100 * teacher[metric]:+.2f})" if teacher else ""
-                rank = rank_of[(m, s)]
-                n = len(groups[(model, *s, m)])
-                spread = f" ± {std:.2f}" if n > 1 else ""
-                seeds = f" [{n} of {len(config.seeds)} seeds" + (f", {fails} failed]" if fails else "]") \
-                    if n < len(config.seeds) else ""
-                cells.append(f"{mean:.2f}{spread}{gap} #{rank}{seeds}")
-            mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
-        lines += _curve_areas(config, rows, model, methods, teacher)
-        at_target = [e for e in config.compare or [] if e.get("at", "target") == "target"]
-        at_speedup = [e for e in config.compare or [] if e.get("at") == "speed-up"]
-        lines += _paired_differences(at_target, groups, model, settings, metric)
-        lines += _speedup_differences(at_speedup, groups, model, config, teacher, metric)
-        shared = any(r.get("shared_path_seconds") for (mm, *_), rs in groups.items() if mm == model for r in rs)
-        lines += ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells"
-                  + ("; a cell that resumed a step-wise walk shared with a smaller target counts that walk too"
-                     if shared else "") + "):",
-                  "", "| method | target | MACs removed | params removed | MAC speed-up | measured speed-up "
-                  "| compress time |", "| --- | --- | --- | --- | --- | --- | --- |"]
-        for m in methods:
-            for t in map(_target_label, config.targets):
-                cells = [r for (mm, tt, _n, meth), rs in groups.items() if mm == model and tt == t and meth == m for r in rs]
-                if not cells:
-                    continue
-                mac = statistics.fmean(r["macs_reduction"] for r in cells)
-                par = statistics.fmean(r["params_reduction"] for r in cells)
-                speed = _speedups(cells, teacher)
-                lines.append(f"| {m} | {t} | {100 * mac:.1f}% | {100 * par:.1f}% | {1 / (1 - mac):.2f}× | "
-                             f"{speed} | {statistics.fmean(standalone_seconds(r) for r in cells):.1f} s |")
-        if any(r["model"] == model for r in trained_ok):
-            lines += [""] + _training_jobs(trained_ok, model, teacher, metric)
-        lines.append("")
-    if errors or trained_errors:
-        lines += [f"## Failed {'jobs' if trained_errors else 'cells'}", ""] \
-            + [f"- `{r['command']}`: {r['error']}" for r in errors] \
-            + [f"- `{r['key']}`: {r['error']}" for r in trained_errors] + [""]
-    quiet = [r for g in groups.values() for r in g if r.get("latency_remeasured")] \
-        + [r for r in trained_ok if r.get("latency_remeasured")]
-    if quiet:
-        threads = ", ".join(map(str, sorted({r.get("latency_threads") for r in quiet} - {None}))) or "?"
-        what = "cells" if not trained_ok else "jobs" if n_ok else "training jobs"
-        lines.append(f"Speed-ups of {len(quiet)} of {n_ok + len(trained_ok)} {what} come from a quiet re-measurement "
-                     f"(`fewprune bench {config.source} --remeasure-latency`) on {threads_text(threads)}: each "
-                     "structure timed back to back with its teacher"
-                     + (" in five rounds, the round with the median teacher/student ratio reported"
-                        if all(r.get("latency_protocol") == 2 for r in quiet) else "")
-                     + ", nothing else running"
-                     + (" (cells of the alongside sweep by that sweep's command)." if config.alongside else "."))
-        lines.append("")
-    merged = [r for g in groups.values() for r in g if r.get("merged_from")] \
-        + [r for r in trained_ok if r.get("merged_from")]
-    if merged:
-        files = ", ".join(f"`{name}`" for name in sorted({r["merged_from"] for r in merged}))
-        timed = sum(bool(r.get("latency_remeasured")) for r in merged)
-        one = len(merged) == 1
-        lines += [f"{len(merged)} job{'' if one else 's'} ran on another machine and {'was' if one else 'were'} "
-                  f"merged in (`fewprune bench {config.source} "
-                  f"--merge`, from {files}): {'its speed-up comes' if one else 'their speed-ups come'} only from "
-                  f"timing {'it' if one else 'them'} here (`--remeasure-latency`), and {timed} of {len(merged)} "
-                  f"{'has' if timed == 1 else 'have'} been.", ""]
-    lines.append(_environment_line(rows, "Cells" if config.methods else "Jobs"))
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _score_table(config: SweepConfig, rows: list[dict], model: str, methods: list[str], settings: list[tuple],
+                 groups: dict, failed: dict, teacher: dict | None) -> list[str]:
+    """The model's main table: one column per (target, samples), the reference rows (teacher, full-data ceiling,
+    asca-scratch), then each method's mean ± std, gap to the teacher and rank per column, and its mean rank."""
+    metric = config.metric
+    lines = [f"{METRICS[metric]['title']} (%), mean ± std over seeds; (gap to teacher); rank per column.", ""]
+    header = "| method | " + " | ".join(f"{t}, {n} samples" for t, n in settings) + " | mean rank |"
+    lines += [header, "|" + " --- |" * (len(settings) + 2)]
+    lines += _reference_rows(rows, model, settings, teacher, metric)
+    means = {(m, s): _mean_std([100 * r[metric] for r in groups[(model, *s, m)]])
+             for m in methods for s in settings if groups.get((model, *s, m))}
+    rank_of = {(m, s): _rank(means[(m, s)][0], [means[(mm, s)][0] for mm in methods if (mm, s) in means])
+               for m, s in means}
+    ranks: dict[str, list[int]] = defaultdict(list)
+    for (m, _s), rank in rank_of.items():
+        ranks[m].append(rank)
+    for m in methods:
+        cells = []
+        for s in settings:
+            fails = len(failed.get((model, *s, m), ()))
+            if (m, s) not in means:
+                cells.append(f"failed [{fails} of {len(config.seeds)} seeds, see below]" if fails else "–")
+                continue
+            mean, std = means[(m, s)]
+            gap = f" ({mean - 100 * teacher[metric]:+.2f})" if teacher else ""
+            n = len(groups[(model, *s, m)])
+            spread = f" ± {std:.2f}" if n > 1 else ""
+            seeds = f" [{n} of {len(config.seeds)} seeds" + (f", {fails} failed]" if fails else "]") \
+                if n < len(config.seeds) else ""
+            cells.append(f"{mean:.2f}{spread}{gap} #{rank_of[(m, s)]}{seeds}")
+        mean_rank = f"{statistics.fmean(ranks[m]):.1f}" if ranks[m] else "–"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean_rank} |")
+    return lines
+
+
+def _reference_rows(rows: list[dict], model: str, settings: list[tuple], teacher: dict | None,
+                    metric: str) -> list[str]:
+    """The score table's rows that no method fills: the teacher, the full-data ceilings of the same structures and
+    ASCA learned from scratch, where measured."""
+    lines = []
+    if teacher:
+        lines.append("| *teacher* | " + " | ".join(f"{100 * teacher[metric]:.2f}" for _ in settings) + " | |")
+    ceilings = {(r["model"], _target_label(r["target"])): r for r in rows
+                if r.get("kind") == "ceiling" and r.get("status") == "ok"}
+    ceiling_cells = []
+    for t, _n in settings:
+        c = ceilings.get((model, t))
+        ceiling_cells.append(f"{100 * c[metric]:.2f}" if c else "–")
+    if any(c != "–" for c in ceiling_cells):
+        epochs = next(r["epochs"] for r in ceilings.values())
+        picks = sorted({f"{c['structure']} on {c['structure_samples']} images" for (m, _t), c in ceilings.items()
+                        if m == model and "structure_samples" in c})
+        picked = f"; blocks picked by {', '.join(picks)}" if picks else ""
+        lines.append(f"| *full-data ceiling* ({epochs} ep.{picked}) | " + " | ".join(ceiling_cells) + " | |")
+    scratch = {_target_label(r["target"]): r for r in rows
+               if r.get("kind") == "scratch" and r.get("status") == "ok" and r["model"] == model
+               and not r.get("gates_schedule")}  # the grid shows the default form; the table every variant
+    if scratch:
+        epochs = next(iter(scratch.values()))["epochs"]
+        lines.append(f"| *asca-scratch* ({epochs} ep., full data, no teacher) | "
+                     + " | ".join(f"{100 * scratch[t][metric]:.2f}" if t in scratch else "–"
+                                  for t, _n in settings) + " | |")
+    return lines
+
+
+def _cost_table(config: SweepConfig, model: str, methods: list[str], groups: dict, teacher: dict | None) -> list[str]:
+    """Per method and target: MACs and params removed, MAC vs measured speed-up, compression time (means)."""
+    shared = any(r.get("shared_path_seconds") for (mm, *_), rs in groups.items() if mm == model for r in rs)
+    lines = ["", "MACs removed, measured CPU speed-up at batch 64 vs MAC speed-up, compression time (mean over cells"
+             + ("; a cell that resumed a step-wise walk shared with a smaller target counts that walk too"
+                if shared else "") + "):",
+             "", "| method | target | MACs removed | params removed | MAC speed-up | measured speed-up "
+             "| compress time |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in methods:
+        for t in map(_target_label, config.targets):
+            cells = [r for (mm, tt, _n, meth), rs in groups.items() if mm == model and tt == t and meth == m for r in rs]
+            if not cells:
+                continue
+            mac = statistics.fmean(r["macs_reduction"] for r in cells)
+            par = statistics.fmean(r["params_reduction"] for r in cells)
+            lines.append(f"| {m} | {t} | {100 * mac:.1f}% | {100 * par:.1f}% | {1 / (1 - mac):.2f}× | "
+                         f"{_speedups(cells, teacher)} | "
+                         f"{statistics.fmean(standalone_seconds(r) for r in cells):.1f} s |")
+    return lines
+
+
+def _quiet_timing_note(config: SweepConfig, ok_cells: list[dict], trained_ok: list[dict]) -> list[str]:
+    """Which speed-ups come from a quiet re-timing (``--remeasure-latency``), and how it timed them."""
+    quiet = [r for r in ok_cells + trained_ok if r.get("latency_remeasured")]
+    if not quiet:
+        return []
+    threads = ", ".join(map(str, sorted({r.get("latency_threads") for r in quiet} - {None}))) or "?"
+    what = "cells" if not trained_ok else "jobs" if ok_cells else "training jobs"
+    return [f"Speed-ups of {len(quiet)} of {len(ok_cells) + len(trained_ok)} {what} come from a quiet re-measurement "
+            f"(`fewprune bench {config.source} --remeasure-latency`) on {threads_text(threads)}: each "
+            "structure timed back to back with its teacher"
+            + (" in five rounds, the round with the median teacher/student ratio reported"
+               if all(r.get("latency_protocol") == 2 for r in quiet) else "")
+            + ", nothing else running"
+            + (" (cells of the alongside sweep by that sweep's command)." if config.alongside else "."), ""]
+
+
+def _merged_note(config: SweepConfig, ok_jobs: list[dict]) -> list[str]:
+    """Which jobs were merged in from another machine (``--merge``) and how many of them were timed here."""
+    merged = [r for r in ok_jobs if r.get("merged_from")]
+    if not merged:
+        return []
+    files = ", ".join(f"`{name}`" for name in sorted({r["merged_from"] for r in merged}))
+    timed = sum(bool(r.get("latency_remeasured")) for r in merged)
+    one = len(merged) == 1
+    return [f"{len(merged)} job{'' if one else 's'} ran on another machine and {'was' if one else 'were'} "
+            f"merged in (`fewprune bench {config.source} "
+            f"--merge`, from {files}): {'its speed-up comes' if one else 'their speed-ups come'} only from "
+            f"timing {'it' if one else 'them'} here (`--remeasure-latency`), and {timed} of {len(merged)} "
+            f"{'has' if timed == 1 else 'have'} been.", ""]
 
 
 def _environment_line(rows: list[dict], ran: str) -> str:

@@ -31,7 +31,9 @@ def _sdpa_flops(query_shape, key_shape, value_shape) -> int:
 
 
 def _sdpa_formula(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return _sdpa_flops(query.shape, key.shape, value.shape)
+    # FlopCounterMode hands a custom formula the arguments' shapes (its shape_wrapper); older
+    # releases handed the tensors themselves: take either.
+    return _sdpa_flops(*(getattr(x, "shape", x) for x in (query, key, value)))
 
 
 def _fused_attention_ops() -> list:

@@ -20,7 +20,8 @@ from ..modes import eval_mode, frozen_parameters
 aten = torch.ops.aten
 
 
-def _sdpa_flops(query_shape, key_shape, value_shape) -> int:
+def _sdpa_formula(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # FlopCounterMode calls a custom formula with its arguments' shapes, not the tensors (its shape_wrapper).
     # q·kᵀ: b·h·Lq·Lk·d MACs, attn·v: b·h·Lq·Lk·dv MACs; 2 FLOPs per MAC.
     *batch, lq, d = query_shape
     lk, dv = key_shape[-2], value_shape[-1]
@@ -28,12 +29,6 @@ def _sdpa_flops(query_shape, key_shape, value_shape) -> int:
     for s in batch:
         b *= s
     return 2 * b * lq * lk * (d + dv)
-
-
-def _sdpa_formula(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    # FlopCounterMode hands a custom formula the arguments' shapes (its shape_wrapper); older
-    # releases handed the tensors themselves: take either.
-    return _sdpa_flops(*(getattr(x, "shape", x) for x in (query, key, value)))
 
 
 def _fused_attention_ops() -> list:
